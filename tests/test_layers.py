@@ -1,0 +1,127 @@
+import pytest
+import torch
+
+from vitbook.layers import (Attention, Block, DropPath, PatchEmbed, attention_weights, pair, posemb_sincos_2d,
+                            record_attention)
+
+
+def test_sdpa_path_equals_recorded_softmax_path():
+    attn = Attention(dim=32, heads=4).eval()
+    x = torch.randn(3, 10, 32)
+    fast = attn(x)
+    with record_attention(attn) as maps:
+        slow = attn(x)
+    torch.testing.assert_close(fast, slow, atol=1e-6, rtol=1e-5)
+    assert maps[""][0].shape == (3, 4, 10, 10)
+
+
+def test_sdpa_path_equals_recorded_path_with_mask_and_bias():
+    attn = Attention(dim=32, heads=4).eval()
+    x = torch.randn(2, 9, 32)
+    mask = torch.rand(2, 1, 9, 9) > 0.3
+    mask[..., 0] = True  # every query may attend somewhere
+    bias = torch.randn(1, 4, 9, 9)
+    fast = attn(x, mask=mask, bias=bias)
+    with record_attention(attn) as maps:
+        slow = attn(x, mask=mask, bias=bias)
+    torch.testing.assert_close(fast, slow, atol=1e-6, rtol=1e-5)
+    weights = maps[""][0]
+    assert torch.all(weights.masked_select(~mask.expand_as(weights)) == 0), "a masked key received attention"
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 4, 9))
+
+
+def test_recorded_weights_are_softmax_of_scaled_logits():
+    q, k = torch.randn(2, 3, 5, 8), torch.randn(2, 3, 5, 8)
+    expected = torch.softmax(q @ k.transpose(-1, -2) / 8 ** 0.5, dim=-1)
+    torch.testing.assert_close(attention_weights(q, k), expected)
+
+
+def test_recording_stops_when_the_context_ends():
+    block = Block(16, heads=2, mlp_dim=32)
+    with record_attention(block) as maps:
+        block(torch.randn(1, 4, 16))
+    block(torch.randn(1, 4, 16))
+    assert len(maps["attn"]) == 1 and block.attn.recorded is None
+
+
+def test_record_attention_rejects_a_model_without_attention():
+    with pytest.raises(ValueError, match="no vitbook.layers.Attention"):
+        with record_attention(torch.nn.Linear(2, 2)):
+            pass
+
+
+def test_mask_must_be_boolean():
+    attn = Attention(dim=8, heads=2)
+    with pytest.raises(TypeError, match="bool"):
+        attn(torch.randn(1, 3, 8), mask=torch.ones(1, 1, 3, 3))
+
+
+def test_heads_must_divide_dim_unless_dim_head_is_given():
+    with pytest.raises(ValueError, match="dim 30 is not divisible by heads 4"):
+        Attention(dim=30, heads=4)
+    assert Attention(dim=30, heads=4, dim_head=8).qkv.out_features == 3 * 32
+
+
+def test_patch_embed_is_a_linear_map_of_row_major_flattened_patches():
+    embed = PatchEmbed(image_size=(4, 6), patch_size=2, channels=3, dim=5)
+    img = torch.randn(1, 3, 4, 6)
+    tokens = embed(img)
+    assert tokens.shape == (1, 6, 5)
+    # token 4 is row 1, column 1 of the 2x3 patch grid: pixels [2:4, 2:4]
+    patch = img[0, :, 2:4, 2:4].permute(1, 2, 0).reshape(-1)  # (p1 p2 c)
+    torch.testing.assert_close(tokens[0, 4], embed.proj(patch))
+
+
+@pytest.mark.parametrize("shape, message", [
+    ((2, 3, 30, 32), "image size 30x32 does not match the model's image_size 32x32"),
+    ((2, 1, 32, 32), "image has 1 channels, the model was built with channels=3"),
+    ((3, 32, 32), "expected images of shape"),
+])
+def test_patch_embed_names_what_is_wrong_with_the_input(shape, message):
+    embed = PatchEmbed(32, 4, channels=3, dim=8)
+    with pytest.raises(ValueError, match=message):
+        embed(torch.randn(*shape))
+
+
+def test_patch_size_must_divide_the_image():
+    with pytest.raises(ValueError, match="image height 30 is not divisible by patch_size 4"):
+        PatchEmbed((30, 32), 4, channels=3, dim=8)
+    with pytest.raises(ValueError, match="image width 30 is not divisible by patch_size 4"):
+        PatchEmbed((32, 30), 4, channels=3, dim=8)
+
+
+def test_sincos_embedding_gives_every_position_its_own_unit_scale_code():
+    pos = posemb_sincos_2d(4, 6, 32)
+    assert pos.shape == (24, 32)
+    assert pos.abs().max() <= 1.0
+    # sin^2 + cos^2 = 1 for each of the dim/4 frequencies of y and of x
+    torch.testing.assert_close(pos.pow(2).sum(1), torch.full((24,), 16.0))
+    assert torch.cdist(pos, pos).add(torch.eye(24)).min() > 0.1, "two positions share an embedding"
+    # neighbours are more alike than distant positions
+    assert torch.dist(pos[0], pos[1]) < torch.dist(pos[0], pos[5])
+
+
+def test_sincos_needs_a_dim_divisible_by_four():
+    with pytest.raises(ValueError, match="dim 30 must be divisible by 4"):
+        posemb_sincos_2d(2, 2, 30)
+
+
+def test_drop_path_drops_whole_samples_and_keeps_the_expectation():
+    drop = DropPath(0.5).train()
+    x = torch.ones(4000, 3, 2)
+    y = drop(x)
+    per_sample = y.flatten(1)
+    assert torch.all((per_sample == 0).all(1) | (per_sample == 2).all(1)), "a sample was only partly dropped"
+    assert abs(y.mean().item() - 1.0) < 0.06
+    assert torch.equal(drop.eval()(x), x)
+
+
+def test_drop_path_rejects_a_probability_of_one():
+    with pytest.raises(ValueError, match=r"p=1.0 must be in \[0, 1\)"):
+        DropPath(1.0)
+
+
+def test_pair():
+    assert pair(3) == (3, 3) and pair((2, 5)) == (2, 5)
+    with pytest.raises(ValueError):
+        pair((1, 2, 3))

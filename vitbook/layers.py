@@ -1,0 +1,237 @@
+"""The building blocks every model in the book shares.
+
+Attention always runs through ``F.scaled_dot_product_attention`` (SDPA). Only while a
+``record_attention`` context is active does it take the explicit softmax path, so the
+weights can be kept for figures; ``tests/test_layers.py`` proves both paths agree.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+
+def pair(x) -> tuple[int, int]:
+    """``7 -> (7, 7)``; a ``(height, width)`` pair is returned as is."""
+    if isinstance(x, (tuple, list)):
+        if len(x) != 2:
+            raise ValueError(f"expected an int or a (height, width) pair, got {x!r}")
+        return int(x[0]), int(x[1])
+    return int(x), int(x)
+
+
+def merge_masks(mask: torch.Tensor | None, bias: torch.Tensor | None, dtype) -> torch.Tensor | None:
+    """One additive float mask from a boolean ``mask`` (True = may attend) and a float ``bias``."""
+    if mask is None:
+        return bias
+    if mask.dtype != torch.bool:
+        raise TypeError(f"mask must be a bool tensor (True = may attend), got dtype {mask.dtype}")
+    blocked = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, float("-inf"))
+    return blocked if bias is None else blocked + bias
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention (Vaswani et al. 2017), as ViT uses it.
+
+    ``qkv`` and ``proj`` carry timm's names so weights convert one to one.
+    ``forward(x, mask=None, bias=None)``: ``mask`` is boolean, True where a query may attend
+    to a key; ``bias`` is added to the logits (Swin's relative position bias and shift mask).
+    Both broadcast to ``(b, heads, n, n)``.
+    """
+
+    def __init__(self, dim: int, heads: int = 8, dim_head: int | None = None, qkv_bias: bool = True,
+                 attn_drop: float = 0.0, proj_drop: float = 0.0):
+        super().__init__()
+        if dim_head is None:
+            if dim % heads:
+                raise ValueError(f"dim {dim} is not divisible by heads {heads}; pass dim_head to decouple them")
+            dim_head = dim // heads
+        self.heads, self.dim_head = heads, dim_head
+        self.scale = dim_head ** -0.5
+        inner = heads * dim_head
+        self.qkv = nn.Linear(dim, inner * 3, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(inner, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.recorded: list[torch.Tensor] | None = None  # set by record_attention()
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
+        q, k, v = rearrange(self.qkv(x), "b n (qkv h d) -> qkv b h n d", qkv=3, h=self.heads)  # 3 x (b, h, n, d)
+        attn_mask = merge_masks(mask, bias, q.dtype)
+        drop = self.attn_drop if self.training else 0.0
+        if self.recorded is None:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=drop, scale=self.scale)
+        else:
+            weights = attention_weights(q, k, attn_mask, self.scale)  # (b, h, n, n)
+            self.recorded.append(weights.detach())
+            out = F.dropout(weights, drop, self.training) @ v
+        out = rearrange(out, "b h n d -> b n (h d)")
+        return self.proj_drop(self.proj(out))
+
+
+def attention_weights(q, k, attn_mask=None, scale=None) -> torch.Tensor:
+    """softmax(q k^T * scale + mask): the explicit path SDPA fuses away."""
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    logits = (q @ k.transpose(-2, -1)) * scale
+    if attn_mask is not None:
+        logits = logits + attn_mask
+    return logits.softmax(dim=-1)
+
+
+@contextmanager
+def record_attention(model: nn.Module):
+    """Record the attention weights of every ``Attention`` inside ``model``.
+
+    >>> with record_attention(model) as maps:
+    ...     model(images)
+    >>> maps["blocks.0.attn"][0]   # (b, heads, n, n) for the first call of that layer
+
+    ``maps`` maps each attention layer's qualified name to the list of weights it produced,
+    one entry per call (Swin calls a layer once; a windowed layer records ``(b*windows, h, n, n)``).
+    """
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, Attention)}
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no vitbook.layers.Attention to record")
+    maps: dict[str, list[torch.Tensor]] = {}
+    for name, layer in layers.items():
+        layer.recorded = maps.setdefault(name, [])
+    try:
+        yield maps
+    finally:
+        for layer in layers.values():
+            layer.recorded = None
+
+
+class FeedForward(nn.Module):
+    """The transformer's MLP: Linear -> GELU -> Linear (timm names ``fc1``/``fc2``)."""
+
+    def __init__(self, dim: int, hidden_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x):
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al. 2016): drop a residual branch for a whole sample."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"drop path probability p={p} must be in [0, 1)")
+        self.p = p
+
+    def forward(self, x):
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)  # one coin per sample
+        return x * x.new_empty(shape).bernoulli_(keep) / keep
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class Block(nn.Module):
+    """A pre-norm transformer encoder block: x + Attn(LN(x)), then x + MLP(LN(x)).
+
+    ``eps=1e-6`` is the LayerNorm epsilon of the original ViT code (PyTorch's default is 1e-5).
+    """
+
+    def __init__(self, dim: int, heads: int, mlp_dim: int, dim_head: int | None = None, qkv_bias: bool = True,
+                 dropout: float = 0.0, attn_dropout: float = 0.0, drop_path: float = 0.0, eps: float = 1e-6):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = Attention(dim, heads, dim_head, qkv_bias, attn_dropout, dropout)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = FeedForward(dim, mlp_dim, dropout)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x, mask=None, bias=None):
+        x = x + self.drop_path(self.attn(self.norm1(x), mask=mask, bias=bias))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class PatchEmbed(nn.Module):
+    """Cut an image into patches, flatten each, project it linearly (ViT eq. 1).
+
+    A linear map of the flattened patch is what the paper writes; it equals a convolution
+    with kernel = stride = patch size, which is how timm stores it (``reference.py`` converts).
+    """
+
+    def __init__(self, image_size, patch_size, channels: int, dim: int):
+        super().__init__()
+        self.image_size, self.patch_size = pair(image_size), pair(patch_size)
+        (ih, iw), (ph, pw) = self.image_size, self.patch_size
+        for side, size, p in (("height", ih, ph), ("width", iw, pw)):
+            if p <= 0 or size % p:
+                raise ValueError(f"image {side} {size} is not divisible by patch_size {p}")
+        self.grid = (ih // ph, iw // pw)
+        self.channels = channels
+        self.proj = nn.Linear(channels * ph * pw, dim)
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        check_image(img, self.channels, self.image_size)
+        ph, pw = self.patch_size
+        patches = rearrange(img, "b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=ph, p2=pw)  # (b, n, p*p*c)
+        return self.proj(patches)  # (b, n, dim)
+
+
+def check_image(img: torch.Tensor, channels: int, image_size=None, multiple_of=None) -> None:
+    """Raise a ValueError that names the rule when ``img`` is not a ``(b, c, h, w)`` batch the model takes."""
+    if not isinstance(img, torch.Tensor):
+        raise TypeError(f"expected a torch.Tensor of shape (batch, channels, height, width), got {type(img).__name__}")
+    if img.ndim != 4:
+        raise ValueError(f"expected images of shape (batch, channels, height, width), got shape {tuple(img.shape)}")
+    if img.shape[1] != channels:
+        raise ValueError(f"image has {img.shape[1]} channels, the model was built with channels={channels}")
+    h, w = img.shape[-2:]
+    if image_size is not None and (h, w) != tuple(image_size):
+        raise ValueError(f"image size {h}x{w} does not match the model's image_size {image_size[0]}x{image_size[1]}")
+    if multiple_of is not None:
+        ph, pw = pair(multiple_of)
+        if h % ph:
+            raise ValueError(f"image height {h} is not divisible by patch_size {ph}")
+        if w % pw:
+            raise ValueError(f"image width {w} is not divisible by patch_size {pw}")
+
+
+def posemb_sincos_2d(h: int, w: int, dim: int, temperature: float = 10_000.0) -> torch.Tensor:
+    """Fixed 2D sine-cosine position embedding, ``(h*w, dim)`` (as in MoCo v3 and MAE).
+
+    A quarter of the channels each: sin(y), cos(y), sin(x), cos(x) at geometric frequencies.
+    """
+    if dim % 4:
+        raise ValueError(f"dim {dim} must be divisible by 4 for the 2D sin-cos position embedding")
+    y, x = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    omega = 1.0 / temperature ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))  # (dim/4,)
+    y = y.flatten()[:, None] * omega[None, :]  # (h*w, dim/4)
+    x = x.flatten()[:, None] * omega[None, :]
+    return torch.cat((y.sin(), y.cos(), x.sin(), x.cos()), dim=1).float()  # (h*w, dim)
+
+
+def trunc_normal_init(module: nn.Module, std: float = 0.02) -> None:
+    """timm's ViT initialisation: truncated normal Linear weights, zero biases, unit LayerNorms."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+__all__ = ["pair", "Attention", "attention_weights", "record_attention", "FeedForward", "DropPath", "Block",
+           "PatchEmbed", "check_image", "posemb_sincos_2d", "trunc_normal_init"]

@@ -1,0 +1,70 @@
+"""Figure helpers every chapter uses: images from tensors, grids, training curves."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+
+def to_image(x: torch.Tensor) -> np.ndarray:
+    """A ``(c, h, w)`` or ``(h, w)`` tensor in [0, 1] -> an array ``imshow`` takes."""
+    x = x.detach().float().cpu()
+    if x.ndim == 3:
+        x = x[0] if x.shape[0] == 1 else x.permute(1, 2, 0)
+    return x.clamp(0, 1).numpy()
+
+
+def image_grid(images, titles=None, ncols: int = 8, size: float = 1.6, cmap="gray", suptitle=None):
+    """Images side by side, optional titles under each."""
+    n = len(images)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, min(n, ncols), figsize=(size * min(n, ncols), size * nrows + 0.3), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(to_image(images[i]), cmap=cmap)
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def _smooth(values, window: int) -> np.ndarray:
+    values = np.asarray(values, dtype=float)
+    if window <= 1 or len(values) < window:
+        return values
+    kernel = np.ones(window) / window
+    head = np.cumsum(values[:window - 1]) / np.arange(1, window)  # no dip at the start
+    return np.concatenate([head, np.convolve(values, kernel, mode="valid")])
+
+
+def plot_history(history, smooth: int = 20, title: str | None = None):
+    """Training loss per step, and train/test accuracy when the history has them."""
+    steps = [r["step"] for r in history.steps]
+    has_acc = any("acc" in r for r in history.steps) or any("test_acc" in r for r in history.evals)
+    fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(10 if has_acc else 5, 3.2), squeeze=False)
+    ax = axes[0, 0]
+    ax.plot(steps, [r["loss"] for r in history.steps], color="C0", alpha=0.25, lw=0.8)
+    ax.plot(steps, _smooth([r["loss"] for r in history.steps], smooth), color="C0", label="train loss")
+    if any("test_loss" in r for r in history.evals):
+        ax.plot([r["step"] for r in history.evals], [r["test_loss"] for r in history.evals], "o-", color="C1",
+                label="test loss")
+    ax.set(xlabel="step", ylabel="loss", title="loss")
+    ax.legend()
+    if has_acc:
+        ax = axes[0, 1]
+        acc = [r.get("acc", np.nan) for r in history.steps]
+        ax.plot(steps, _smooth(acc, smooth), color="C0", label="train (batch, smoothed)")
+        ev = [r for r in history.evals if "test_acc" in r]
+        if ev:
+            ax.plot([r["step"] for r in ev], [r["test_acc"] for r in ev], "o-", color="C1", label="test")
+            ax.annotate(f"{ev[-1]['test_acc']:.1%}", (ev[-1]["step"], ev[-1]["test_acc"]),
+                        textcoords="offset points", xytext=(-10, -14), color="C1")
+        ax.set(xlabel="step", ylabel="accuracy", title="accuracy")
+        ax.legend(loc="lower right")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

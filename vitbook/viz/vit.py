@@ -1,0 +1,170 @@
+"""Figures of chapter 1: patches, position embeddings, attention maps and rollout."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..layers import pair
+from .common import to_image
+
+
+def plot_patches(image: torch.Tensor, patch_size, max_tokens_shown: int = 49):
+    """An image, the same image cut into a grid of patches, and the first patches laid out as a sequence."""
+    c, h, w = image.shape
+    ph, pw = pair(patch_size)
+    if h % ph or w % pw:
+        raise ValueError(f"image {h}x{w} is not divisible by patch_size {ph}x{pw}")
+    gh, gw = h // ph, w // pw
+    patches = image.unfold(1, ph, ph).unfold(2, pw, pw)  # (c, gh, gw, ph, pw)
+    patches = patches.permute(1, 2, 0, 3, 4).reshape(gh * gw, c, ph, pw)  # row-major, as the tokens are
+
+    fig = plt.figure(figsize=(12, 4))
+    grid = fig.add_gridspec(2, 3, width_ratios=[1, 1, 1.6])
+    ax = fig.add_subplot(grid[:, 0])
+    ax.imshow(to_image(image), cmap="gray")
+    ax.set_title(f"image {h}x{w}")
+    ax.axis("off")
+    ax = fig.add_subplot(grid[:, 1])
+    ax.imshow(to_image(image), cmap="gray")
+    for y in range(0, h + 1, ph):
+        ax.axhline(y - 0.5, color="w", lw=1)
+    for x in range(0, w + 1, pw):
+        ax.axvline(x - 0.5, color="w", lw=1)
+    for i in range(min(gh * gw, max_tokens_shown)):
+        r, col = divmod(i, gw)
+        ax.text(col * pw + pw / 2 - 0.5, r * ph + ph / 2 - 0.5, str(i), color="yellow", ha="center", va="center",
+                fontsize=max(5, 9 - gw // 4))
+    ax.set_title(f"{gh}x{gw} = {gh * gw} patches of {ph}x{pw}")
+    ax.axis("off")
+    shown = min(gh * gw, 16)
+    sub = grid[:, 2].subgridspec(2, shown // 2 if shown > 1 else 1)
+    for i in range(shown):
+        ax = fig.add_subplot(sub[i // max(1, shown // 2), i % max(1, shown // 2)])
+        ax.imshow(to_image(patches[i]), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(str(i), fontsize=8)
+        ax.axis("off")
+    fig.suptitle(f"the sequence: token i is patch i, flattened to {c}*{ph}*{pw} = {c * ph * pw} numbers "
+                 f"(first {shown} of {gh * gw} shown)", y=0.02, fontsize=10)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig
+
+
+def plot_position_similarity(pos_embed: torch.Tensor, grid: tuple[int, int], num_prefix_tokens: int = 0,
+                             title: str = "cosine similarity of position embeddings"):
+    """ViT paper Fig. 7 (centre): for each patch position, its embedding's cosine similarity to all others."""
+    gh, gw = grid
+    pos = pos_embed.detach().float().cpu().reshape(-1, pos_embed.shape[-1])[num_prefix_tokens:]  # (n, d)
+    if len(pos) != gh * gw:
+        raise ValueError(f"{len(pos)} position embeddings do not fill a {gh}x{gw} grid")
+    sim = F.normalize(pos, dim=-1) @ F.normalize(pos, dim=-1).T  # (n, n)
+    sim = sim.reshape(gh, gw, gh, gw)
+    fig, axes = plt.subplots(gh, gw, figsize=(0.55 * gw + 1.2, 0.55 * gh + 0.6), squeeze=False)
+    for r in range(gh):
+        for c in range(gw):
+            im = axes[r, c].imshow(sim[r, c].numpy(), vmin=-1, vmax=1, cmap="viridis")
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+    for r in range(gh):
+        axes[r, 0].set_ylabel(str(r + 1), rotation=0, fontsize=7, labelpad=8)
+    for c in range(gw):
+        axes[-1, c].set_xlabel(str(c + 1), fontsize=7)
+    fig.colorbar(im, ax=axes, shrink=0.6, label="cosine similarity")
+    fig.suptitle(title)
+    return fig
+
+
+def attention_rollout(maps: list[torch.Tensor], residual: float = 0.5) -> torch.Tensor:
+    """Attention rollout (Abnar & Zuidema 2020): how much each output token draws on each input token.
+
+    ``maps`` holds one ``(b, heads, n, n)`` tensor per layer, first layer first. Heads are averaged,
+    the residual connection is modelled as ``residual * I``, rows renormalized, and the layers
+    multiplied in order. Returns ``(b, n, n)``.
+    """
+    if not maps:
+        raise ValueError("attention_rollout needs the attention maps of at least one layer")
+    rollout = None
+    for weights in maps:
+        a = weights.float().mean(dim=1)  # (b, n, n)
+        a = residual * torch.eye(a.shape[-1], device=a.device) + (1 - residual) * a
+        a = a / a.sum(dim=-1, keepdim=True)
+        rollout = a if rollout is None else a @ rollout
+    return rollout
+
+
+def _token_heat(weights_row: torch.Tensor, grid, size) -> np.ndarray:
+    """A row of attention over the patch tokens, as a map upsampled to the image size."""
+    heat = weights_row.reshape(1, 1, *grid).float()
+    heat = F.interpolate(heat, size=size, mode="nearest")[0, 0]
+    heat = heat / heat.max().clamp_min(1e-12)
+    return heat.cpu().numpy()
+
+
+def plot_attention(images: torch.Tensor, maps: list[torch.Tensor], grid, num_prefix_tokens: int = 1,
+                   titles=None, layers=None):
+    """What the class token looks at: per-layer attention (head mean) and the rollout through all layers.
+
+    ``images``: ``(b, c, H, W)`` in [0, 1]. ``maps``: one ``(b, heads, n, n)`` per layer. With no class
+    token (``num_prefix_tokens=0``) the query is the mean over all patch tokens.
+    """
+    layers = list(range(len(maps))) if layers is None else list(layers)
+    rollout = attention_rollout(maps)  # (b, n, n)
+    b = len(images)
+    size = images.shape[-2:]
+
+    def query_row(a):  # (b, n, n) -> (b, patches)
+        row = a[:, 0] if num_prefix_tokens else a.mean(dim=1)
+        return row[:, num_prefix_tokens:]
+
+    columns = [("image", None)] + [(f"layer {i + 1}", query_row(maps[i].float().mean(1))) for i in layers]
+    columns.append(("rollout", query_row(rollout)))
+    fig, axes = plt.subplots(b, len(columns), figsize=(1.7 * len(columns), 1.8 * b), squeeze=False)
+    for i in range(b):
+        img = to_image(images[i])
+        for j, (name, rows) in enumerate(columns):
+            ax = axes[i, j]
+            ax.imshow(img, cmap="gray")
+            if rows is not None:
+                ax.imshow(_token_heat(rows[i], grid, size), cmap="inferno", alpha=0.6, vmin=0, vmax=1)
+            if i == 0:
+                ax.set_title(name, fontsize=9)
+            ax.axis("off")
+        if titles is not None:
+            axes[i, 0].set_title(titles[i] if i else f"image\n{titles[i]}", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_attention_heads(image: torch.Tensor, maps: list[torch.Tensor], grid, head: int = -1,
+                         num_prefix_tokens: int = 1, title: str | None = None):
+    """One image: the class token's attention in each layer for one head (``head=-1``: mean of heads).
+
+    ``maps``: one ``(heads, n, n)`` tensor per layer for this image. The last panel is the rollout
+    through all layers (always over the mean of the heads, as Abnar & Zuidema define it).
+    """
+    heads = maps[0].shape[0]
+    if not -1 <= head < heads:
+        raise ValueError(f"head={head} must be -1 (mean) or in [0, {heads})")
+    size = image.shape[-2:]
+    rows = []
+    for weights in maps:
+        a = weights.float().mean(0) if head == -1 else weights[head].float()  # (n, n)
+        row = a[0] if num_prefix_tokens else a.mean(0)
+        rows.append(row[num_prefix_tokens:])
+    rollout = attention_rollout([m[None] for m in maps])[0]
+    rows.append((rollout[0] if num_prefix_tokens else rollout.mean(0))[num_prefix_tokens:])
+    names = [f"layer {i + 1}" for i in range(len(maps))] + ["rollout"]
+    fig, axes = plt.subplots(1, len(rows) + 1, figsize=(1.9 * (len(rows) + 1), 2.3))
+    img = to_image(image)
+    axes[0].imshow(img, cmap="gray")
+    axes[0].set_title(title or "image", fontsize=9)
+    for ax, name, row in zip(axes[1:], names, rows):
+        ax.imshow(img, cmap="gray")
+        ax.imshow(_token_heat(row, grid, size), cmap="inferno", alpha=0.6, vmin=0, vmax=1)
+        ax.set_title(name, fontsize=9)
+    for ax in axes:
+        ax.axis("off")
+    fig.suptitle("mean of heads" if head == -1 else f"head {head}", fontsize=10)
+    fig.tight_layout()
+    return fig

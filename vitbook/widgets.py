@@ -1,0 +1,87 @@
+"""Interactive explorers: each a thin live wrapper around one ``viz`` figure.
+
+An explorer first shows its figure as a plain image output, so the HTML book, a notebook
+opened without a kernel and CI all see it. With a live kernel the sliders redraw that same
+output in place (``display_id``). Scripts and tests drive it with ``explorer.set(...)``.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import matplotlib.pyplot as plt
+import torch
+
+
+class Explorer:
+    """``draw(**values) -> Figure`` plus one ipywidgets control per keyword of ``draw``."""
+
+    def __init__(self, draw: Callable, **controls):
+        import ipywidgets  # optional at import time of vitbook, needed here
+
+        for name, control in controls.items():
+            if not isinstance(control, ipywidgets.ValueWidget):
+                raise TypeError(f"control {name!r} must be an ipywidgets value widget, got {type(control).__name__}")
+            control.observe(self._changed, names="value")
+        self.draw, self.controls = draw, controls
+        self.box = ipywidgets.HBox(list(controls.values()))
+        self._handle = None
+        self.figure = self._draw()
+
+    @property
+    def values(self) -> dict:
+        return {name: control.value for name, control in self.controls.items()}
+
+    def set(self, **values) -> "Explorer":
+        """Move the controls as a reader would; the figure redraws."""
+        for name, value in values.items():
+            if name not in self.controls:
+                raise ValueError(f"no control named {name!r}; this explorer has {tuple(self.controls)}")
+            self.controls[name].value = value
+        return self
+
+    def _draw(self):
+        figure = self.draw(**self.values)
+        plt.close(figure)  # shown through display(), not by the inline backend a second time
+        return figure
+
+    def _changed(self, _change) -> None:
+        self.figure = self._draw()
+        if self._handle is not None:
+            self._handle.update(self.figure)
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.box)
+        self._handle = display(self.figure, display_id=True)
+
+
+def patch_explorer(image: torch.Tensor, patch_sizes=(4, 7, 14)) -> Explorer:
+    """Cut ``image`` into patches of a size chosen with a slider (each size must divide the image)."""
+    import ipywidgets
+
+    from .viz import plot_patches
+
+    h, w = image.shape[-2:]
+    sizes = [p for p in patch_sizes if h % p == 0 and w % p == 0]
+    if not sizes:
+        raise ValueError(f"none of patch_sizes {patch_sizes} divides the image size {h}x{w}")
+    return Explorer(lambda patch_size: plot_patches(image, patch_size),
+                    patch_size=ipywidgets.SelectionSlider(options=sizes, value=sizes[-1], description="patch size"))
+
+
+def attention_explorer(images: torch.Tensor, maps: list[torch.Tensor], grid, num_prefix_tokens: int = 1,
+                       titles=None) -> Explorer:
+    """Pick an image and a head; see what the class token attends to in every layer, and the rollout."""
+    import ipywidgets
+
+    from .viz import plot_attention_heads
+
+    heads = maps[0].shape[1]
+    return Explorer(
+        lambda index, head: plot_attention_heads(images[index], [m[index] for m in maps], grid, head=head,
+                                                 num_prefix_tokens=num_prefix_tokens,
+                                                 title=titles[index] if titles is not None else None),
+        index=ipywidgets.IntSlider(0, 0, len(images) - 1, description="image"),
+        head=ipywidgets.IntSlider(-1, -1, heads - 1, description="head (-1: mean)"),
+    )
