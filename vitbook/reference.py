@@ -65,3 +65,70 @@ def pretrained_vit(name: str = "vit_tiny_patch16_224.augreg_in21k_ft_in1k") -> V
     import timm
 
     return vit_from_timm(timm.create_model(name, pretrained=True)).eval()
+
+
+# --------------------------------------------------------------------------- Swin
+def _timm_swin_config(timm_swin: nn.Module) -> dict:
+    """vitbook ``Swin`` keyword arguments that describe a timm ``SwinTransformer``."""
+    if timm_swin.global_pool != "avg":
+        raise ValueError(f"cannot convert timm global_pool={timm_swin.global_pool!r}; vitbook's Swin averages")
+    if timm_swin.dynamic_img_size:
+        raise ValueError("timm's dynamic_img_size rolls before padding; vitbook pads first (the official "
+                         "detection code's order), so only strict_img_size=True converts exactly")
+    windows = set(timm_swin._ref_window_sizes)
+    if len(windows) != 1:
+        raise ValueError(f"timm model has per-stage windows {timm_swin._ref_window_sizes}; vitbook's Swin has one M")
+    blocks = [stage.blocks[0] for stage in timm_swin.layers]
+    if any(block.always_partition for block in blocks):
+        raise ValueError("timm's always_partition=True keeps windows larger than the map; vitbook clamps them")
+    dims = [block.attn.proj.out_features for block in blocks]
+    if dims != [dims[0] * 2 ** i for i in range(len(dims))]:
+        raise ValueError(f"stage widths {dims} do not double from stage to stage as in vitbook's Swin")
+    for block in blocks:
+        if block.attn.qkv.out_features != 3 * block.attn.proj.out_features:
+            raise ValueError("timm model sets head_dim so that heads * head_dim != dim; vitbook's Swin does not")
+    mlp_ratios = {block.mlp.fc1.out_features / block.mlp.fc1.in_features for block in blocks}
+    if len(mlp_ratios) != 1:
+        raise ValueError(f"per-stage mlp ratios {sorted(mlp_ratios)} are not supported")
+    pe = timm_swin.patch_embed
+    if isinstance(pe.norm, nn.Identity):
+        raise ValueError("timm model has no patch-embedding LayerNorm (patch_norm); vitbook's Swin always has one")
+    return dict(image_size=tuple(pe.img_size), patch_size=tuple(pe.patch_size), channels=pe.proj.in_channels,
+                num_classes=timm_swin.num_classes, dim=timm_swin.embed_dim,
+                depths=tuple(len(stage.blocks) for stage in timm_swin.layers),
+                heads=tuple(block.attn.num_heads for block in blocks), window_size=windows.pop(),
+                mlp_ratio=mlp_ratios.pop(), qkv_bias=blocks[0].attn.qkv.bias is not None)
+
+
+def swin_state_dict_from_timm(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename and reshape a timm Swin state dict into vitbook's layout.
+
+    timm's stage ``i`` (``layers.i``) starts with its patch merging (``downsample``), as the
+    paper's figure draws it; vitbook calls them ``stages.i`` and ``merge``. The patch embedding
+    is permuted as for ViT; everything else (including the 2x2 merge order) is stored the same.
+    """
+    out = {}
+    for key, value in state_dict.items():
+        if key.endswith(("relative_position_index", "attn_mask")):
+            continue  # buffers vitbook rebuilds (older timm versions saved them)
+        if key == "patch_embed.proj.weight":
+            value = value.permute(0, 2, 3, 1).reshape(value.shape[0], -1)  # (dim, ph*pw*c), matching '(p1 p2 c)'
+        key = key.replace("layers.", "stages.", 1).replace(".downsample.", ".merge.").replace("head.fc.", "head.")
+        out[key] = value
+    return out
+
+
+def swin_from_timm(timm_swin: nn.Module):
+    """A vitbook ``Swin`` with the same architecture and weights as a timm ``SwinTransformer``."""
+    from .models.swin import Swin
+
+    model = Swin(**_timm_swin_config(timm_swin))
+    model.load_state_dict(swin_state_dict_from_timm(timm_swin.state_dict()))
+    return model.to(next(timm_swin.parameters()).dtype)
+
+
+def pretrained_swin(name: str = "swin_tiny_patch4_window7_224.ms_in1k"):
+    """Download a pretrained timm Swin and convert it (needs a network, e.g. on Colab)."""
+    import timm
+
+    return swin_from_timm(timm.create_model(name, pretrained=True)).eval()
