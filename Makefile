@@ -1,13 +1,17 @@
 # Two commands do everything on a fresh machine:
-#   make book   -> virtualenv, dependencies, data, every notebook executed, HTML in _build/html
-#   make test   -> virtualenv, dependencies, data, unit/parity tests, every notebook through nbmake
+#   make book   -> virtualenv, dependencies, data, every notebook executed (cached), HTML in _build/html
+#   make test   -> virtualenv, dependencies, data, Chromium, then ONE pytest session: unit/parity
+#                  tests, every notebook executed once by nbmake (in a staged copy under
+#                  build/executed, never in book/), the strict HTML build of that copy with
+#                  execution off, and the browser tests of _build/html (screenshots in
+#                  _build/screenshots)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 
-.PHONY: venv data book test unit notebooks bench strip clean
+.PHONY: venv data browser book test unit notebooks bench strip clean
 
 venv: $(STAMP)
 
@@ -26,18 +30,32 @@ data: $(STAMP)
 	    ( $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist ) || true; }
 	$(BIN)/python -m vitbook.data
 
+# Debian's Chromium for the browser tests (Playwright drives it; it never downloads a browser).
+browser:
+	@[ -x "$${VITBOOK_CHROMIUM:-/usr/bin/chromium}" ] || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+
+# The reader's build: executes each notebook through jupyter-cache (an unchanged notebook is not
+# run again) and leaves book/ untouched.
 book: data
 	$(BIN)/jupyter-book build . --builder html
 	@echo "the book is in _build/html/index.html"
 
 unit: data
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --ignore=tests/book_html
 
 notebooks: data
 	$(BIN)/python -m pytest --nbmake book
 
-test: data
-	$(BIN)/python -m pytest tests book --nbmake --durations=0
+# What CI runs. tests/book_html/stage.py copies book/ and _toc.yml to build/executed with
+# `execute_notebooks: "off"` in its _config.yml; nbmake executes those copies in place
+# (--overwrite), so each notebook runs once and the notebooks in book/ stay without outputs.
+# tests/book_html then builds that copy strictly (-W -n --keep-going) into _build/html and
+# opens every page in Chromium. pytest's closing line is the last line printed.
+STAGED := build/executed
+test: data browser
+	$(BIN)/python tests/book_html/stage.py
+	$(BIN)/python -m pytest tests $(STAGED)/book --nbmake --overwrite --nbmake-timeout=600 --durations=15
 
 bench: venv
 	$(BIN)/python -m vitbook.bench vit
@@ -47,4 +65,4 @@ strip: venv
 	$(BIN)/nbstripout book/*.ipynb
 
 clean:
-	rm -rf _build .pytest_cache
+	rm -rf _build build/executed .pytest_cache

@@ -1,0 +1,234 @@
+"""The built HTML in a real browser: Debian's Chromium, headless, driven by Playwright.
+
+Every page of `_toc.yml` is opened from `_build/html` served on 127.0.0.1. The machine is
+offline, and a reader may be too: requests that leave 127.0.0.1 are answered at once with
+`net::ERR_NAME_NOT_RESOLVED`, exactly as without a network. Only the scripts named in
+`ALLOWED_HOSTS` may try; the console may show only the messages in `ALLOWED_CONSOLE`. A page must
+show its content without them: every figure is a local image that loads.
+A full-page screenshot of every page is saved under `_build/screenshots/`.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urljoin, urlparse
+
+import nbformat
+import pytest
+import yaml
+
+from .common import ROOT, SCREENSHOTS, chapters, toc_pages
+
+PAGES = toc_pages()
+CHAPTERS = chapters()
+
+# Hosts the theme and the widget manager load scripts from. Offline they fail; nothing on a
+# page may depend on them (the figures are static images, the widgets' live part is extra).
+ALLOWED_HOSTS = {
+    "cdnjs.cloudflare.com",   # require.js, for the ipywidgets HTML manager
+    "cdn.jsdelivr.net",       # @jupyter-widgets/html-manager, and MathJax on pages with math
+    "unpkg.com",              # thebe, only when a reader presses "live code"
+}
+ALLOWED_CONSOLE = [
+    # a script from ALLOWED_HOSTS that could not be fetched (the page's `location` says which)
+    re.compile(r"^Failed to load resource: net::ERR_NAME_NOT_RESOLVED$"),
+    # pydata-sphinx-theme, on a fresh profile with no stored light/dark choice
+    re.compile(r"^Got invalid theme mode: .*\. Resetting to auto\.$"),
+]
+IMAGE_MIMES = ("image/png", "image/jpeg", "image/svg+xml", "image/gif")
+HIDDEN_TAGS = {"remove-cell", "remove-output", "remove_cell", "remove_output"}
+TRACEBACK_MARKS = ("Traceback (most recent call last)",)
+
+
+def expected_figures(chapter: str, staged) -> int:
+    """Image outputs the executed notebook shows (cells removed from the page not counted)."""
+    nb = nbformat.read(staged / f"{chapter}.ipynb", as_version=4)
+    count = 0
+    for cell in nb.cells:
+        if cell.cell_type != "code" or HIDDEN_TAGS & set(cell.metadata.get("tags", [])):
+            continue
+        for out in cell.outputs:
+            if out.output_type in ("display_data", "execute_result") and any(m in out.get("data", {})
+                                                                              for m in IMAGE_MIMES):
+                count += 1
+    return count
+
+
+def page_url(base: str, docname: str) -> str:
+    return urljoin(base, f"{docname}.html")
+
+
+@dataclass
+class Visit:
+    """What a reader's browser met on one page."""
+    url: str
+    title: str = ""
+    console: list = field(default_factory=list)       # (type, text, url)
+    page_errors: list = field(default_factory=list)   # uncaught exceptions
+    external: list = field(default_factory=list)      # requests that tried to leave 127.0.0.1
+    local_failures: list = field(default_factory=list)
+    images: list = field(default_factory=list)        # (src, naturalWidth, naturalHeight) in the article
+    text: str = ""
+    links: list = field(default_factory=list)         # every href on the page, absolute
+    next_href: str | None = None
+    screenshot: str = ""
+
+
+def visit(browser, base: str, url: str, shot: str) -> Visit:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    v = Visit(url=url)
+
+    def route(r):
+        if r.request.url.startswith(base):
+            r.continue_()
+        else:
+            v.external.append(r.request.url)
+            r.abort("namenotresolved")
+
+    context.route("**/*", route)
+    page = context.new_page()
+    page.on("console", lambda m: v.console.append((m.type, m.text, m.location.get("url", ""))))
+    page.on("pageerror", lambda e: v.page_errors.append(str(e)))
+    page.on("response", lambda r: r.url.startswith(base) and r.status >= 400
+            and v.local_failures.append(f"{r.status} {r.url}"))
+    page.on("requestfailed", lambda r: r.url.startswith(base) and v.local_failures.append(f"failed {r.url}"))
+    try:
+        page.goto(url, wait_until="load")
+        page.wait_for_timeout(300)  # the theme's scripts run after load
+        v.title = page.locator("article h1").first.inner_text() if page.locator("article h1").count() else ""
+        v.images = page.eval_on_selector_all(
+            "article.bd-article img",
+            "els => els.map(i => [i.getAttribute('src'), i.naturalWidth, i.naturalHeight])")
+        v.text = page.locator("article.bd-article").inner_text() if page.locator("article.bd-article").count() else ""
+        v.links = page.eval_on_selector_all("a[href]", "els => els.map(a => a.href)")
+        nxt = page.locator("a.right-next")
+        v.next_href = nxt.first.evaluate("a => a.href") if nxt.count() else None
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        v.screenshot = str(SCREENSHOTS / f"{shot}.png")
+        page.screenshot(path=v.screenshot, full_page=True)
+    finally:
+        context.close()
+    return v
+
+
+@pytest.fixture(scope="module")
+def visits(browser, site):
+    """Each page visited once, on first use."""
+    cache: dict[str, Visit] = {}
+
+    def get(docname: str) -> Visit:
+        if docname not in cache:
+            cache[docname] = visit(browser, site, page_url(site, docname), docname.replace("/", "__"))
+        return cache[docname]
+
+    return get
+
+
+@pytest.mark.parametrize("docname", PAGES)
+def test_page_loads_without_console_errors(visits, docname):
+    v = visits(docname)
+    assert not v.local_failures, f"{docname}: the book's own files failed to load: {v.local_failures}"
+    assert not v.page_errors, f"{docname}: uncaught JavaScript errors: {v.page_errors}"
+    strangers = sorted({urlparse(u).hostname for u in v.external} - ALLOWED_HOSTS)
+    assert not strangers, f"{docname}: requests to hosts outside the allow-list: {strangers}"
+    errors = [(t, text, where) for t, text, where in v.console if t == "error"
+              and not any(p.match(text) for p in ALLOWED_CONSOLE)]
+    assert not errors, f"{docname}: console errors: {errors}"
+    unexplained = [where for t, text, where in v.console
+                   if t == "error" and "ERR_NAME_NOT_RESOLVED" in text and urlparse(where).hostname not in ALLOWED_HOSTS]
+    assert not unexplained, f"{docname}: resources that failed to resolve: {unexplained}"
+
+
+@pytest.mark.parametrize("docname", PAGES)
+def test_page_shows_no_traceback(visits, docname):
+    v = visits(docname)
+    assert v.title, f"{docname}: no <h1> in the article"
+    for mark in TRACEBACK_MARKS:
+        assert mark not in v.text, f"{docname}: the page shows a traceback ({mark.strip()!r})"
+    assert "Cell In[" not in v.text, f"{docname}: the page shows an IPython error location"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_shows_every_figure_its_notebook_draws(visits, staged, chapter):
+    v = visits(chapter)
+    want = expected_figures(chapter, staged)
+    local = [(src, w, h) for src, w, h in v.images if src and not src.startswith(("http:", "https:"))]
+    broken = [src for src, w, h in local if not (w and h)]
+    assert not broken, f"{chapter}: images that did not load: {broken}"
+    assert len(local) >= want, f"{chapter}: {len(local)} figures on the page, the notebook drew {want}"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_has_colab_and_download_buttons(visits, site, chapter):
+    repo = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]
+    owner_name = urlparse(repo["url"]).path.strip("/")
+    colab = f"https://colab.research.google.com/github/{owner_name}/blob/{repo.get('branch', 'main')}/{chapter}.ipynb"
+    v = visits(chapter)
+    assert colab in v.links, f"{chapter}: no Colab launch link {colab}; launch links: " + str(
+        [u for u in v.links if "colab" in u])
+    download = urljoin(site, f"_sources/{chapter}.ipynb")
+    assert download in v.links, f"{chapter}: no .ipynb download link {download}"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_downloaded_notebook_is_the_executed_chapter(browser, site, chapter):
+    context = browser.new_context()
+    try:
+        response = context.request.get(urljoin(site, f"_sources/{chapter}.ipynb"))
+        assert response.ok, f"{chapter}: download answered {response.status}"
+        nb = json.loads(response.text())
+    finally:
+        context.close()
+    assert any(c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code"), \
+        f"{chapter}: the downloadable notebook has no outputs"
+
+
+def test_next_links_walk_the_whole_book(browser, site):
+    """From the front page, "next" reaches every page of `_toc.yml` in order, and stops at the end."""
+    context = browser.new_context()
+    page = context.new_page()
+    context.route("**/*", lambda r: r.continue_() if r.request.url.startswith(site) else r.abort("namenotresolved"))
+    try:
+        page.goto(site, wait_until="load")  # index.html redirects to the root page
+        page.wait_for_url(lambda url: urlparse(url).path.lstrip("/") == f"{PAGES[0]}.html")
+        seen = []
+        for _ in range(len(PAGES) + 1):
+            page.wait_for_load_state("load")
+            path = urlparse(page.url).path.lstrip("/")
+            seen.append(path.removesuffix(".html"))
+            nxt = page.locator("a.right-next")
+            if not nxt.count():
+                break
+            nxt.first.click()
+            page.wait_for_url(lambda url: urlparse(url).path.lstrip("/") != path)
+    finally:
+        context.close()
+    assert seen == PAGES, f"walking 'next' from the front page met {seen}, _toc.yml lists {PAGES}"
+
+
+def search_word(chapter: str, staged) -> str:
+    """A word a reader would look for: the longest word of the chapter's title."""
+    nb = nbformat.read(staged / f"{chapter}.ipynb", as_version=4)
+    title = next(line for c in nb.cells if c.cell_type == "markdown"
+                 for line in c.source.splitlines() if line.startswith("# "))
+    return max(re.findall(r"[A-Za-z][A-Za-z-]{2,}", title), key=len)
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_search_page_finds_the_chapter(browser, site, staged, chapter):
+    word = search_word(chapter, staged)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.route("**/*", lambda r: r.continue_() if r.request.url.startswith(site) else r.abort("namenotresolved"))
+    page = context.new_page()
+    try:
+        page.goto(urljoin(site, f"search.html?q={word}"), wait_until="load")
+        page.wait_for_selector("#search-results ul.search li", timeout=15_000)
+        hits = page.eval_on_selector_all("#search-results ul.search li a", "els => els.map(a => a.href)")
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / f"search__{chapter.replace('/', '__')}.png"), full_page=True)
+    finally:
+        context.close()
+    target = urljoin(site, f"{chapter}.html")
+    assert any(h.split("#")[0].split("?")[0] == target for h in hits), \
+        f"searching {word!r} did not list {chapter}: {hits}"
