@@ -85,3 +85,25 @@ def attention_explorer(images: torch.Tensor, maps: list[torch.Tensor], grid, num
         index=ipywidgets.IntSlider(0, 0, len(images) - 1, description="image"),
         head=ipywidgets.IntSlider(-1, -1, heads - 1, description="head (-1: mean)"),
     )
+
+
+def window_explorer(image: torch.Tensor, patch_size: int, window_sizes=(2, 3, 4, 6)) -> Explorer:
+    """Swin's windows on ``image``: pick the window size M and the shift (0 = W-MSA's regular windows)."""
+    import ipywidgets
+
+    from .viz import plot_cyclic_shift
+
+    h, w = image.shape[-2:]
+    grid = (h // patch_size, w // patch_size)
+    sizes = [m for m in window_sizes if grid[0] % m == 0 and grid[1] % m == 0]
+    if not sizes:
+        raise ValueError(f"none of window_sizes {window_sizes} divides the {grid[0]}x{grid[1]} patch grid")
+    window = ipywidgets.SelectionSlider(options=sizes, value=sizes[len(sizes) // 2], description="window M")
+    shift = ipywidgets.IntSlider(window.value // 2, 0, window.value - 1, description="shift")
+
+    def fit_shift(change):  # registered before the explorer's own observer: the shift is valid when it redraws
+        shift.max = change.new - 1
+
+    window.observe(fit_shift, names="value")
+    return Explorer(lambda window_size, shift: plot_cyclic_shift(image, patch_size, window_size, shift),
+                    window_size=window, shift=shift)
