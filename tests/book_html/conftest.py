@@ -38,22 +38,21 @@ def pytest_collection_modifyitems(session, config, items):
     items.sort(key=rank)  # stable: each group keeps its own order
 
 
-_notebook_times: dict[str, tuple[float, str]] = {}
-
-
-def pytest_runtest_logreport(report):
-    if report.when == "call" and str(report.nodeid).endswith(".ipynb"):
-        _notebook_times[report.nodeid] = (report.duration, report.outcome)
-
-
 def pytest_terminal_summary(terminalreporter):
-    if not _notebook_times:
-        return
+    """The time each notebook took, read from the session's reports (nbmake items live outside
+    this folder, so a path-scoped hook here would not see them)."""
     tr = terminalreporter
+    times = {}
+    for outcome, reports in tr.stats.items():
+        for report in reports:
+            if getattr(report, "when", None) == "call" and str(getattr(report, "nodeid", "")).endswith(".ipynb"):
+                times[report.nodeid] = (report.duration, outcome)
+    if not times:
+        return
     tr.section("time per notebook (each executed once)")
-    for nodeid, (seconds, outcome) in _notebook_times.items():
+    for nodeid, (seconds, outcome) in times.items():
         tr.write_line(f"{seconds:8.1f} s  {outcome:7s}  {nodeid}")
-    tr.write_line(f"{sum(s for s, _ in _notebook_times.values()):8.1f} s  in all")
+    tr.write_line(f"{sum(s for s, _ in times.values()):8.1f} s  in all")
 
 
 # --- fixtures ---------------------------------------------------------------------------------
@@ -61,7 +60,7 @@ def pytest_terminal_summary(terminalreporter):
 @pytest.fixture(scope="session")
 def staged() -> Path:
     if not (STAGED / "_config.yml").exists():
-        pytest.skip("no staged book: `make test` stages and executes it (tests/book/stage.py, then nbmake)")
+        pytest.skip("no staged book: `make test` stages and executes it (tests/book_html/stage.py, then nbmake)")
     return STAGED
 
 
