@@ -75,18 +75,26 @@ class Visit:
     screenshot: str = ""
 
 
-def visit(browser, base: str, url: str, shot: str) -> Visit:
+def offline_context(browser, base: str, external: list | None = None):
+    """A fresh browser context in which only `base` answers; every other address fails as it
+    does without a network (and is noted in `external`)."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
-    v = Visit(url=url)
 
     def route(r):
         if r.request.url.startswith(base):
             r.continue_()
         else:
-            v.external.append(r.request.url)
+            if external is not None:
+                external.append(r.request.url)
             r.abort("namenotresolved")
 
     context.route("**/*", route)
+    return context
+
+
+def visit(browser, base: str, url: str, shot: str) -> Visit:
+    v = Visit(url=url)
+    context = offline_context(browser, base, v.external)
     page = context.new_page()
     page.on("console", lambda m: v.console.append((m.type, m.text, m.location.get("url", ""))))
     page.on("pageerror", lambda e: v.page_errors.append(str(e)))
@@ -186,9 +194,8 @@ def test_downloaded_notebook_is_the_executed_chapter(browser, site, chapter):
 
 def test_next_links_walk_the_whole_book(browser, site):
     """From the front page, "next" reaches every page of `_toc.yml` in order, and stops at the end."""
-    context = browser.new_context()
+    context = offline_context(browser, site)
     page = context.new_page()
-    context.route("**/*", lambda r: r.continue_() if r.request.url.startswith(site) else r.abort("namenotresolved"))
     try:
         page.goto(site, wait_until="load")  # index.html redirects to the root page
         page.wait_for_url(lambda url: urlparse(url).path.lstrip("/") == f"{PAGES[0]}.html")
@@ -218,8 +225,7 @@ def search_word(chapter: str, staged) -> str:
 @pytest.mark.parametrize("chapter", CHAPTERS)
 def test_search_page_finds_the_chapter(browser, site, staged, chapter):
     word = search_word(chapter, staged)
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.route("**/*", lambda r: r.continue_() if r.request.url.startswith(site) else r.abort("namenotresolved"))
+    context = offline_context(browser, site)
     page = context.new_page()
     try:
         page.goto(urljoin(site, f"search.html?q={word}"), wait_until="load")
