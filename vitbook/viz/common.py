@@ -68,3 +68,24 @@ def plot_history(history, smooth: int = 20, title: str | None = None):
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_confusion(predictions: torch.Tensor, labels: torch.Tensor, classes, title: str = "confusion matrix"):
+    """Rows: true class, columns: predicted class, each row normalized to sum to 1."""
+    k = len(classes)
+    counts = torch.zeros(k, k).index_put_((labels.cpu(), predictions.cpu()), torch.ones(len(labels)),
+                                          accumulate=True)
+    rates = counts / counts.sum(1, keepdim=True).clamp_min(1)
+    fig, ax = plt.subplots(figsize=(0.55 * k + 2.5, 0.5 * k + 1.5))
+    im = ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            if rates[i, j] >= 0.01:
+                ax.text(j, i, f"{rates[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if rates[i, j] > 0.5 else "black")
+    ax.set_xticks(range(k), classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(k), classes, fontsize=8)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    return fig

@@ -51,15 +51,21 @@ def plot_patches(image: torch.Tensor, patch_size, max_tokens_shown: int = 49):
     return fig
 
 
-def plot_position_similarity(pos_embed: torch.Tensor, grid: tuple[int, int], num_prefix_tokens: int = 0,
-                             title: str = "cosine similarity of position embeddings"):
-    """ViT paper Fig. 7 (centre): for each patch position, its embedding's cosine similarity to all others."""
+def position_similarity(pos_embed: torch.Tensor, grid: tuple[int, int], num_prefix_tokens: int = 0) -> torch.Tensor:
+    """Cosine similarity between the position embeddings of every pair of patches, ``(gh, gw, gh, gw)``."""
     gh, gw = grid
     pos = pos_embed.detach().float().cpu().reshape(-1, pos_embed.shape[-1])[num_prefix_tokens:]  # (n, d)
     if len(pos) != gh * gw:
         raise ValueError(f"{len(pos)} position embeddings do not fill a {gh}x{gw} grid")
-    sim = F.normalize(pos, dim=-1) @ F.normalize(pos, dim=-1).T  # (n, n)
-    sim = sim.reshape(gh, gw, gh, gw)
+    pos = F.normalize(pos, dim=-1)
+    return (pos @ pos.T).reshape(gh, gw, gh, gw)
+
+
+def plot_position_similarity(pos_embed: torch.Tensor, grid: tuple[int, int], num_prefix_tokens: int = 0,
+                             title: str = "cosine similarity of position embeddings"):
+    """ViT paper Fig. 7 (centre): for each patch position, its embedding's cosine similarity to all others."""
+    gh, gw = grid
+    sim = position_similarity(pos_embed, grid, num_prefix_tokens)
     fig, axes = plt.subplots(gh, gw, figsize=(0.55 * gw + 1.2, 0.55 * gh + 0.6), squeeze=False)
     for r in range(gh):
         for c in range(gw):

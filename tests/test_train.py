@@ -1,0 +1,180 @@
+import pytest
+import torch
+from torch import nn
+
+from vitbook import ViT, train
+from vitbook.data import ImageTensors
+
+
+def toy_data(n=256, seed=0):
+    """Two classes a linear model separates: bright images against dark ones."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 2, (n,), generator=g)
+    images = (torch.rand(n, 1, 8, 8, generator=g) * 100 + labels.view(-1, 1, 1, 1) * 120).to(torch.uint8)
+    return ImageTensors(images, labels, ("dark", "bright"), (0.4,), (0.25,))
+
+
+def toy_vit():
+    return ViT(image_size=8, patch_size=4, num_classes=2, dim=16, depth=1, heads=2, channels=1, dropout=0.1,
+               drop_path=0.1)
+
+
+def run(seed=0, **kw):
+    train.seed_everything(seed)
+    model = toy_vit()
+    ds = toy_data()
+    history = train.fit(model, ds.loader(32, shuffle=True, seed=seed), epochs=2, eval_loader=ds.loader(64),
+                        device="cpu", progress=False, seed=seed, **kw)
+    return model, history
+
+
+def test_seeded_runs_give_identical_histories():
+    _, first = run(seed=1)
+    _, second = run(seed=1)
+    strip = lambda h: [{k: v for k, v in r.items()} for r in h.steps] + h.evals
+    assert strip(first) == strip(second)
+
+
+def test_different_seeds_give_different_runs():
+    _, first = run(seed=1)
+    _, second = run(seed=2)
+    assert [r["loss"] for r in first.steps] != [r["loss"] for r in second.steps]
+
+
+def test_fit_learns_a_separable_problem():
+    _, history = run(lr=3e-3)
+    assert history.evals[-1]["test_acc"] > 0.9
+
+
+def test_step_budget_is_exact_and_schedule_warms_up_then_decays():
+    model = toy_vit()
+    history = train.fit(model, toy_data().loader(32, shuffle=True), steps=20, warmup=0.25, device="cpu",
+                        progress=False)
+    lrs = [r["lr"] for r in history.steps]
+    assert len(lrs) == 20
+    assert lrs[0] == 0.0 and max(lrs) == pytest.approx(1e-3) and lrs[-1] < 0.1 * max(lrs)
+    assert lrs.index(max(lrs)) == 5
+
+
+def test_seconds_budget_stops_on_time():
+    history = train.fit(toy_vit(), toy_data().loader(8, shuffle=True), seconds=0.5, device="cpu", progress=False)
+    assert 0 < len(history.steps) and history.seconds < 5
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({}, "fit needs a budget"),
+    ({"epochs": 0}, "epochs=0 must be positive"),
+    ({"steps": -1}, "steps=-1 must be positive"),
+])
+def test_bad_budgets_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        train.fit(toy_vit(), toy_data().loader(32), progress=False, **kwargs)
+
+
+def test_a_diverging_loss_stops_training_with_advice():
+    def exploding(model, batch):
+        return model(batch[0]).sum() * float("nan"), {}
+    with pytest.raises(FloatingPointError, match="loss became nan at step 1"):
+        train.fit(toy_vit(), toy_data().loader(32), steps=3, loss=exploding, device="cpu", progress=False)
+
+
+def test_teacher_is_stepped_after_every_optimizer_step():
+    class WithTeacher(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net, self.teacher_steps = nn.Linear(64, 2), 0
+
+        def forward(self, x):
+            return self.net(x.flatten(1)).pow(2).mean()
+
+        def step_teacher(self):
+            self.teacher_steps += 1
+
+    method = WithTeacher()
+    train.fit(method, toy_data().loader(32), steps=5, loss=train.self_supervised_loss, device="cpu", progress=False)
+    assert method.teacher_steps == 5
+
+
+def test_checkpoint_round_trip_is_bit_identical(tmp_path):
+    model, _ = run()
+    optimizer = torch.optim.AdamW(model.parameters())
+    path = train.save_checkpoint(tmp_path / "ckpt" / "vit.pt", model, optimizer, epoch=2, note="toy")
+    fresh = toy_vit()
+    extra = train.load_checkpoint(path, fresh, torch.optim.AdamW(fresh.parameters()))
+    assert extra == {"epoch": 2, "note": "toy"}
+    x = toy_data().normalize(toy_data().images[:16])
+    model.eval(), fresh.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), fresh(x))
+    for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    model, _ = run()
+    path = train.save_checkpoint(tmp_path / "vit.pt", model)
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        train.load_checkpoint(path, toy_vit())
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(1)}, other)
+    with pytest.raises(ValueError, match="not a vitbook checkpoint"):
+        train.load_checkpoint(other, toy_vit())
+    with pytest.raises(FileNotFoundError):
+        train.load_checkpoint(tmp_path / "missing.pt", toy_vit())
+
+
+def test_mismatched_checkpoint_names_the_weights_and_leaves_the_model_alone(tmp_path):
+    path = train.save_checkpoint(tmp_path / "vit.pt", toy_vit())
+    three_classes = ViT(image_size=8, patch_size=4, num_classes=3, dim=16, depth=1, heads=2, channels=1)
+    before = {k: v.clone() for k, v in three_classes.state_dict().items()}
+    with pytest.raises(ValueError, match=r"head.weight: checkpoint \(2, 16\) vs model \(3, 16\); head.bias"):
+        train.load_checkpoint(path, three_classes)
+    assert all(torch.equal(before[k], v) for k, v in three_classes.state_dict().items())
+    wider = ViT(image_size=8, patch_size=4, num_classes=2, dim=32, depth=1, heads=2, channels=1)
+    with pytest.raises(ValueError, match=r"cls_token: checkpoint \(1, 1, 16\) vs model \(1, 1, 32\);.*and 11 more"):
+        train.load_checkpoint(path, wider)
+    with pytest.raises(ValueError, match="holds a ViT, cannot load it into a Linear"):
+        train.load_checkpoint(path, nn.Linear(2, 2))
+
+
+def test_evaluate_and_predict_agree():
+    model, _ = run()
+    ds = toy_data()
+    result = train.evaluate(model, ds.loader(50))
+    logits = train.predict(model, ds.normalize(ds.images))
+    assert result["acc"] == pytest.approx((logits.argmax(1) == ds.labels).float().mean().item())
+    assert model.training, "evaluate/predict must restore training mode"
+
+
+def test_knn_and_linear_probe_read_separable_features():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 3, (300,), generator=g)
+    centers = torch.randn(3, 16, generator=g) * 3
+    feats = centers[labels] + torch.randn(300, 16, generator=g)
+    assert train.knn_accuracy(feats[:200], labels[:200], feats[200:], labels[200:], k=10) > 0.95
+    assert train.linear_probe(feats[:200], labels[:200], feats[200:], labels[200:]) > 0.95
+    shuffled = labels[torch.randperm(300, generator=g)]
+    assert train.knn_accuracy(feats[:200], shuffled[:200], feats[200:], shuffled[200:], k=10) < 0.6
+
+
+def test_extract_features_uses_the_models_own_pooling():
+    model = toy_vit().eval()
+    ds = toy_data(40)
+    feats, labels = train.extract_features(model, ds.loader(16))
+    assert feats.shape == (40, 16) and torch.equal(labels, ds.labels)
+    with torch.no_grad():
+        expected = model.forward_head(model.forward_features(ds.normalize(ds.images)), pre_logits=True)
+    torch.testing.assert_close(feats, expected)
+
+
+def test_scale_follows_the_environment(monkeypatch):
+    monkeypatch.setenv("VITBOOK_SCALE", "full")
+    assert train.scale() == "full" and train.at_scale(small=1, full=2) == 2
+    monkeypatch.setenv("VITBOOK_SCALE", "small")
+    assert train.at_scale(small=1, full=2) == 1
+    monkeypatch.setenv("VITBOOK_SCALE", "huge")
+    with pytest.raises(ValueError, match="VITBOOK_SCALE='huge' is not one of"):
+        train.scale()
+    monkeypatch.delenv("VITBOOK_SCALE")
+    assert train.scale() == ("full" if torch.cuda.is_available() else "small")

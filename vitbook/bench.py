@@ -1,0 +1,140 @@
+"""``python -m vitbook.bench vit``: vitbook's models against the reference implementations.
+
+Prints throughput (images per second, forward only and a full training step) and, on CUDA,
+peak memory, each as a ratio to vitbook's own number. Implementations are timed interleaved
+(one call of each per round, the order rotating) and each number is the median over rounds,
+so background load hits them all alike. These are measurements, never test assertions.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .train import get_device
+
+
+def vit_contenders(image_size=224, patch_size=16, dim=192, depth=12, heads=3, num_classes=1000) -> dict[str, nn.Module]:
+    """ViT-Ti/16 (DeiT-Tiny's shape) by default: vitbook, timm, and vit-pytorch (the seed)."""
+    import timm
+    from vit_pytorch import ViT as SeedViT
+
+    from .models.vit import ViT
+
+    return {
+        "vitbook": ViT(image_size=image_size, patch_size=patch_size, num_classes=num_classes, dim=dim, depth=depth,
+                       heads=heads, mlp_dim=4 * dim),
+        "timm": timm.models.vision_transformer.VisionTransformer(
+            img_size=image_size, patch_size=patch_size, num_classes=num_classes, embed_dim=dim, depth=depth,
+            num_heads=heads, mlp_ratio=4.0),
+        "vit-pytorch": SeedViT(image_size=image_size, patch_size=patch_size, num_classes=num_classes, dim=dim,
+                               depth=depth, heads=heads, mlp_dim=4 * dim, dim_head=dim // heads),
+    }
+
+
+BENCHMARKS: dict[str, Callable[..., dict[str, nn.Module]]] = {"vit": vit_contenders}
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _time(fn, device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def _forward_step(model, x):
+    with torch.no_grad():
+        model(x)
+
+
+def _train_step(model, x, y, optimizer):
+    optimizer.zero_grad(set_to_none=True)
+    F.cross_entropy(model(x), y).backward()
+    optimizer.step()
+
+
+def _peak_memory(fn, device) -> float | None:
+    if device.type != "cuda":
+        return None
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    _sync(device)
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+def run(name: str, batch_size: int = 16, rounds: int = 7, warmup: int = 2, device=None, **config) -> dict:
+    """Measure every contender of ``BENCHMARKS[name]``; returns ``{impl: {metric: value}}``."""
+    if name not in BENCHMARKS:
+        raise ValueError(f"no benchmark called {name!r}; there are {sorted(BENCHMARKS)}")
+    device = get_device() if device is None else torch.device(device)
+    models = {k: m.to(device) for k, m in BENCHMARKS[name](**config).items()}
+    size = config.get("image_size", 224)
+    x = torch.randn(batch_size, 3, size, size, device=device)
+    y = torch.randint(0, 10, (batch_size,), device=device)
+    optimizers = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, m in models.items()}
+    tasks = {
+        "forward": {k: (lambda m=m: _forward_step(m.eval(), x)) for k, m in models.items()},
+        "train step": {k: (lambda m=m, o=optimizers[k]: _train_step(m.train(), x, y, o)) for k, m in models.items()},
+    }
+    results = {k: {"params (M)": sum(p.numel() for p in m.parameters()) / 1e6} for k, m in models.items()}
+    names = list(models)
+    for task, fns in tasks.items():
+        times = {k: [] for k in names}
+        for r in range(warmup + rounds):
+            order = names[r % len(names):] + names[:r % len(names)]  # rotate who goes first
+            for k in order:
+                t = _time(fns[k], device)
+                if r >= warmup:
+                    times[k].append(t)
+        for k in names:
+            results[k][f"{task} img/s"] = batch_size / statistics.median(times[k])
+            memory = _peak_memory(fns[k], device)
+            if memory is not None:
+                results[k][f"{task} peak MiB"] = memory
+    return results
+
+
+def report(results: dict, baseline: str = "vitbook") -> str:
+    metrics = list(next(iter(results.values())))
+    lines = [f"{'implementation':<14}" + "".join(f"{m:>22}" for m in metrics)]
+    for impl, values in results.items():
+        cells = []
+        for m in metrics:
+            v, base = values[m], results[baseline][m]
+            cells.append(f"{v:>12.1f}" + (f" ({v / base:>5.2f}x)" if impl != baseline else " " * 9))
+        lines.append(f"{impl:<14}" + "".join(f"{c:>22}" for c in cells))
+    lines.append(f"ratios are against {baseline}; img/s: higher is faster; peak MiB (CUDA only): lower is leaner")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m vitbook.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("name", choices=sorted(BENCHMARKS))
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--depth", type=int, default=12)
+    parser.add_argument("--device", default=None)
+    args = parser.parse_args(argv)
+    device = get_device(args.device)
+    print(f"{args.name}: batch {args.batch_size}, {args.rounds} rounds (median), device {device}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    results = run(args.name, batch_size=args.batch_size, rounds=args.rounds, device=device,
+                  image_size=args.image_size, depth=args.depth)
+    print(report(results))
+
+
+if __name__ == "__main__":
+    main()
