@@ -162,7 +162,8 @@ class SwinBlock(nn.Module):
         _, h, w, _ = x.shape
         (wh, ww), (sh, sw) = self.window_size, self.shift_size
         pad_h, pad_w = -h % wh, -w % ww
-        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))  # (b, Hp, Wp, dim), zeros at the bottom and right
+        if pad_h or pad_w:
+            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))  # (b, Hp, Wp, dim), zeros at the bottom and right
         hp, wp = h + pad_h, w + pad_w
         if self.shifted:
             x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))  # cyclic: the same windows, no extra padding
