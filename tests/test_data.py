@@ -115,3 +115,10 @@ def test_sample_photo_is_a_real_rgb_image():
     assert photo.shape == (3, 64, 64) and 0 <= photo.min() and photo.max() <= 1 and photo.std() > 0.1
     with pytest.raises(ValueError, match="no image called"):
         data.sample_photo("no-such-photo")
+
+
+def test_cifar10_offline_without_a_copy_says_how_to_get_it(tmp_path):
+    with pytest.raises(data.DatasetNotFound, match="CIFAR-10 is not in .* Run once with a network connection"):
+        data.cifar10("train", root=tmp_path, download=False)
+    with pytest.raises(ValueError, match="split='val'"):
+        data.cifar10("val")
