@@ -15,13 +15,13 @@ CHAPTERS = chapters()
 def test_notebook_was_executed_without_error_output(staged, chapter):
     nb = nbformat.read(staged / f"{chapter}.ipynb", as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
-    unexecuted = [i for i, c in enumerate(code) if c.source.strip() and c.execution_count is None]
-    assert not unexecuted, f"{chapter}: code cells {unexecuted} were not executed (nbmake runs before this test)"
     for i, cell in enumerate(code):
         for out in cell.outputs:
             assert out.output_type != "error", f"{chapter}, code cell {i}: {out.ename}: {out.evalue}"
             if out.output_type == "stream":
                 assert "Traceback (most recent call last)" not in out.text, f"{chapter}, code cell {i}: a traceback"
+    unexecuted = [i for i, c in enumerate(code) if c.source.strip() and c.execution_count is None]
+    assert not unexecuted, f"{chapter}: code cells {unexecuted} were not executed (nbmake runs before this test)"
 
 
 def test_committed_notebooks_have_no_outputs():
