@@ -100,10 +100,14 @@ def attention_rollout(maps: list[torch.Tensor], residual: float = 0.5) -> torch.
 
 
 def _token_heat(weights_row: torch.Tensor, grid, size) -> np.ndarray:
-    """A row of attention over the patch tokens, as a map upsampled to the image size."""
+    """A row of attention over the patch tokens, stretched to [0, 1] and upsampled to the image size.
+
+    Each panel is stretched on its own (min to max), so it shows where a token looks most and
+    least, not how peaked one layer is compared with another.
+    """
     heat = weights_row.reshape(1, 1, *grid).float()
     heat = F.interpolate(heat, size=size, mode="nearest")[0, 0]
-    heat = heat / heat.max().clamp_min(1e-12)
+    heat = (heat - heat.min()) / (heat.max() - heat.min()).clamp_min(1e-12)
     return heat.cpu().numpy()
 
 
