@@ -4,7 +4,8 @@ Every page of `_toc.yml` is opened from `_build/html` served on 127.0.0.1. The m
 offline, and a reader may be too: requests that leave 127.0.0.1 are answered at once with
 `net::ERR_NAME_NOT_RESOLVED`, exactly as without a network. Only the scripts named in
 `ALLOWED_HOSTS` may try; the console may show only the messages in `ALLOWED_CONSOLE`. A page must
-show its content without them: every figure is a local image that loads.
+show its content without them: every figure is a local image that loads. (Math is the one
+exception: MathJax comes from its CDN, and offline a formula shows as its TeX source.)
 A full-page screenshot of every page is saved under `_build/screenshots/`.
 """
 from __future__ import annotations
