@@ -75,5 +75,7 @@ def test_show_displays_the_package_source_with_its_location():
     assert part.code.count("\n") == 2
     with pytest.raises(ValueError, match="outside the"):
         vitbook.show(vitbook.layers.Attention, lines=(1, 10_000))
+    wrapped = vitbook.show(vitbook.record_attention)
+    assert wrapped.where.startswith("vitbook/layers.py") and "def record_attention" in wrapped.code
     with pytest.raises(TypeError, match="show\\(\\) needs"):
         vitbook.show(3)

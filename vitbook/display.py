@@ -37,6 +37,7 @@ def show(obj, lines: tuple[int, int] | None = None) -> Source:
 
     ``lines=(first, last)`` keeps only those lines (1-based, relative to the object's source).
     """
+    obj = inspect.unwrap(obj)  # a @contextmanager's source is the generator it wraps, not contextlib's
     try:
         code, start = inspect.getsourcelines(obj)
         path = Path(inspect.getsourcefile(obj))
