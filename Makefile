@@ -53,7 +53,8 @@ notebooks: data
 # tests/book_html then builds that copy strictly (-W -n --keep-going) into _build/html and
 # opens every page in Chromium. pytest's closing line is the last line printed.
 STAGED := build/executed
-CELL_TIMEOUT ?= 600   # seconds per notebook cell, as execute.timeout in _config.yml
+# seconds per notebook cell, as execute.timeout in _config.yml
+CELL_TIMEOUT ?= 600
 test: data browser
 	$(BIN)/python tests/book_html/stage.py
 	$(BIN)/python -m pytest tests $(STAGED)/book --nbmake --overwrite --nbmake-timeout=$(CELL_TIMEOUT) --durations=15
