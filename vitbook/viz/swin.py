@@ -158,6 +158,8 @@ def plot_relative_position_bias(model, stage: int = 0, title: str | None = None)
             im = ax.imshow(table[..., j], cmap="RdBu_r", vmin=-limit, vmax=limit,
                            extent=(-ww + 0.5, ww - 0.5, wh - 0.5, -wh + 0.5))
             ax.plot(0, 0, "k+", ms=8)
+            ax.set_xticks(range(-ww + 1, ww))
+            ax.set_yticks(range(-wh + 1, wh))
             ax.set_title(f"block {i + 1} ({'SW' if block.shifted else 'W'}-MSA), head {j + 1}", fontsize=8)
             ax.tick_params(labelsize=7)
             if j == 0:
