@@ -305,3 +305,29 @@ def test_bad_configurations_are_refused_with_the_rule(kw, message):
 def test_a_shift_outside_the_window_is_refused():
     with pytest.raises(ValueError, match=r"shift_size \(4, 4\) must be in \[0, window_size\)"):
         SwinBlock(8, 2, window_size=4, shift_size=4)
+
+
+# --------------------------------------------------------------------------- figures
+def test_every_swin_figure_draws_and_the_cost_is_measured():
+    import matplotlib.figure
+
+    from vitbook.viz import swin as figures
+
+    photo = torch.rand(3, 64, 64)
+    drawn = [figures.plot_windows(photo, 8, 4), figures.plot_cyclic_shift(photo, 8, 4),
+             figures.plot_cyclic_shift(photo, 8, 4, shift=0), figures.plot_shift_masks(4),
+             figures.plot_relative_position_bias(small_swin())]
+    cost = figures.measure_attention_cost(sides=(4, 8), dim=8, heads=2, window_size=4, repeats=2)
+    assert all(t > 0 for ts in cost["seconds"].values() for t in ts)
+    assert cost["flops"]["global"][-1] > cost["flops"]["window"][-1]
+    drawn.append(figures.plot_attention_cost(cost))
+    assert all(isinstance(f, matplotlib.figure.Figure) for f in drawn)
+
+
+def test_figures_refuse_windows_that_do_not_fit_the_grid():
+    from vitbook.viz import swin as figures
+
+    with pytest.raises(ValueError, match="window_size 3 must divide the 8x8 patch grid"):
+        figures.plot_windows(torch.rand(3, 64, 64), 8, 3)
+    with pytest.raises(ValueError, match=r"shift 4 must be in \[0, window_size\) = \[0, 4\)"):
+        figures.plot_cyclic_shift(torch.rand(3, 64, 64), 8, 4, shift=4)
