@@ -123,11 +123,11 @@ def plot_shift_masks(window_size: int, shift: int | None = None):
     for k in range(4):
         r, c = divmod(k, 2)
         window_regions = regions[r * m:(r + 1) * m, c * m:(c + 1) * m]
-        axes[0, k].imshow(window_regions, cmap=cmap, vmin=0, vmax=3)
+        axes[0, k].imshow(window_regions.numpy(), cmap=cmap, vmin=0, vmax=3)
         for (y, x), label in np.ndenumerate(window_regions.numpy()):
             axes[0, k].text(x, y, str(y * m + x), ha="center", va="center", fontsize=max(5, 10 - m))
         axes[0, k].set_title(f"window {k}: {names[k]}", fontsize=10)
-        axes[1, k].imshow(masks[k] == MASK_FILL, cmap="Greys", vmin=0, vmax=1.4)
+        axes[1, k].imshow((masks[k] == MASK_FILL).numpy(), cmap="Greys", vmin=0, vmax=1.4)
         blocked = int((masks[k] == MASK_FILL).sum())
         axes[1, k].set_title(f"mask: {blocked} of {m ** 4} pairs blocked", fontsize=9)
         axes[1, k].set_xlabel("key token")
@@ -155,7 +155,7 @@ def plot_relative_position_bias(model, stage: int = 0, title: str | None = None)
         limit = table.abs().max().item()
         for j in range(heads):
             ax = axes[i, j]
-            im = ax.imshow(table[..., j], cmap="RdBu_r", vmin=-limit, vmax=limit,
+            im = ax.imshow(table[..., j].numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit,
                            extent=(-ww + 0.5, ww - 0.5, wh - 0.5, -wh + 0.5))
             ax.plot(0, 0, "k+", ms=8)
             ax.set_xticks(range(-ww + 1, ww))
