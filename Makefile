@@ -23,12 +23,12 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $@
 
 # Fashion-MNIST: Debian's package where apt is available, else torchvision's download.
-# `python -m vitbook.data` reports where it found the data, or says how to get it.
+# `vitbook.data.main()` reports that it found the data, or says how to get it.
 data: $(STAMP)
 	@$(BIN)/python -c "import vitbook.data as d; d.fashion_mnist('test', download=False)" 2>/dev/null || \
 	  { command -v apt-get >/dev/null && \
 	    ( $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist ) || true; }
-	$(BIN)/python -m vitbook.data
+	$(BIN)/python -c "import vitbook.data; vitbook.data.main()"
 
 # Debian's Chromium for the browser tests (Playwright drives it; it never downloads a browser).
 browser:

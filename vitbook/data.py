@@ -219,7 +219,11 @@ def sample_photo(name: str = "astronaut", size: int | None = 224) -> torch.Tenso
     return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float()
 
 
-if __name__ == "__main__":  # `python -m vitbook.data`: make sure Fashion-MNIST is there
-    train = fashion_mnist("train")
-    test = fashion_mnist("test")
+def main() -> None:
+    """Make sure Fashion-MNIST is there (``make data`` calls this), and say so."""
+    train, test = fashion_mnist("train"), fashion_mnist("test")
     print(f"Fashion-MNIST ready: {len(train)} train and {len(test)} test images of shape {tuple(train.images.shape[1:])}")
+
+
+if __name__ == "__main__":
+    main()
