@@ -15,6 +15,12 @@ from torch import nn
 from .models.vit import ViT
 
 
+def conv_patch_kernel_to_linear(kernel: torch.Tensor) -> torch.Tensor:
+    """A strided-convolution patch embedding ``(dim, c, ph, pw)`` as the paper's linear map of a
+    flattened patch, ``(dim, ph*pw*c)``, in the ``(p1 p2 c)`` order vitbook's einops patterns use."""
+    return kernel.permute(0, 2, 3, 1).reshape(kernel.shape[0], -1)
+
+
 def _timm_vit_config(timm_vit: nn.Module) -> dict:
     """vitbook ``ViT`` keyword arguments that describe a timm ``VisionTransformer``."""
     if getattr(timm_vit, "global_pool", "token") not in ("token", "avg"):
@@ -46,7 +52,7 @@ def vit_state_dict_from_timm(state_dict: dict[str, torch.Tensor]) -> dict[str, t
     out = {}
     for key, value in state_dict.items():
         if key == "patch_embed.proj.weight":
-            value = value.permute(0, 2, 3, 1).reshape(value.shape[0], -1)  # (dim, ph*pw*c), matching '(p1 p2 c)'
+            value = conv_patch_kernel_to_linear(value)
         elif key.startswith(("fc_norm.", "norm_pre.")) or ".ls" in key:
             raise ValueError(f"timm weight {key!r} has no counterpart in vitbook's ViT")
         out[key] = value
@@ -112,7 +118,7 @@ def swin_state_dict_from_timm(state_dict: dict[str, torch.Tensor]) -> dict[str, 
         if key.endswith(("relative_position_index", "attn_mask")):
             continue  # buffers vitbook rebuilds (older timm versions saved them)
         if key == "patch_embed.proj.weight":
-            value = value.permute(0, 2, 3, 1).reshape(value.shape[0], -1)  # (dim, ph*pw*c), matching '(p1 p2 c)'
+            value = conv_patch_kernel_to_linear(value)
         key = key.replace("layers.", "stages.", 1).replace(".downsample.", ".merge.").replace("head.fc.", "head.")
         out[key] = value
     return out
