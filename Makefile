@@ -61,6 +61,7 @@ test: data browser
 
 bench: venv
 	$(BIN)/python -m vitbook.bench vit
+	$(BIN)/python -m vitbook.bench swin
 
 # Notebooks are committed without outputs; the build and nbmake execute them.
 strip: venv

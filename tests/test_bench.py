@@ -11,3 +11,17 @@ def test_benchmark_measures_every_contender_and_reports_ratios():
     assert results["vitbook"]["params (M)"] == results["timm"]["params (M)"]
     text = bench.report(results)
     assert "timm" in text and "x)" in text
+
+
+def test_swin_benchmark_pits_vitbook_against_timm():
+    results = bench.run("swin", batch_size=1, rounds=1, warmup=0, device="cpu", image_size=56, depth=2,
+                        num_classes=10)
+    assert set(results) == {"vitbook", "timm"}
+    assert results["vitbook"]["params (M)"] == results["timm"]["params (M)"]
+
+
+def test_unknown_benchmark_is_named():
+    import pytest
+
+    with pytest.raises(ValueError, match="no benchmark called 'resnet'"):
+        bench.run("resnet")

@@ -1,4 +1,4 @@
-"""``python -m vitbook.bench vit``: vitbook's models against the reference implementations.
+"""``python -m vitbook.bench vit`` (or ``swin``): vitbook's models against the reference implementations.
 
 Prints throughput (images per second, forward only and a full training step) and, on CUDA,
 peak memory, each as a ratio to vitbook's own number. Implementations are timed interleaved
@@ -37,7 +37,24 @@ def vit_contenders(image_size=224, patch_size=16, dim=192, depth=12, heads=3, nu
     }
 
 
-BENCHMARKS: dict[str, Callable[..., dict[str, nn.Module]]] = {"vit": vit_contenders}
+def swin_contenders(image_size=224, depth=None, num_classes=1000) -> dict[str, nn.Module]:
+    """Swin-T (``dim=96, depths=(2, 2, 6, 2)``, window 7): vitbook and timm (the official code's port).
+
+    ``depth`` sets the third stage's depth (Swin-T: 6), for a quicker run."""
+    import timm
+
+    from .models.swin import Swin
+
+    depths = (2, 2, 6 if depth is None else depth, 2)
+    return {
+        "vitbook": Swin(image_size=image_size, num_classes=num_classes, depths=depths, drop_path=0.0),
+        "timm": timm.models.swin_transformer.SwinTransformer(
+            img_size=image_size, num_classes=num_classes, depths=depths, embed_dim=96, num_heads=(3, 6, 12, 24),
+            window_size=7),
+    }
+
+
+BENCHMARKS: dict[str, Callable[..., dict[str, nn.Module]]] = {"vit": vit_contenders, "swin": swin_contenders}
 
 
 def _sync(device):
@@ -125,14 +142,17 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--depth", type=int, default=12)
+    parser.add_argument("--depth", type=int, default=None,
+                        help="vit: number of blocks (default 12); swin: depth of the third stage (default 6)")
     parser.add_argument("--device", default=None)
     args = parser.parse_args(argv)
     device = get_device(args.device)
     print(f"{args.name}: batch {args.batch_size}, {args.rounds} rounds (median), device {device}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    results = run(args.name, batch_size=args.batch_size, rounds=args.rounds, device=device,
-                  image_size=args.image_size, depth=args.depth)
+    config = {"image_size": args.image_size}
+    if args.depth is not None:
+        config["depth"] = args.depth
+    results = run(args.name, batch_size=args.batch_size, rounds=args.rounds, device=device, **config)
     print(report(results))
 
 
