@@ -5,6 +5,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from ..layers import pair
+
 
 def to_image(x: torch.Tensor) -> np.ndarray:
     """A ``(c, h, w)`` or ``(h, w)`` tensor in [0, 1] -> an array ``imshow`` takes."""
@@ -12,6 +14,15 @@ def to_image(x: torch.Tensor) -> np.ndarray:
     if x.ndim == 3:
         x = x[0] if x.shape[0] == 1 else x.permute(1, 2, 0)
     return x.clamp(0, 1).numpy()
+
+
+def patch_grid(image: torch.Tensor, patch_size) -> tuple[int, int]:
+    """The ``(rows, columns)`` of patches an image ``(c, h, w)`` is cut into; a ValueError if they do not fit."""
+    h, w = image.shape[-2:]
+    ph, pw = pair(patch_size)
+    if h % ph or w % pw:
+        raise ValueError(f"image {h}x{w} is not divisible by patch_size {ph}x{pw}")
+    return h // ph, w // pw
 
 
 def image_grid(images, titles=None, ncols: int = 8, size: float = 1.6, cmap="gray", suptitle=None):

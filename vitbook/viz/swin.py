@@ -11,18 +11,11 @@ from matplotlib.patches import Patch
 
 from ..layers import Attention, pair
 from ..models.swin import MASK_FILL, SwinBlock, attention_flops, shift_mask, shift_regions
-from .common import to_image
+from .common import patch_grid, to_image
 
 # region 0 stays where it was; A, B, C are the paper's names (Fig. 4) for what wrapped around
 REGION_NAMES = {1: "C (from the left)", 2: "B (from the top)", 3: "A (top-left corner)"}
 REGION_COLORS = {1: "tab:blue", 2: "tab:orange", 3: "tab:red"}
-
-
-def _grid_of(image: torch.Tensor, patch_size: int) -> tuple[int, int]:
-    h, w = image.shape[-2:]
-    if h % patch_size or w % patch_size:
-        raise ValueError(f"image {h}x{w} is not divisible by patch_size {patch_size}")
-    return h // patch_size, w // patch_size
 
 
 def _check_window(grid, window_size: int, shift: int = 0) -> None:
@@ -48,7 +41,7 @@ def _tint(ax, labels: np.ndarray, colors: dict, patch_size: int, alpha: float = 
 
 def plot_windows(image: torch.Tensor, patch_size: int, window_size: int):
     """A photo cut into patches (the tokens), and the patches grouped into M x M windows (W-MSA)."""
-    gh, gw = _grid_of(image, patch_size)
+    gh, gw = patch_grid(image, patch_size)
     _check_window((gh, gw), window_size)
     h, w = image.shape[-2:]
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.6))
@@ -72,7 +65,7 @@ def plot_cyclic_shift(image: torch.Tensor, patch_size: int, window_size: int, sh
     partial windows at the edges. Right: the same partition done cheaply: roll the map by
     ``-shift`` and cut the regular windows; the strips that wrapped around (A, B, C) share
     windows with tokens that were never their neighbours, and the mask keeps them apart."""
-    gh, gw = _grid_of(image, patch_size)
+    gh, gw = patch_grid(image, patch_size)
     shift = window_size // 2 if shift is None else shift
     _check_window((gh, gw), window_size, shift)
     h, w = image.shape[-2:]

@@ -7,16 +7,14 @@ import torch
 import torch.nn.functional as F
 
 from ..layers import pair
-from .common import to_image
+from .common import patch_grid, to_image
 
 
 def plot_patches(image: torch.Tensor, patch_size, max_tokens_shown: int = 49):
     """An image, the same image cut into a grid of patches, and the first patches laid out as a sequence."""
     c, h, w = image.shape
     ph, pw = pair(patch_size)
-    if h % ph or w % pw:
-        raise ValueError(f"image {h}x{w} is not divisible by patch_size {ph}x{pw}")
-    gh, gw = h // ph, w // pw
+    gh, gw = patch_grid(image, patch_size)
     patches = image.unfold(1, ph, ph).unfold(2, pw, pw)  # (c, gh, gw, ph, pw)
     patches = patches.permute(1, 2, 0, 3, 4).reshape(gh * gw, c, ph, pw)  # row-major, as the tokens are
 
