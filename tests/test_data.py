@@ -9,7 +9,9 @@ from vitbook import data
 
 
 def write_idx(path, array: np.ndarray, gz=True):
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(
+        f">{array.ndim}I", *array.shape
+    )
     raw = header + array.astype(np.uint8).tobytes()
     (gzip.open if gz else open)(path, "wb").write(raw)
 
@@ -17,7 +19,9 @@ def write_idx(path, array: np.ndarray, gz=True):
 def fake_fashion(directory, n_train=12, n_test=5, value=7):
     directory.mkdir(parents=True, exist_ok=True)
     for split, n in (("train", n_train), ("t10k", n_test)):
-        write_idx(directory / f"{split}-images-idx3-ubyte.gz", np.full((n, 28, 28), value))
+        write_idx(
+            directory / f"{split}-images-idx3-ubyte.gz", np.full((n, 28, 28), value)
+        )
         write_idx(directory / f"{split}-labels-idx1-ubyte.gz", np.arange(n) % 10)
     return directory
 
@@ -30,7 +34,12 @@ def test_reads_idx_files_from_an_explicit_root(tmp_path):
 
 def test_root_beats_environment_which_beats_the_system_copy(tmp_path, monkeypatch):
     monkeypatch.setenv("VITBOOK_DATA", str(fake_fashion(tmp_path / "env", value=1)))
-    assert data.fashion_mnist("train", root=fake_fashion(tmp_path / "root", value=2)).images.max() == 2
+    assert (
+        data.fashion_mnist(
+            "train", root=fake_fashion(tmp_path / "root", value=2)
+        ).images.max()
+        == 2
+    )
     assert data.fashion_mnist("train").images.max() == 1
 
 
@@ -50,7 +59,11 @@ def test_missing_dataset_says_where_it_looked_and_how_to_get_it(tmp_path, monkey
     with pytest.raises(data.DatasetNotFound) as error:
         data.fashion_mnist("train", download=False)
     message = str(error.value)
-    assert "nothing-here" in message and "apt-get install dataset-fashion-mnist" in message and "VITBOOK_DATA" in message
+    assert (
+        "nothing-here" in message
+        and "apt-get install dataset-fashion-mnist" in message
+        and "VITBOOK_DATA" in message
+    )
 
 
 def test_a_root_that_does_not_exist_is_an_error_not_a_silent_fallback(tmp_path):
@@ -74,21 +87,34 @@ def test_bad_split_is_named():
 def test_loader_normalizes_and_reshuffles_reproducibly(tmp_path):
     ds = data.fashion_mnist("train", root=fake_fashion(tmp_path / "fm", n_train=10))
     ds.images[:] = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1) * 20
-    order = lambda loader: [int(round((x[:, 0, 0, 0] * ds.std[0] + ds.mean[0]).mul(255).item() / 20))
-                            for x, _ in loader]
+    order = lambda loader: [
+        int(round((x[:, 0, 0, 0] * ds.std[0] + ds.mean[0]).mul(255).item() / 20))
+        for x, _ in loader
+    ]
     a, b = ds.loader(1, shuffle=True, seed=3), ds.loader(1, shuffle=True, seed=3)
     first, second = order(a), order(a)
     assert first == order(b) and second == order(b), "same seed, different batches"
-    assert sorted(first) == list(range(10)) and first != second, "each epoch is a new permutation of all samples"
+    assert sorted(first) == list(range(10)) and first != second, (
+        "each epoch is a new permutation of all samples"
+    )
     x, y = next(iter(ds.loader(4)))
-    assert x.dtype == torch.float32 and x.shape == (4, 1, 28, 28) and y.dtype == torch.int64
-    torch.testing.assert_close(ds.denormalize(ds.normalize(ds.images[:4])), ds.images[:4].float() / 255)
+    assert (
+        x.dtype == torch.float32
+        and x.shape == (4, 1, 28, 28)
+        and y.dtype == torch.int64
+    )
+    torch.testing.assert_close(
+        ds.denormalize(ds.normalize(ds.images[:4])), ds.images[:4].float() / 255
+    )
 
 
 def test_loader_length_with_and_without_drop_last(tmp_path):
     ds = data.fashion_mnist("train", root=fake_fashion(tmp_path / "fm", n_train=10))
     assert len(ds.loader(4)) == 3 and len(list(ds.loader(4))) == 3
-    assert len(ds.loader(4, drop_last=True)) == 2 and len(list(ds.loader(4, drop_last=True))) == 2
+    assert (
+        len(ds.loader(4, drop_last=True)) == 2
+        and len(list(ds.loader(4, drop_last=True))) == 2
+    )
     with pytest.raises(ValueError, match="batch_size=0"):
         ds.loader(0)
 
@@ -102,23 +128,35 @@ def test_subset_is_seeded():
 
 def test_real_fashion_mnist_when_installed():
     if not (data.DEBIAN_DIR / "t10k-images-idx3-ubyte.gz").exists():
-        pytest.skip("Debian's dataset-fashion-mnist is not installed (make data installs it)")
+        pytest.skip(
+            "Debian's dataset-fashion-mnist is not installed (make data installs it)"
+        )
     test = data.fashion_mnist("test")
     assert test.images.shape == (10_000, 1, 28, 28)
     assert torch.bincount(test.labels).tolist() == [1000] * 10
     mean = test.images.float().mean().item() / 255
-    assert abs(mean - test.mean[0]) < 0.01, "the normalization constants do not fit the data"
+    assert abs(mean - test.mean[0]) < 0.01, (
+        "the normalization constants do not fit the data"
+    )
 
 
 def test_sample_photo_is_a_real_rgb_image():
     photo = data.sample_photo("astronaut", size=64)
-    assert photo.shape == (3, 64, 64) and 0 <= photo.min() and photo.max() <= 1 and photo.std() > 0.1
+    assert (
+        photo.shape == (3, 64, 64)
+        and 0 <= photo.min()
+        and photo.max() <= 1
+        and photo.std() > 0.1
+    )
     with pytest.raises(ValueError, match="no image called"):
         data.sample_photo("no-such-photo")
 
 
 def test_cifar10_offline_without_a_copy_says_how_to_get_it(tmp_path):
-    with pytest.raises(data.DatasetNotFound, match="CIFAR-10 is not in .* Run once with a network connection"):
+    with pytest.raises(
+        data.DatasetNotFound,
+        match="CIFAR-10 is not in .* Run once with a network connection",
+    ):
         data.cifar10("train", root=tmp_path, download=False)
     with pytest.raises(ValueError, match="split='val'"):
         data.cifar10("val")

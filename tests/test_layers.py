@@ -1,8 +1,16 @@
 import pytest
 import torch
 
-from vitbook.layers import (Attention, Block, DropPath, PatchEmbed, attention_weights, pair, posemb_sincos_2d,
-                            record_attention)
+from vitbook.layers import (
+    Attention,
+    Block,
+    DropPath,
+    PatchEmbed,
+    attention_weights,
+    pair,
+    posemb_sincos_2d,
+    record_attention,
+)
 
 
 def test_sdpa_path_equals_recorded_softmax_path():
@@ -26,13 +34,15 @@ def test_sdpa_path_equals_recorded_path_with_mask_and_bias():
         slow = attn(x, mask=mask, bias=bias)
     torch.testing.assert_close(fast, slow, atol=1e-6, rtol=1e-5)
     weights = maps[""][0]
-    assert torch.all(weights.masked_select(~mask.expand_as(weights)) == 0), "a masked key received attention"
+    assert torch.all(weights.masked_select(~mask.expand_as(weights)) == 0), (
+        "a masked key received attention"
+    )
     torch.testing.assert_close(weights.sum(-1), torch.ones(2, 4, 9))
 
 
 def test_recorded_weights_are_softmax_of_scaled_logits():
     q, k = torch.randn(2, 3, 5, 8), torch.randn(2, 3, 5, 8)
-    expected = torch.softmax(q @ k.transpose(-1, -2) / 8 ** 0.5, dim=-1)
+    expected = torch.softmax(q @ k.transpose(-1, -2) / 8**0.5, dim=-1)
     torch.testing.assert_close(attention_weights(q, k), expected)
 
 
@@ -72,11 +82,17 @@ def test_patch_embed_is_a_linear_map_of_row_major_flattened_patches():
     torch.testing.assert_close(tokens[0, 4], embed.proj(patch))
 
 
-@pytest.mark.parametrize("shape, message", [
-    ((2, 3, 30, 32), "image size 30x32 does not match the model's image_size 32x32"),
-    ((2, 1, 32, 32), "image has 1 channels, the model was built with channels=3"),
-    ((3, 32, 32), "expected images of shape"),
-])
+@pytest.mark.parametrize(
+    "shape, message",
+    [
+        (
+            (2, 3, 30, 32),
+            "image size 30x32 does not match the model's image_size 32x32",
+        ),
+        ((2, 1, 32, 32), "image has 1 channels, the model was built with channels=3"),
+        ((3, 32, 32), "expected images of shape"),
+    ],
+)
 def test_patch_embed_names_what_is_wrong_with_the_input(shape, message):
     embed = PatchEmbed(32, 4, channels=3, dim=8)
     with pytest.raises(ValueError, match=message):
@@ -84,9 +100,13 @@ def test_patch_embed_names_what_is_wrong_with_the_input(shape, message):
 
 
 def test_patch_size_must_divide_the_image():
-    with pytest.raises(ValueError, match="image height 30 is not divisible by patch_size 4"):
+    with pytest.raises(
+        ValueError, match="image height 30 is not divisible by patch_size 4"
+    ):
         PatchEmbed((30, 32), 4, channels=3, dim=8)
-    with pytest.raises(ValueError, match="image width 30 is not divisible by patch_size 4"):
+    with pytest.raises(
+        ValueError, match="image width 30 is not divisible by patch_size 4"
+    ):
         PatchEmbed((32, 30), 4, channels=3, dim=8)
 
 
@@ -96,7 +116,9 @@ def test_sincos_embedding_gives_every_position_its_own_unit_scale_code():
     assert pos.abs().max() <= 1.0
     # sin^2 + cos^2 = 1 for each of the dim/4 frequencies of y and of x
     torch.testing.assert_close(pos.pow(2).sum(1), torch.full((24,), 16.0))
-    assert torch.cdist(pos, pos).add(torch.eye(24)).min() > 0.1, "two positions share an embedding"
+    assert torch.cdist(pos, pos).add(torch.eye(24)).min() > 0.1, (
+        "two positions share an embedding"
+    )
     # neighbours are more alike than distant positions
     assert torch.dist(pos[0], pos[1]) < torch.dist(pos[0], pos[5])
 
@@ -111,7 +133,9 @@ def test_drop_path_drops_whole_samples_and_keeps_the_expectation():
     x = torch.ones(4000, 3, 2)
     y = drop(x)
     per_sample = y.flatten(1)
-    assert torch.all((per_sample == 0).all(1) | (per_sample == 2).all(1)), "a sample was only partly dropped"
+    assert torch.all((per_sample == 0).all(1) | (per_sample == 2).all(1)), (
+        "a sample was only partly dropped"
+    )
     assert abs(y.mean().item() - 1.0) < 0.06
     assert torch.equal(drop.eval()(x), x)
 

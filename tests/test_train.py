@@ -10,21 +10,40 @@ def toy_data(n=256, seed=0):
     """Two classes a linear model separates: bright images against dark ones."""
     g = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, 2, (n,), generator=g)
-    images = (torch.rand(n, 1, 8, 8, generator=g) * 100 + labels.view(-1, 1, 1, 1) * 120).to(torch.uint8)
+    images = (
+        torch.rand(n, 1, 8, 8, generator=g) * 100 + labels.view(-1, 1, 1, 1) * 120
+    ).to(torch.uint8)
     return ImageTensors(images, labels, ("dark", "bright"), (0.4,), (0.25,))
 
 
 def toy_vit():
-    return ViT(image_size=8, patch_size=4, num_classes=2, dim=16, depth=1, heads=2, channels=1, dropout=0.1,
-               drop_path=0.1)
+    return ViT(
+        image_size=8,
+        patch_size=4,
+        num_classes=2,
+        dim=16,
+        depth=1,
+        heads=2,
+        channels=1,
+        dropout=0.1,
+        drop_path=0.1,
+    )
 
 
 def run(seed=0, **kw):
     train.seed_everything(seed)
     model = toy_vit()
     ds = toy_data()
-    history = train.fit(model, ds.loader(32, shuffle=True, seed=seed), epochs=2, eval_loader=ds.loader(64),
-                        device="cpu", progress=False, seed=seed, **kw)
+    history = train.fit(
+        model,
+        ds.loader(32, shuffle=True, seed=seed),
+        epochs=2,
+        eval_loader=ds.loader(64),
+        device="cpu",
+        progress=False,
+        seed=seed,
+        **kw,
+    )
     return model, history
 
 
@@ -48,24 +67,41 @@ def test_fit_learns_a_separable_problem():
 
 def test_step_budget_is_exact_and_schedule_warms_up_then_decays():
     model = toy_vit()
-    history = train.fit(model, toy_data().loader(32, shuffle=True), steps=20, warmup=0.25, device="cpu",
-                        progress=False)
+    history = train.fit(
+        model,
+        toy_data().loader(32, shuffle=True),
+        steps=20,
+        warmup=0.25,
+        device="cpu",
+        progress=False,
+    )
     lrs = [r["lr"] for r in history.steps]
     assert len(lrs) == 20
-    assert lrs[0] == 0.0 and max(lrs) == pytest.approx(1e-3) and lrs[-1] < 0.1 * max(lrs)
+    assert (
+        lrs[0] == 0.0 and max(lrs) == pytest.approx(1e-3) and lrs[-1] < 0.1 * max(lrs)
+    )
     assert lrs.index(max(lrs)) == 5
 
 
 def test_seconds_budget_stops_on_time():
-    history = train.fit(toy_vit(), toy_data().loader(8, shuffle=True), seconds=0.5, device="cpu", progress=False)
+    history = train.fit(
+        toy_vit(),
+        toy_data().loader(8, shuffle=True),
+        seconds=0.5,
+        device="cpu",
+        progress=False,
+    )
     assert 0 < len(history.steps) and history.seconds < 5
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({}, "fit needs a budget"),
-    ({"epochs": 0}, "epochs=0 must be positive"),
-    ({"steps": -1}, "steps=-1 must be positive"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({}, "fit needs a budget"),
+        ({"epochs": 0}, "epochs=0 must be positive"),
+        ({"steps": -1}, "steps=-1 must be positive"),
+    ],
+)
 def test_bad_budgets_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
         train.fit(toy_vit(), toy_data().loader(32), progress=False, **kwargs)
@@ -74,8 +110,16 @@ def test_bad_budgets_are_rejected(kwargs, message):
 def test_a_diverging_loss_stops_training_with_advice():
     def exploding(model, batch):
         return model(batch[0]).sum() * float("nan"), {}
+
     with pytest.raises(FloatingPointError, match="loss became nan at step 1"):
-        train.fit(toy_vit(), toy_data().loader(32), steps=3, loss=exploding, device="cpu", progress=False)
+        train.fit(
+            toy_vit(),
+            toy_data().loader(32),
+            steps=3,
+            loss=exploding,
+            device="cpu",
+            progress=False,
+        )
 
 
 def test_teacher_is_stepped_after_every_optimizer_step():
@@ -91,14 +135,23 @@ def test_teacher_is_stepped_after_every_optimizer_step():
             self.teacher_steps += 1
 
     method = WithTeacher()
-    train.fit(method, toy_data().loader(32), steps=5, loss=train.self_supervised_loss, device="cpu", progress=False)
+    train.fit(
+        method,
+        toy_data().loader(32),
+        steps=5,
+        loss=train.self_supervised_loss,
+        device="cpu",
+        progress=False,
+    )
     assert method.teacher_steps == 5
 
 
 def test_checkpoint_round_trip_is_bit_identical(tmp_path):
     model, _ = run()
     optimizer = torch.optim.AdamW(model.parameters())
-    path = train.save_checkpoint(tmp_path / "ckpt" / "vit.pt", model, optimizer, epoch=2, note="toy")
+    path = train.save_checkpoint(
+        tmp_path / "ckpt" / "vit.pt", model, optimizer, epoch=2, note="toy"
+    )
     fresh = toy_vit()
     extra = train.load_checkpoint(path, fresh, torch.optim.AdamW(fresh.parameters()))
     assert extra == {"epoch": 2, "note": "toy"}
@@ -126,13 +179,23 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 
 def test_mismatched_checkpoint_names_the_weights_and_leaves_the_model_alone(tmp_path):
     path = train.save_checkpoint(tmp_path / "vit.pt", toy_vit())
-    three_classes = ViT(image_size=8, patch_size=4, num_classes=3, dim=16, depth=1, heads=2, channels=1)
+    three_classes = ViT(
+        image_size=8, patch_size=4, num_classes=3, dim=16, depth=1, heads=2, channels=1
+    )
     before = {k: v.clone() for k, v in three_classes.state_dict().items()}
-    with pytest.raises(ValueError, match=r"head.weight: checkpoint \(2, 16\) vs model \(3, 16\); head.bias"):
+    with pytest.raises(
+        ValueError,
+        match=r"head.weight: checkpoint \(2, 16\) vs model \(3, 16\); head.bias",
+    ):
         train.load_checkpoint(path, three_classes)
     assert all(torch.equal(before[k], v) for k, v in three_classes.state_dict().items())
-    wider = ViT(image_size=8, patch_size=4, num_classes=2, dim=32, depth=1, heads=2, channels=1)
-    with pytest.raises(ValueError, match=r"cls_token: checkpoint \(1, 1, 16\) vs model \(1, 1, 32\);.*and 11 more"):
+    wider = ViT(
+        image_size=8, patch_size=4, num_classes=2, dim=32, depth=1, heads=2, channels=1
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"cls_token: checkpoint \(1, 1, 16\) vs model \(1, 1, 32\);.*and 11 more",
+    ):
         train.load_checkpoint(path, wider)
     with pytest.raises(ValueError, match="holds a ViT, cannot load it into a Linear"):
         train.load_checkpoint(path, nn.Linear(2, 2))
@@ -143,7 +206,9 @@ def test_evaluate_and_predict_agree():
     ds = toy_data()
     result = train.evaluate(model, ds.loader(50))
     logits = train.predict(model, ds.normalize(ds.images))
-    assert result["acc"] == pytest.approx((logits.argmax(1) == ds.labels).float().mean().item())
+    assert result["acc"] == pytest.approx(
+        (logits.argmax(1) == ds.labels).float().mean().item()
+    )
     assert model.training, "evaluate/predict must restore training mode"
 
 
@@ -152,10 +217,20 @@ def test_knn_and_linear_probe_read_separable_features():
     labels = torch.randint(0, 3, (300,), generator=g)
     centers = torch.randn(3, 16, generator=g) * 3
     feats = centers[labels] + torch.randn(300, 16, generator=g)
-    assert train.knn_accuracy(feats[:200], labels[:200], feats[200:], labels[200:], k=10) > 0.95
-    assert train.linear_probe(feats[:200], labels[:200], feats[200:], labels[200:]) > 0.95
+    assert (
+        train.knn_accuracy(feats[:200], labels[:200], feats[200:], labels[200:], k=10)
+        > 0.95
+    )
+    assert (
+        train.linear_probe(feats[:200], labels[:200], feats[200:], labels[200:]) > 0.95
+    )
     shuffled = labels[torch.randperm(300, generator=g)]
-    assert train.knn_accuracy(feats[:200], shuffled[:200], feats[200:], shuffled[200:], k=10) < 0.6
+    assert (
+        train.knn_accuracy(
+            feats[:200], shuffled[:200], feats[200:], shuffled[200:], k=10
+        )
+        < 0.6
+    )
 
 
 def test_extract_features_uses_the_models_own_pooling():
@@ -164,7 +239,9 @@ def test_extract_features_uses_the_models_own_pooling():
     feats, labels = train.extract_features(model, ds.loader(16))
     assert feats.shape == (40, 16) and torch.equal(labels, ds.labels)
     with torch.no_grad():
-        expected = model.forward_head(model.forward_features(ds.normalize(ds.images)), pre_logits=True)
+        expected = model.forward_head(
+            model.forward_features(ds.normalize(ds.images)), pre_logits=True
+        )
     torch.testing.assert_close(feats, expected)
 
 

@@ -9,7 +9,9 @@ from vitbook import ViT, record_attention, viz
 
 def test_rollout_of_identity_attention_is_identity_and_rows_stay_distributions():
     eye = torch.eye(5).expand(2, 3, 5, 5)
-    torch.testing.assert_close(viz.attention_rollout([eye, eye]), torch.eye(5).expand(2, 5, 5))
+    torch.testing.assert_close(
+        viz.attention_rollout([eye, eye]), torch.eye(5).expand(2, 5, 5)
+    )
     maps = [torch.rand(2, 3, 5, 5).softmax(-1) for _ in range(4)]
     torch.testing.assert_close(viz.attention_rollout(maps).sum(-1), torch.ones(2, 5))
 
@@ -35,7 +37,15 @@ def test_patch_figure_shows_the_grid():
 
 
 def test_position_similarity_grid_has_one_panel_per_position():
-    model = ViT(image_size=28, patch_size=7, num_classes=10, dim=32, depth=1, heads=2, channels=1)
+    model = ViT(
+        image_size=28,
+        patch_size=7,
+        num_classes=10,
+        dim=32,
+        depth=1,
+        heads=2,
+        channels=1,
+    )
     fig = viz.plot_position_similarity(model.pos_embed, model.grid, num_prefix_tokens=1)
     images = [ax for ax in fig.axes if ax.images]
     assert len(images) == 16
@@ -45,13 +55,27 @@ def test_position_similarity_grid_has_one_panel_per_position():
 
 
 def test_attention_figures_draw_every_layer_and_the_rollout():
-    model = ViT(image_size=28, patch_size=7, num_classes=10, dim=32, depth=3, heads=2, channels=1).eval()
+    model = ViT(
+        image_size=28,
+        patch_size=7,
+        num_classes=10,
+        dim=32,
+        depth=3,
+        heads=2,
+        channels=1,
+    ).eval()
     x = torch.rand(2, 1, 28, 28)
     with record_attention(model) as maps:
         model(x)
     layers = [m[0] for m in maps.values()]
     fig = viz.plot_attention(x, layers, model.grid)
-    assert [ax.get_title() for ax in fig.axes[:5]] == ["image", "layer 1", "layer 2", "layer 3", "rollout"]
+    assert [ax.get_title() for ax in fig.axes[:5]] == [
+        "image",
+        "layer 1",
+        "layer 2",
+        "layer 3",
+        "rollout",
+    ]
     fig = viz.plot_attention_heads(x[0], [m[0] for m in layers], model.grid, head=1)
     assert fig.texts[0].get_text() == "head 1"
     with pytest.raises(ValueError, match="head=2 must be -1"):
@@ -59,8 +83,10 @@ def test_attention_figures_draw_every_layer_and_the_rollout():
 
 
 def test_history_plot_has_loss_and_accuracy():
-    history = vitbook.train.History(steps=[{"step": i, "loss": 1 / i, "acc": 0.5} for i in range(1, 30)],
-                                    evals=[{"step": 29, "test_acc": 0.8, "test_loss": 0.5}])
+    history = vitbook.train.History(
+        steps=[{"step": i, "loss": 1 / i, "acc": 0.5} for i in range(1, 30)],
+        evals=[{"step": 29, "test_acc": 0.8, "test_loss": 0.5}],
+    )
     fig = history.plot()
     assert [ax.get_title() for ax in fig.axes] == ["loss", "accuracy"]
     plt.close(fig)
@@ -76,6 +102,9 @@ def test_show_displays_the_package_source_with_its_location():
     with pytest.raises(ValueError, match="outside the"):
         vitbook.show(vitbook.layers.Attention, lines=(1, 10_000))
     wrapped = vitbook.show(vitbook.record_attention)
-    assert wrapped.where.startswith("vitbook/layers.py") and "def record_attention" in wrapped.code
+    assert (
+        wrapped.where.startswith("vitbook/layers.py")
+        and "def record_attention" in wrapped.code
+    )
     with pytest.raises(TypeError, match="show\\(\\) needs"):
         vitbook.show(3)

@@ -6,6 +6,7 @@ moves one control as a reader would, and checks that the figure changed and that
 output was updated in place. `test_every_explorer_has_a_case` fails when an explorer is added to
 `vitbook.widgets` without a case here.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -22,18 +23,30 @@ from vitbook import widgets
 def pixels(figure: matplotlib.figure.Figure) -> np.ndarray:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    canvas = FigureCanvasAgg(figure)  # the explorer closed the figure: draw it on a canvas of our own
+    canvas = FigureCanvasAgg(
+        figure
+    )  # the explorer closed the figure: draw it on a canvas of our own
     canvas.draw()
     return np.asarray(canvas.buffer_rgba()).copy()
 
 
 def vit_attention_case():
     images = torch.rand(3, 1, 28, 28)
-    model = vitbook.ViT(image_size=28, patch_size=7, num_classes=10, dim=32, depth=2, heads=4, channels=1).eval()
+    model = vitbook.ViT(
+        image_size=28,
+        patch_size=7,
+        num_classes=10,
+        dim=32,
+        depth=2,
+        heads=4,
+        channels=1,
+    ).eval()
     with torch.no_grad(), vitbook.record_attention(model) as recorded:
         model(images)
     maps = [calls[0] for calls in recorded.values()]  # one (b, heads, n, n) per layer
-    explorer = widgets.attention_explorer(images, maps, grid=(4, 4), titles=["a", "b", "c"])
+    explorer = widgets.attention_explorer(
+        images, maps, grid=(4, 4), titles=["a", "b", "c"]
+    )
     return explorer, {"index": 2, "head": 1}
 
 
@@ -45,23 +58,32 @@ def swin_window_case():
 
 # explorer factory name -> (builds an explorer, the control values a reader moves to)
 CASES = {
-    "patch_explorer": lambda: (widgets.patch_explorer(torch.rand(1, 28, 28)), {"patch_size": 4}),
+    "patch_explorer": lambda: (
+        widgets.patch_explorer(torch.rand(1, 28, 28)),
+        {"patch_size": 4},
+    ),
     "attention_explorer": vit_attention_case,
     "window_explorer": swin_window_case,
 }
 
 
 def explorer_factories() -> list[str]:
-    return sorted(name for name, obj in vars(widgets).items()
-                  if inspect.isfunction(obj) and obj.__module__ == widgets.__name__
-                  and inspect.signature(obj).return_annotation in (widgets.Explorer, "Explorer"))
+    return sorted(
+        name
+        for name, obj in vars(widgets).items()
+        if inspect.isfunction(obj)
+        and obj.__module__ == widgets.__name__
+        and inspect.signature(obj).return_annotation in (widgets.Explorer, "Explorer")
+    )
 
 
 def test_every_explorer_has_a_case():
     factories = explorer_factories()
     assert factories, "found no explorer factories in vitbook.widgets"
     missing = sorted(set(factories) - set(CASES))
-    assert not missing, f"explorers without a test case in tests/test_widgets.py: {missing}"
+    assert not missing, (
+        f"explorers without a test case in tests/test_widgets.py: {missing}"
+    )
 
 
 class FakeHandle:
@@ -92,16 +114,21 @@ def test_explorer_shows_its_figure_first_and_a_slider_redraws_it(name, monkeypat
 
     explorer._ipython_display_()  # what a notebook does with the explorer as a cell's value
     figures = [obj for kind, obj in shown if isinstance(obj, matplotlib.figure.Figure)]
-    assert figures == [first], f"{name}: the static figure is not displayed (displayed: {shown})"
+    assert figures == [first], (
+        f"{name}: the static figure is not displayed (displayed: {shown})"
+    )
 
     old_values = explorer.values
     explorer.set(**move)
     assert explorer.values != old_values, f"{name}: setting {move} changed no control"
     assert explorer.figure is not first, f"{name}: moving {move} did not redraw"
     after = pixels(explorer.figure)
-    assert before.shape != after.shape or not np.array_equal(before, after), \
+    assert before.shape != after.shape or not np.array_equal(before, after), (
         f"{name}: moving {move} drew the same picture"
-    assert shown[-1] == ("update", explorer.figure), f"{name}: the displayed figure was not updated in place"
+    )
+    assert shown[-1] == ("update", explorer.figure), (
+        f"{name}: the displayed figure was not updated in place"
+    )
 
 
 def test_unknown_control_is_refused():

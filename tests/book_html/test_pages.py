@@ -8,6 +8,7 @@ show its content without them: every figure is a local image that loads. (Math i
 exception: MathJax comes from its CDN, and offline a formula shows as its TeX source.)
 A full-page screenshot of every page is saved under `_build/screenshots/`.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,9 +28,9 @@ CHAPTERS = chapters()
 # Hosts the theme and the widget manager load scripts from. Offline they fail; nothing on a
 # page may depend on them (the figures are static images, the widgets' live part is extra).
 ALLOWED_HOSTS = {
-    "cdnjs.cloudflare.com",   # require.js, for the ipywidgets HTML manager
-    "cdn.jsdelivr.net",       # @jupyter-widgets/html-manager, and MathJax on pages with math
-    "unpkg.com",              # thebe, only when a reader presses "live code"
+    "cdnjs.cloudflare.com",  # require.js, for the ipywidgets HTML manager
+    "cdn.jsdelivr.net",  # @jupyter-widgets/html-manager, and MathJax on pages with math
+    "unpkg.com",  # thebe, only when a reader presses "live code"
 }
 ALLOWED_CONSOLE = [
     # a script from ALLOWED_HOSTS that could not be fetched (the page's `location` says which)
@@ -50,8 +51,9 @@ def expected_figures(chapter: str, staged) -> int:
         if cell.cell_type != "code" or HIDDEN_TAGS & set(cell.metadata.get("tags", [])):
             continue
         for out in cell.outputs:
-            if out.output_type in ("display_data", "execute_result") and any(m in out.get("data", {})
-                                                                              for m in IMAGE_MIMES):
+            if out.output_type in ("display_data", "execute_result") and any(
+                m in out.get("data", {}) for m in IMAGE_MIMES
+            ):
                 count += 1
     return count
 
@@ -63,15 +65,20 @@ def page_url(base: str, docname: str) -> str:
 @dataclass
 class Visit:
     """What a reader's browser met on one page."""
+
     url: str
     title: str = ""
-    console: list = field(default_factory=list)       # (type, text, url)
-    page_errors: list = field(default_factory=list)   # uncaught exceptions
-    external: list = field(default_factory=list)      # requests that tried to leave 127.0.0.1
+    console: list = field(default_factory=list)  # (type, text, url)
+    page_errors: list = field(default_factory=list)  # uncaught exceptions
+    external: list = field(
+        default_factory=list
+    )  # requests that tried to leave 127.0.0.1
     local_failures: list = field(default_factory=list)
-    images: list = field(default_factory=list)        # (src, naturalWidth, naturalHeight) in the article
+    images: list = field(
+        default_factory=list
+    )  # (src, naturalWidth, naturalHeight) in the article
     text: str = ""
-    links: list = field(default_factory=list)         # every href on the page, absolute
+    links: list = field(default_factory=list)  # every href on the page, absolute
     next_href: str | None = None
     screenshot: str = ""
 
@@ -97,19 +104,40 @@ def visit(browser, base: str, url: str, shot: str) -> Visit:
     v = Visit(url=url)
     context = offline_context(browser, base, v.external)
     page = context.new_page()
-    page.on("console", lambda m: v.console.append((m.type, m.text, m.location.get("url", ""))))
+    page.on(
+        "console",
+        lambda m: v.console.append((m.type, m.text, m.location.get("url", ""))),
+    )
     page.on("pageerror", lambda e: v.page_errors.append(str(e)))
-    page.on("response", lambda r: r.url.startswith(base) and r.status >= 400
-            and v.local_failures.append(f"{r.status} {r.url}"))
-    page.on("requestfailed", lambda r: r.url.startswith(base) and v.local_failures.append(f"failed {r.url}"))
+    page.on(
+        "response",
+        lambda r: (
+            r.url.startswith(base)
+            and r.status >= 400
+            and v.local_failures.append(f"{r.status} {r.url}")
+        ),
+    )
+    page.on(
+        "requestfailed",
+        lambda r: r.url.startswith(base) and v.local_failures.append(f"failed {r.url}"),
+    )
     try:
         page.goto(url, wait_until="load")
         page.wait_for_timeout(300)  # the theme's scripts run after load
-        v.title = page.locator("article h1").first.inner_text() if page.locator("article h1").count() else ""
+        v.title = (
+            page.locator("article h1").first.inner_text()
+            if page.locator("article h1").count()
+            else ""
+        )
         v.images = page.eval_on_selector_all(
             "article.bd-article img",
-            "els => els.map(i => [i.getAttribute('src'), i.naturalWidth, i.naturalHeight])")
-        v.text = page.locator("article.bd-article").inner_text() if page.locator("article.bd-article").count() else ""
+            "els => els.map(i => [i.getAttribute('src'), i.naturalWidth, i.naturalHeight])",
+        )
+        v.text = (
+            page.locator("article.bd-article").inner_text()
+            if page.locator("article.bd-article").count()
+            else ""
+        )
         v.links = page.eval_on_selector_all("a[href]", "els => els.map(a => a.href)")
         nxt = page.locator("a.right-next")
         v.next_href = nxt.first.evaluate("a => a.href") if nxt.count() else None
@@ -128,7 +156,9 @@ def visits(browser, site):
 
     def get(docname: str) -> Visit:
         if docname not in cache:
-            cache[docname] = visit(browser, site, page_url(site, docname), docname.replace("/", "__"))
+            cache[docname] = visit(
+                browser, site, page_url(site, docname), docname.replace("/", "__")
+            )
         return cache[docname]
 
     return get
@@ -137,16 +167,30 @@ def visits(browser, site):
 @pytest.mark.parametrize("docname", PAGES)
 def test_page_loads_without_console_errors(visits, docname):
     v = visits(docname)
-    assert not v.local_failures, f"{docname}: the book's own files failed to load: {v.local_failures}"
+    assert not v.local_failures, (
+        f"{docname}: the book's own files failed to load: {v.local_failures}"
+    )
     assert not v.page_errors, f"{docname}: uncaught JavaScript errors: {v.page_errors}"
     strangers = sorted({urlparse(u).hostname for u in v.external} - ALLOWED_HOSTS)
-    assert not strangers, f"{docname}: requests to hosts outside the allow-list: {strangers}"
-    errors = [(t, text, where) for t, text, where in v.console if t == "error"
-              and not any(p.match(text) for p in ALLOWED_CONSOLE)]
+    assert not strangers, (
+        f"{docname}: requests to hosts outside the allow-list: {strangers}"
+    )
+    errors = [
+        (t, text, where)
+        for t, text, where in v.console
+        if t == "error" and not any(p.match(text) for p in ALLOWED_CONSOLE)
+    ]
     assert not errors, f"{docname}: console errors: {errors}"
-    unexplained = [where for t, text, where in v.console
-                   if t == "error" and "ERR_NAME_NOT_RESOLVED" in text and urlparse(where).hostname not in ALLOWED_HOSTS]
-    assert not unexplained, f"{docname}: resources that failed to resolve: {unexplained}"
+    unexplained = [
+        where
+        for t, text, where in v.console
+        if t == "error"
+        and "ERR_NAME_NOT_RESOLVED" in text
+        and urlparse(where).hostname not in ALLOWED_HOSTS
+    ]
+    assert not unexplained, (
+        f"{docname}: resources that failed to resolve: {unexplained}"
+    )
 
 
 @pytest.mark.parametrize("docname", PAGES)
@@ -156,17 +200,25 @@ def test_page_shows_no_traceback(visits, docname):
     for mark in TRACEBACK_MARKS + ("Cell In[",):
         where = v.text.find(mark)
         if where >= 0:  # a short excerpt, not the whole page, in the failure
-            pytest.fail(f"{docname}: the page shows a traceback:\n{v.text[max(0, where - 300):where + 700]}")
+            pytest.fail(
+                f"{docname}: the page shows a traceback:\n{v.text[max(0, where - 300) : where + 700]}"
+            )
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)
 def test_chapter_shows_every_figure_its_notebook_draws(visits, staged, chapter):
     v = visits(chapter)
     want = expected_figures(chapter, staged)
-    local = [(src, w, h) for src, w, h in v.images if src and not src.startswith(("http:", "https:"))]
+    local = [
+        (src, w, h)
+        for src, w, h in v.images
+        if src and not src.startswith(("http:", "https:"))
+    ]
     broken = [src for src, w, h in local if not (w and h)]
     assert not broken, f"{chapter}: images that did not load: {broken}"
-    assert len(local) >= want, f"{chapter}: {len(local)} figures on the page, the notebook drew {want}"
+    assert len(local) >= want, (
+        f"{chapter}: {len(local)} figures on the page, the notebook drew {want}"
+    )
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)
@@ -175,8 +227,10 @@ def test_chapter_has_colab_and_download_buttons(visits, site, chapter):
     owner_name = urlparse(repo["url"]).path.strip("/")
     colab = f"https://colab.research.google.com/github/{owner_name}/blob/{repo.get('branch', 'main')}/{chapter}.ipynb"
     v = visits(chapter)
-    assert colab in v.links, f"{chapter}: no Colab launch link {colab}; launch links: " + str(
-        [u for u in v.links if "colab" in u])
+    assert colab in v.links, (
+        f"{chapter}: no Colab launch link {colab}; launch links: "
+        + str([u for u in v.links if "colab" in u])
+    )
     download = urljoin(site, f"_sources/{chapter}.ipynb")
     assert download in v.links, f"{chapter}: no .ipynb download link {download}"
 
@@ -190,8 +244,9 @@ def test_downloaded_notebook_is_the_executed_chapter(browser, site, chapter):
         nb = json.loads(response.text())
     finally:
         context.close()
-    assert any(c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code"), \
+    assert any(c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code"), (
         f"{chapter}: the downloadable notebook has no outputs"
+    )
 
 
 def test_next_links_walk_the_whole_book(browser, site):
@@ -200,7 +255,9 @@ def test_next_links_walk_the_whole_book(browser, site):
     page = context.new_page()
     try:
         page.goto(site, wait_until="load")  # index.html redirects to the root page
-        page.wait_for_url(lambda url: urlparse(url).path.lstrip("/") == f"{PAGES[0]}.html")
+        page.wait_for_url(
+            lambda url: urlparse(url).path.lstrip("/") == f"{PAGES[0]}.html"
+        )
         seen = []
         for _ in range(len(PAGES) + 1):
             page.wait_for_load_state("load")
@@ -213,14 +270,21 @@ def test_next_links_walk_the_whole_book(browser, site):
             page.wait_for_url(lambda url: urlparse(url).path.lstrip("/") != path)
     finally:
         context.close()
-    assert seen == PAGES, f"walking 'next' from the front page met {seen}, _toc.yml lists {PAGES}"
+    assert seen == PAGES, (
+        f"walking 'next' from the front page met {seen}, _toc.yml lists {PAGES}"
+    )
 
 
 def search_word(chapter: str, staged) -> str:
     """A word a reader would look for: the longest word of the chapter's title."""
     nb = nbformat.read(staged / f"{chapter}.ipynb", as_version=4)
-    title = next(line for c in nb.cells if c.cell_type == "markdown"
-                 for line in c.source.splitlines() if line.startswith("# "))
+    title = next(
+        line
+        for c in nb.cells
+        if c.cell_type == "markdown"
+        for line in c.source.splitlines()
+        if line.startswith("# ")
+    )
     return max(re.findall(r"[A-Za-z][A-Za-z-]{2,}", title), key=len)
 
 
@@ -232,11 +296,17 @@ def test_search_page_finds_the_chapter(browser, site, staged, chapter):
     try:
         page.goto(urljoin(site, f"search.html?q={word}"), wait_until="load")
         page.wait_for_selector("#search-results ul.search li", timeout=15_000)
-        hits = page.eval_on_selector_all("#search-results ul.search li a", "els => els.map(a => a.href)")
+        hits = page.eval_on_selector_all(
+            "#search-results ul.search li a", "els => els.map(a => a.href)"
+        )
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / f"search__{chapter.replace('/', '__')}.png"), full_page=True)
+        page.screenshot(
+            path=str(SCREENSHOTS / f"search__{chapter.replace('/', '__')}.png"),
+            full_page=True,
+        )
     finally:
         context.close()
     target = urljoin(site, f"{chapter}.html")
-    assert any(h.split("#")[0].split("?")[0] == target for h in hits), \
+    assert any(h.split("#")[0].split("?")[0] == target for h in hits), (
         f"searching {word!r} did not list {chapter}: {hits}"
+    )
