@@ -1,5 +1,13 @@
-"""vitbook: Vision Transformers and self-supervised vision learning, as an executable book."""
-from . import data, layers, models, train, viz, widgets
+"""vitbook: Vision Transformers and self-supervised vision learning, as an executable
+book.
+
+``viz`` and ``widgets`` (matplotlib, ipywidgets) load on first use, so importing a model
+or training it never imports a plotting library.
+"""
+
+import importlib
+
+from . import data, layers, models, train
 from .display import show
 from .layers import record_attention
 from .models import Swin, ViT
@@ -7,5 +15,30 @@ from .train import at_scale, evaluate, fit, get_device, scale, seed_everything
 
 __version__ = "0.1.0"
 
-__all__ = ["data", "layers", "models", "train", "viz", "widgets", "show", "record_attention", "ViT", "Swin",
-           "at_scale", "evaluate", "fit", "get_device", "scale", "seed_everything"]
+_LAZY = ("viz", "widgets")
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'vitbook' has no attribute {name!r}")
+
+
+__all__ = [
+    "data",
+    "layers",
+    "models",
+    "train",
+    "viz",
+    "widgets",
+    "show",
+    "record_attention",
+    "ViT",
+    "Swin",
+    "at_scale",
+    "evaluate",
+    "fit",
+    "get_device",
+    "scale",
+    "seed_everything",
+]

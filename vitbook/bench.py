@@ -1,10 +1,15 @@
-"""``python -m vitbook.bench vit`` (or ``swin``): vitbook's models against the reference implementations.
+"""``python -m vitbook.bench vit`` (or ``swin``): vitbook's models against the reference
+implementations.
 
-Prints throughput (images per second, forward only and a full training step) and, on CUDA,
-peak memory, each as a ratio to vitbook's own number. Implementations are timed interleaved
-(one call of each per round, the order rotating) and each number is the median over rounds,
+Prints throughput (images per second, forward only and a full training step) and, on
+CUDA,
+peak memory, each as a ratio to vitbook's own number. Implementations are timed
+interleaved
+(one call of each per round, the order rotating) and each number is the median over
+rounds,
 so background load hits them all alike. These are measurements, never test assertions.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,26 +24,53 @@ from torch import nn
 from .train import get_device
 
 
-def vit_contenders(image_size=224, patch_size=16, dim=192, depth=12, heads=3, num_classes=1000) -> dict[str, nn.Module]:
-    """ViT-Ti/16 (DeiT-Tiny's shape) by default: vitbook, timm, and vit-pytorch (the seed)."""
+def vit_contenders(
+    image_size=224, patch_size=16, dim=192, depth=12, heads=3, num_classes=1000
+) -> dict[str, nn.Module]:
+    """ViT-Ti/16 (DeiT-Tiny's shape) by default: vitbook, timm, and vit-pytorch (the
+    seed)."""
     import timm
     from vit_pytorch import ViT as SeedViT
 
     from .models.vit import ViT
 
     return {
-        "vitbook": ViT(image_size=image_size, patch_size=patch_size, num_classes=num_classes, dim=dim, depth=depth,
-                       heads=heads, mlp_dim=4 * dim),
+        "vitbook": ViT(
+            image_size=image_size,
+            patch_size=patch_size,
+            num_classes=num_classes,
+            dim=dim,
+            depth=depth,
+            heads=heads,
+            mlp_dim=4 * dim,
+        ),
         "timm": timm.models.vision_transformer.VisionTransformer(
-            img_size=image_size, patch_size=patch_size, num_classes=num_classes, embed_dim=dim, depth=depth,
-            num_heads=heads, mlp_ratio=4.0),
-        "vit-pytorch": SeedViT(image_size=image_size, patch_size=patch_size, num_classes=num_classes, dim=dim,
-                               depth=depth, heads=heads, mlp_dim=4 * dim, dim_head=dim // heads),
+            img_size=image_size,
+            patch_size=patch_size,
+            num_classes=num_classes,
+            embed_dim=dim,
+            depth=depth,
+            num_heads=heads,
+            mlp_ratio=4.0,
+        ),
+        "vit-pytorch": SeedViT(
+            image_size=image_size,
+            patch_size=patch_size,
+            num_classes=num_classes,
+            dim=dim,
+            depth=depth,
+            heads=heads,
+            mlp_dim=4 * dim,
+            dim_head=dim // heads,
+        ),
     }
 
 
-def swin_contenders(image_size=224, depth=None, num_classes=1000) -> dict[str, nn.Module]:
-    """Swin-T (``dim=96, depths=(2, 2, 6, 2)``, window 7): vitbook and timm (the official code's port).
+def swin_contenders(
+    image_size=224, depth=None, num_classes=1000
+) -> dict[str, nn.Module]:
+    """Swin-T (``dim=96, depths=(2, 2, 6, 2)``, window 7): vitbook and timm (the
+    official code's port).
 
     ``depth`` sets the third stage's depth (Swin-T: 6), for a quicker run."""
     import timm
@@ -47,14 +79,24 @@ def swin_contenders(image_size=224, depth=None, num_classes=1000) -> dict[str, n
 
     depths = (2, 2, 6 if depth is None else depth, 2)
     return {
-        "vitbook": Swin(image_size=image_size, num_classes=num_classes, depths=depths, drop_path=0.0),
+        "vitbook": Swin(
+            image_size=image_size, num_classes=num_classes, depths=depths, drop_path=0.0
+        ),
         "timm": timm.models.swin_transformer.SwinTransformer(
-            img_size=image_size, num_classes=num_classes, depths=depths, embed_dim=96, num_heads=(3, 6, 12, 24),
-            window_size=7),
+            img_size=image_size,
+            num_classes=num_classes,
+            depths=depths,
+            embed_dim=96,
+            num_heads=(3, 6, 12, 24),
+            window_size=7,
+        ),
     }
 
 
-BENCHMARKS: dict[str, Callable[..., dict[str, nn.Module]]] = {"vit": vit_contenders, "swin": swin_contenders}
+BENCHMARKS: dict[str, Callable[..., dict[str, nn.Module]]] = {
+    "vit": vit_contenders,
+    "swin": swin_contenders,
+}
 
 
 def _sync(device):
@@ -91,26 +133,48 @@ def _peak_memory(fn, device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**20
 
 
-def run(name: str, batch_size: int = 16, rounds: int = 7, warmup: int = 2, device=None, **config) -> dict:
-    """Measure every contender of ``BENCHMARKS[name]``; returns ``{impl: {metric: value}}``."""
+def run(
+    name: str,
+    batch_size: int = 16,
+    rounds: int = 7,
+    warmup: int = 2,
+    device=None,
+    **config,
+) -> dict:
+    """Measure every contender of ``BENCHMARKS[name]``; returns ``{impl: {metric:
+    value}}``."""
     if name not in BENCHMARKS:
-        raise ValueError(f"no benchmark called {name!r}; there are {sorted(BENCHMARKS)}")
+        raise ValueError(
+            f"no benchmark called {name!r}; there are {sorted(BENCHMARKS)}"
+        )
     device = get_device() if device is None else torch.device(device)
     models = {k: m.to(device) for k, m in BENCHMARKS[name](**config).items()}
     size = config.get("image_size", 224)
     x = torch.randn(batch_size, 3, size, size, device=device)
     y = torch.randint(0, 10, (batch_size,), device=device)
-    optimizers = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, m in models.items()}
-    tasks = {
-        "forward": {k: (lambda m=m: _forward_step(m.eval(), x)) for k, m in models.items()},
-        "train step": {k: (lambda m=m, o=optimizers[k]: _train_step(m.train(), x, y, o)) for k, m in models.items()},
+    optimizers = {
+        k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, m in models.items()
     }
-    results = {k: {"params (M)": sum(p.numel() for p in m.parameters()) / 1e6} for k, m in models.items()}
+    tasks = {
+        "forward": {
+            k: (lambda m=m: _forward_step(m.eval(), x)) for k, m in models.items()
+        },
+        "train step": {
+            k: (lambda m=m, o=optimizers[k]: _train_step(m.train(), x, y, o))
+            for k, m in models.items()
+        },
+    }
+    results = {
+        k: {"params (M)": sum(p.numel() for p in m.parameters()) / 1e6}
+        for k, m in models.items()
+    }
     names = list(models)
     for task, fns in tasks.items():
         times = {k: [] for k in names}
         for r in range(warmup + rounds):
-            order = names[r % len(names):] + names[:r % len(names)]  # rotate who goes first
+            order = (
+                names[r % len(names) :] + names[: r % len(names)]
+            )  # rotate who goes first
             for k in order:
                 t = _time(fns[k], device)
                 if r >= warmup:
@@ -130,29 +194,51 @@ def report(results: dict, baseline: str = "vitbook") -> str:
         cells = []
         for m in metrics:
             v, base = values[m], results[baseline][m]
-            cells.append(f"{v:>12.1f}" + (f" ({v / base:>5.2f}x)" if impl != baseline else " " * 9))
+            cells.append(
+                f"{v:>12.1f}"
+                + (f" ({v / base:>5.2f}x)" if impl != baseline else " " * 9)
+            )
         lines.append(f"{impl:<14}" + "".join(f"{c:>22}" for c in cells))
-    lines.append(f"ratios are against {baseline}; img/s: higher is faster; peak MiB (CUDA only): lower is leaner")
+    lines.append(
+        f"ratios are against {baseline}; img/s: higher is faster; peak MiB (CUDA "
+        "only): lower is leaner"
+    )
     return "\n".join(lines)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m vitbook.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m vitbook.bench", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("name", choices=sorted(BENCHMARKS))
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--depth", type=int, default=None,
-                        help="vit: number of blocks (default 12); swin: depth of the third stage (default 6)")
+    parser.add_argument(
+        "--depth",
+        type=int,
+        default=None,
+        help="vit: number of blocks (default 12); swin: depth of the third stage "
+        "(default 6)",
+    )
     parser.add_argument("--device", default=None)
     args = parser.parse_args(argv)
     device = get_device(args.device)
-    print(f"{args.name}: batch {args.batch_size}, {args.rounds} rounds (median), device {device}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"{args.name}: batch {args.batch_size}, {args.rounds} rounds (median), device "
+        f"{device}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     config = {"image_size": args.image_size}
     if args.depth is not None:
         config["depth"] = args.depth
-    results = run(args.name, batch_size=args.batch_size, rounds=args.rounds, device=device, **config)
+    results = run(
+        args.name,
+        batch_size=args.batch_size,
+        rounds=args.rounds,
+        device=device,
+        **config,
+    )
     print(report(results))
 
 

@@ -1,7 +1,9 @@
 """Datasets held in memory as uint8 tensors, and a loader that normalizes on the fly.
 
-Small images do not need a DataLoader with workers: a whole Fashion-MNIST split is 47 MB of
-uint8, so a batch is one index into a tensor, converted to float on the device it trains on.
+Small images do not need a DataLoader with workers: a whole Fashion-MNIST split is 47 MB
+of
+uint8, so a batch is one index into a tensor, converted to float on the device it trains
+on.
 
 Where Fashion-MNIST comes from, first match wins:
   1. ``root=`` passed to :func:`fashion_mnist`,
@@ -9,6 +11,7 @@ Where Fashion-MNIST comes from, first match wins:
   3. ``/usr/share/datasets/fashion-mnist`` (Debian's package ``dataset-fashion-mnist``),
   4. torchvision's download into ``~/.cache/vitbook`` (online only: what Colab uses).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -22,12 +25,35 @@ import torch
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vitbook"
 
-FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+FASHION_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 
-_IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+_IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 
 
 class DatasetNotFound(FileNotFoundError):
@@ -36,7 +62,8 @@ class DatasetNotFound(FileNotFoundError):
 
 @dataclass
 class ImageTensors:
-    """A labelled image set in memory: ``images`` uint8 ``(n, c, h, w)``, ``labels`` int64 ``(n,)``."""
+    """A labelled image set in memory: ``images`` uint8 ``(n, c, h, w)``, ``labels``
+    int64 ``(n,)``."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -46,7 +73,10 @@ class ImageTensors:
 
     def __post_init__(self):
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
-            raise ValueError(f"images must be uint8 (n, c, h, w), got {self.images.dtype} {tuple(self.images.shape)}")
+            raise ValueError(
+                f"images must be uint8 (n, c, h, w), got {self.images.dtype} "
+                f"{tuple(self.images.shape)}"
+            )
         if len(self.images) != len(self.labels):
             raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
 
@@ -54,42 +84,120 @@ class ImageTensors:
         return len(self.images)
 
     def subset(self, n: int | None, seed: int = 0) -> "ImageTensors":
-        """A random but class-balanced-in-expectation subset of ``n`` samples (all of them when ``n`` is None)."""
+        """A random but class-balanced-in-expectation subset of ``n`` samples (all of
+        them when ``n`` is None)."""
         if n is None or n >= len(self):
             return self
-        idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
-        return ImageTensors(self.images[idx], self.labels[idx], self.classes, self.mean, self.std)
+        idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[
+            :n
+        ]
+        return ImageTensors(
+            self.images[idx], self.labels[idx], self.classes, self.mean, self.std
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    def to(self, device) -> "ImageTensors":
+        """The same set on ``device``: moved once, every batch is then indexed there (on
+        a
+        GPU, no copy from the host per step)."""
+        return ImageTensors(
+            self.images.to(device),
+            self.labels.to(device),
+            self.classes,
+            self.mean,
+            self.std,
+        )
+
+    def pin_memory(self) -> "ImageTensors":
+        """The same set in page-locked host memory, so ``non_blocking`` copies to a GPU
+        really overlap with compute (a no-op without CUDA)."""
+        if not torch.cuda.is_available() or self.images.is_pinned():
+            return self
+        return ImageTensors(
+            self.images.pin_memory(),
+            self.labels.pin_memory(),
+            self.classes,
+            self.mean,
+            self.std,
+        )
+
+    def _constants(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``mean, std`` as ``(1, c, 1, 1)`` tensors on ``device``, built once per
+        device."""
+        cache = self.__dict__.setdefault("_stats", {})
+        key = torch.device(device)
+        if key not in cache:
+            cache[key] = tuple(
+                torch.tensor(v, device=key).view(1, -1, 1, 1)
+                for v in (self.mean, self.std)
+            )
+        return cache[key]
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 ``(b, c, h, w)`` -> float, zero mean and unit variance per channel."""
-        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
+        mean, std = self._constants(images.device)
         return (images.float() / 255.0 - mean) / std
 
     def denormalize(self, images: torch.Tensor) -> torch.Tensor:
         """The inverse of :meth:`normalize`, into [0, 1] for plotting."""
-        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
+        mean, std = self._constants(images.device)
         return (images * std + mean).clamp(0, 1)
 
-    def loader(self, batch_size: int, shuffle: bool = False, seed: int = 0, drop_last: bool = False,
-               device: torch.device | str | None = None) -> "TensorLoader":
-        return TensorLoader(self, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last, device=device)
+    def loader(
+        self,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        device: torch.device | str | None = None,
+    ) -> "TensorLoader":
+        return TensorLoader(
+            self,
+            batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=drop_last,
+            device=device,
+        )
 
 
 class TensorLoader:
-    """Batches ``(float images, labels)`` from an :class:`ImageTensors`, normalized on ``device``.
+    """Batches ``(float images, labels)`` from an :class:`ImageTensors`, normalized on
+    ``device``.
 
-    Shuffling uses its own generator seeded by ``seed`` and the epoch number, so two runs
+    Shuffling uses its own generator seeded by ``seed`` and the epoch number, so two
+    runs
     with the same seed see the same batches in the same order.
     """
 
-    def __init__(self, data: ImageTensors, batch_size: int, shuffle: bool = False, seed: int = 0,
-                 drop_last: bool = False, device=None):
+    def __init__(
+        self,
+        data: ImageTensors,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        device=None,
+    ):
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be at least 1")
-        self.data, self.batch_size, self.shuffle, self.seed, self.drop_last = data, batch_size, shuffle, seed, drop_last
+        self.data, self.batch_size, self.shuffle, self.seed, self.drop_last = (
+            data,
+            batch_size,
+            shuffle,
+            seed,
+            drop_last,
+        )
         self.device = torch.device(device) if device is not None else None
+        if (
+            self.device is not None
+            and self.device.type == "cuda"
+            and data.device.type == "cpu"
+        ):
+            self.data = data = data.pin_memory()  # makes non_blocking real
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -98,13 +206,15 @@ class TensorLoader:
 
     def __iter__(self):
         n = len(self.data)
-        if self.shuffle:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        if self.shuffle:  # drawn on the CPU, so the order is the same on every device
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(n, generator=generator)
         else:
             order = torch.arange(n)
+        order = order.to(self.data.device)  # index where the images are
         self.epoch += 1
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            idx = order[start:start + self.batch_size]
+            idx = order[start : start + self.batch_size]
             images, labels = self.data.images[idx], self.data.labels[idx]
             if self.device is not None:
                 images = images.to(self.device, non_blocking=True)
@@ -113,7 +223,8 @@ class TensorLoader:
 
 
 def _read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (the MNIST format: magic, dims, then raw bytes), gzipped or not."""
+    """Read an IDX file (the MNIST format: magic, dims, then raw bytes), gzipped or
+    not."""
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as f:
         raw = f.read()
@@ -123,7 +234,9 @@ def _read_idx(path: Path) -> np.ndarray:
     dims = np.frombuffer(raw, dtype=">u4", count=ndim, offset=4).astype(int)
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
-        raise ValueError(f"{path} is truncated: header says {tuple(dims)}, found {data.size} bytes")
+        raise ValueError(
+            f"{path} is truncated: header says {tuple(dims)}, found {data.size} bytes"
+        )
     return data.reshape(dims)
 
 
@@ -141,11 +254,16 @@ def _fashion_dirs(root) -> list[tuple[str, Path]]:
         dirs.append(("root argument", Path(root)))
     if os.environ.get("VITBOOK_DATA"):
         dirs.append(("$VITBOOK_DATA", Path(os.environ["VITBOOK_DATA"])))
-    dirs += [("Debian package dataset-fashion-mnist", DEBIAN_DIR), ("download cache", CACHE_DIR)]
+    dirs += [
+        ("Debian package dataset-fashion-mnist", DEBIAN_DIR),
+        ("download cache", CACHE_DIR),
+    ]
     return dirs
 
 
-def fashion_mnist(split: str = "train", root=None, download: bool = True) -> ImageTensors:
+def fashion_mnist(
+    split: str = "train", root=None, download: bool = True
+) -> ImageTensors:
     """Fashion-MNIST (Xiao et al. 2017): 28x28 grey images of 10 clothing classes.
 
     ``split`` is ``"train"`` (60,000 images) or ``"test"`` (10,000).
@@ -155,7 +273,10 @@ def fashion_mnist(split: str = "train", root=None, download: bool = True) -> Ima
     image_stem, label_stem = _IDX_FILES[split]
     searched = []
     for what, directory in _fashion_dirs(root):
-        images, labels = _find_idx(directory, image_stem), _find_idx(directory, label_stem)
+        images, labels = (
+            _find_idx(directory, image_stem),
+            _find_idx(directory, label_stem),
+        )
         if images and labels:
             return _fashion_from_idx(images, labels)
         searched.append(f"{directory} ({what})")
@@ -164,44 +285,69 @@ def fashion_mnist(split: str = "train", root=None, download: bool = True) -> Ima
     if download:
         try:
             from torchvision.datasets import FashionMNIST
+
             FashionMNIST(str(CACHE_DIR), train=True, download=True)
             FashionMNIST(str(CACHE_DIR), train=False, download=True)
-        except Exception as error:  # offline, proxy, disk: the message below says what to do
-            searched.append(f"torchvision download into {CACHE_DIR} ({type(error).__name__}: {error})")
+        except (
+            Exception
+        ) as error:  # offline, proxy, disk: the message below says what to do
+            searched.append(
+                f"torchvision download into {CACHE_DIR} ({type(error).__name__}: "
+                f"{error})"
+            )
         else:
             return fashion_mnist(split, CACHE_DIR, download=False)
     raise DatasetNotFound(
-        "Fashion-MNIST was not found. Looked in:\n  " + "\n  ".join(searched) +
-        "\nTo get it: `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or run once with a "
-        "network connection (torchvision downloads it), or put the four idx .gz files in a directory "
-        "and set VITBOOK_DATA to it.")
+        "Fashion-MNIST was not found. Looked in:\n  "
+        + "\n  ".join(searched)
+        + "\nTo get it: `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu), "
+        "or run once with a "
+        "network connection (torchvision downloads it), or put the four idx .gz files "
+        "in a directory "
+        "and set VITBOOK_DATA to it."
+    )
 
 
 def _fashion_from_idx(image_path: Path, label_path: Path) -> ImageTensors:
-    images = torch.from_numpy(_read_idx(image_path).copy())[:, None]  # (n, 1, 28, 28) uint8
+    images = torch.from_numpy(_read_idx(image_path).copy())[
+        :, None
+    ]  # (n, 1, 28, 28) uint8
     labels = torch.from_numpy(_read_idx(label_path).astype(np.int64))
     return ImageTensors(images, labels, FASHION_CLASSES, mean=(0.2860,), std=(0.3530,))
 
 
 def cifar10(split: str = "train", root=None, download: bool = True) -> ImageTensors:
-    """CIFAR-10 (Krizhevsky 2009) through torchvision: 32x32 colour images, 10 classes. Needs a network once."""
+    """CIFAR-10 (Krizhevsky 2009) through torchvision: 32x32 colour images, 10 classes.
+    Needs a network once."""
     if split not in ("train", "test"):
         raise ValueError(f"split={split!r} is not one of ('train', 'test')")
     from torchvision.datasets import CIFAR10
+
     root = Path(root or os.environ.get("VITBOOK_DATA") or CACHE_DIR)
     try:
         ds = CIFAR10(str(root), train=split == "train", download=download)
     except Exception as error:
-        raise DatasetNotFound(f"CIFAR-10 is not in {root} and could not be downloaded ({error}). "
-                              "Run once with a network connection, or set VITBOOK_DATA to a directory "
-                              "that holds cifar-10-batches-py/.") from error
-    images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # (n, 3, 32, 32) uint8
+        raise DatasetNotFound(
+            f"CIFAR-10 is not in {root} and could not be downloaded ({error}). "
+            "Run once with a network connection, or set VITBOOK_DATA to a directory "
+            "that holds cifar-10-batches-py/."
+        ) from error
+    images = (
+        torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+    )  # (n, 3, 32, 32) uint8
     labels = torch.tensor(ds.targets, dtype=torch.int64)
-    return ImageTensors(images, labels, CIFAR10_CLASSES, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
+    return ImageTensors(
+        images,
+        labels,
+        CIFAR10_CLASSES,
+        mean=(0.4914, 0.4822, 0.4465),
+        std=(0.2470, 0.2435, 0.2616),
+    )
 
 
 def sample_photo(name: str = "astronaut", size: int | None = 224) -> torch.Tensor:
-    """A real photo shipped with scikit-image, as a float ``(3, size, size)`` tensor in [0, 1]."""
+    """A real photo shipped with scikit-image, as a float ``(3, size, size)`` tensor in
+    [0, 1]."""
     import skimage.data
     from skimage.transform import resize
 
@@ -215,14 +361,19 @@ def sample_photo(name: str = "astronaut", size: int | None = 224) -> torch.Tenso
     if size is not None:
         side = min(img.shape[:2])  # centre square crop, then resize
         top, left = (img.shape[0] - side) // 2, (img.shape[1] - side) // 2
-        img = resize(img[top:top + side, left:left + side], (size, size), anti_aliasing=True)
+        img = resize(
+            img[top : top + side, left : left + side], (size, size), anti_aliasing=True
+        )
     return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float()
 
 
 def main() -> None:
     """Make sure Fashion-MNIST is there (``make data`` calls this), and say so."""
     train, test = fashion_mnist("train"), fashion_mnist("test")
-    print(f"Fashion-MNIST ready: {len(train)} train and {len(test)} test images of shape {tuple(train.images.shape[1:])}")
+    print(
+        f"Fashion-MNIST ready: {len(train)} train and {len(test)} test images of shape "
+        f"{tuple(train.images.shape[1:])}"
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Attention always runs through ``F.scaled_dot_product_attention`` (SDPA). Only wh
 ``record_attention`` context is active does it take the explicit softmax path, so the
 weights can be kept for figures; ``tests/test_layers.py`` proves both paths agree.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -23,13 +24,20 @@ def pair(x) -> tuple[int, int]:
     return int(x), int(x)
 
 
-def merge_masks(mask: torch.Tensor | None, bias: torch.Tensor | None, dtype) -> torch.Tensor | None:
-    """One additive float mask from a boolean ``mask`` (True = may attend) and a float ``bias``."""
+def merge_masks(
+    mask: torch.Tensor | None, bias: torch.Tensor | None, dtype
+) -> torch.Tensor | None:
+    """One additive float mask from a boolean ``mask`` (True = may attend) and a float
+    ``bias``."""
     if mask is None:
         return bias
     if mask.dtype != torch.bool:
-        raise TypeError(f"mask must be a bool tensor (True = may attend), got dtype {mask.dtype}")
-    blocked = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, float("-inf"))
+        raise TypeError(
+            f"mask must be a bool tensor (True = may attend), got dtype {mask.dtype}"
+        )
+    blocked = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
+        ~mask, float("-inf")
+    )
     return blocked if bias is None else blocked + bias
 
 
@@ -37,20 +45,32 @@ class Attention(nn.Module):
     """Multi-head self-attention (Vaswani et al. 2017), as ViT uses it.
 
     ``qkv`` and ``proj`` carry timm's names so weights convert one to one.
-    ``forward(x, mask=None, bias=None)``: ``mask`` is boolean, True where a query may attend
-    to a key; ``bias`` is added to the logits (Swin's relative position bias and shift mask).
+    ``forward(x, mask=None, bias=None)``: ``mask`` is boolean, True where a query may
+    attend
+    to a key; ``bias`` is added to the logits (Swin's relative position bias and shift
+    mask).
     Both broadcast to ``(b, heads, n, n)``.
     """
 
-    def __init__(self, dim: int, heads: int = 8, dim_head: int | None = None, qkv_bias: bool = True,
-                 attn_drop: float = 0.0, proj_drop: float = 0.0):
+    def __init__(
+        self,
+        dim: int,
+        heads: int = 8,
+        dim_head: int | None = None,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+    ):
         super().__init__()
         if dim_head is None:
             if dim % heads:
-                raise ValueError(f"dim {dim} is not divisible by heads {heads}; pass dim_head to decouple them")
+                raise ValueError(
+                    f"dim {dim} is not divisible by heads {heads}; pass dim_head to "
+                    "decouple them"
+                )
             dim_head = dim // heads
         self.heads, self.dim_head = heads, dim_head
-        self.scale = dim_head ** -0.5
+        self.scale = dim_head**-0.5
         inner = heads * dim_head
         self.qkv = nn.Linear(dim, inner * 3, bias=qkv_bias)
         self.attn_drop = attn_drop
@@ -58,13 +78,21 @@ class Attention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
         self.recorded: list[torch.Tensor] | None = None  # set by record_attention()
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
-                bias: torch.Tensor | None = None) -> torch.Tensor:
-        q, k, v = rearrange(self.qkv(x), "b n (qkv h d) -> qkv b h n d", qkv=3, h=self.heads)  # 3 x (b, h, n, d)
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        q, k, v = rearrange(
+            self.qkv(x), "b n (qkv h d) -> qkv b h n d", qkv=3, h=self.heads
+        )  # 3 x (b, h, n, d)
         attn_mask = merge_masks(mask, bias, q.dtype)
         drop = self.attn_drop if self.training else 0.0
         if self.recorded is None:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=drop, scale=self.scale)
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, dropout_p=drop, scale=self.scale
+            )
         else:
             weights = attention_weights(q, k, attn_mask, self.scale)  # (b, h, n, n)
             self.recorded.append(weights.detach())
@@ -90,12 +118,16 @@ def record_attention(model: nn.Module):
     ...     model(images)
     >>> maps["blocks.0.attn"][0]   # (b, heads, n, n) for the first call of that layer
 
-    ``maps`` maps each attention layer's qualified name to the list of weights it produced,
-    one entry per call (Swin calls a layer once; a windowed layer records ``(b*windows, h, n, n)``).
+    ``maps`` maps each attention layer's qualified name to the list of weights it
+    produced,
+    one entry per call (Swin calls a layer once; a windowed layer records ``(b*windows,
+    h, n, n)``).
     """
     layers = {name: m for name, m in model.named_modules() if isinstance(m, Attention)}
     if not layers:
-        raise ValueError(f"{type(model).__name__} has no vitbook.layers.Attention to record")
+        raise ValueError(
+            f"{type(model).__name__} has no vitbook.layers.Attention to record"
+        )
     maps: dict[str, list[torch.Tensor]] = {}
     for name, layer in layers.items():
         layer.recorded = maps.setdefault(name, [])
@@ -121,7 +153,8 @@ class FeedForward(nn.Module):
 
 
 class DropPath(nn.Module):
-    """Stochastic depth (Huang et al. 2016): drop a residual branch for a whole sample."""
+    """Stochastic depth (Huang et al. 2016): drop a residual branch for a whole
+    sample."""
 
     def __init__(self, p: float = 0.0):
         super().__init__()
@@ -143,11 +176,22 @@ class DropPath(nn.Module):
 class Block(nn.Module):
     """A pre-norm transformer encoder block: x + Attn(LN(x)), then x + MLP(LN(x)).
 
-    ``eps=1e-6`` is the LayerNorm epsilon of the original ViT code (PyTorch's default is 1e-5).
+    ``eps=1e-6`` is the LayerNorm epsilon of the original ViT code (PyTorch's default is
+    1e-5).
     """
 
-    def __init__(self, dim: int, heads: int, mlp_dim: int, dim_head: int | None = None, qkv_bias: bool = True,
-                 dropout: float = 0.0, attn_dropout: float = 0.0, drop_path: float = 0.0, eps: float = 1e-6):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        mlp_dim: int,
+        dim_head: int | None = None,
+        qkv_bias: bool = True,
+        dropout: float = 0.0,
+        attn_dropout: float = 0.0,
+        drop_path: float = 0.0,
+        eps: float = 1e-6,
+    ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = Attention(dim, heads, dim_head, qkv_bias, attn_dropout, dropout)
@@ -163,8 +207,10 @@ class Block(nn.Module):
 class PatchEmbed(nn.Module):
     """Cut an image into patches, flatten each, project it linearly (ViT eq. 1).
 
-    A linear map of the flattened patch is what the paper writes; it equals a convolution
-    with kernel = stride = patch size, which is how timm stores it (``reference.py`` converts).
+    A linear map of the flattened patch is what the paper writes; it equals a
+    convolution
+    with kernel = stride = patch size, which is how timm stores it (``reference.py``
+    converts).
     """
 
     def __init__(self, image_size, patch_size, channels: int, dim: int):
@@ -173,7 +219,9 @@ class PatchEmbed(nn.Module):
         (ih, iw), (ph, pw) = self.image_size, self.patch_size
         for side, size, p in (("height", ih, ph), ("width", iw, pw)):
             if p <= 0 or size % p:
-                raise ValueError(f"image {side} {size} is not divisible by patch_size {p}")
+                raise ValueError(
+                    f"image {side} {size} is not divisible by patch_size {p}"
+                )
         self.grid = (ih // ph, iw // pw)
         self.channels = channels
         self.proj = nn.Linear(channels * ph * pw, dim)
@@ -185,21 +233,43 @@ class PatchEmbed(nn.Module):
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         check_image(img, self.channels, self.image_size)
         ph, pw = self.patch_size
-        patches = rearrange(img, "b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=ph, p2=pw)  # (b, n, p*p*c)
+        patches = rearrange(
+            img, "b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=ph, p2=pw
+        )  # (b, n, p*p*c)
         return self.proj(patches)  # (b, n, dim)
 
 
-def check_image(img: torch.Tensor, channels: int, image_size=None, multiple_of=None) -> None:
-    """Raise a ValueError that names the rule when ``img`` is not a ``(b, c, h, w)`` batch the model takes."""
+def check_image(
+    img: torch.Tensor, channels: int, image_size=None, multiple_of=None
+) -> None:
+    """Raise a ValueError that names the rule when ``img`` is not a ``(b, c, h, w)``
+    batch the model takes."""
     if not isinstance(img, torch.Tensor):
-        raise TypeError(f"expected a torch.Tensor of shape (batch, channels, height, width), got {type(img).__name__}")
+        raise TypeError(
+            f"expected a torch.Tensor of shape (batch, channels, height, width), "
+            f"got {type(img).__name__}"
+        )
+    if not img.is_floating_point():
+        raise ValueError(
+            f"images have dtype {img.dtype}; the model takes normalized float images: "
+            f"use dataset.normalize(images) (a uint8 batch from vitbook.data) first"
+        )
     if img.ndim != 4:
-        raise ValueError(f"expected images of shape (batch, channels, height, width), got shape {tuple(img.shape)}")
+        raise ValueError(
+            "expected images of shape (batch, channels, height, width), got shape "
+            f"{tuple(img.shape)}"
+        )
     if img.shape[1] != channels:
-        raise ValueError(f"image has {img.shape[1]} channels, the model was built with channels={channels}")
+        raise ValueError(
+            f"image has {img.shape[1]} channels, the model was built with "
+            f"channels={channels}"
+        )
     h, w = img.shape[-2:]
     if image_size is not None and (h, w) != tuple(image_size):
-        raise ValueError(f"image size {h}x{w} does not match the model's image_size {image_size[0]}x{image_size[1]}")
+        raise ValueError(
+            f"image size {h}x{w} does not match the model's image_size "
+            f"{image_size[0]}x{image_size[1]}"
+        )
     if multiple_of is not None:
         ph, pw = pair(multiple_of)
         if h % ph:
@@ -208,24 +278,40 @@ def check_image(img: torch.Tensor, channels: int, image_size=None, multiple_of=N
             raise ValueError(f"image width {w} is not divisible by patch_size {pw}")
 
 
-def posemb_sincos_2d(h: int, w: int, dim: int, temperature: float = 10_000.0) -> torch.Tensor:
+def posemb_sincos_2d(
+    h: int, w: int, dim: int, temperature: float = 10_000.0
+) -> torch.Tensor:
     """Fixed 2D sine-cosine position embedding, ``(h*w, dim)`` (as in MoCo v3 and MAE).
 
-    A quarter of the channels each: sin(y), cos(y), sin(x), cos(x) at geometric frequencies.
+    A quarter of the channels each: sin(y), cos(y), sin(x), cos(x) at geometric
+    frequencies.
     """
     if dim % 4:
-        raise ValueError(f"dim {dim} must be divisible by 4 for the 2D sin-cos position embedding")
-    y, x = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
-    omega = 1.0 / temperature ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))  # (dim/4,)
+        raise ValueError(
+            f"dim {dim} must be divisible by 4 for the 2D sin-cos position embedding"
+        )
+    y, x = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64),
+        torch.arange(w, dtype=torch.float64),
+        indexing="ij",
+    )
+    omega = 1.0 / temperature ** (
+        torch.arange(dim // 4, dtype=torch.float64) / (dim // 4)
+    )  # (dim/4,)
     y = y.flatten()[:, None] * omega[None, :]  # (h*w, dim/4)
     x = x.flatten()[:, None] * omega[None, :]
     return torch.cat((y.sin(), y.cos(), x.sin(), x.cos()), dim=1).float()  # (h*w, dim)
 
 
 def trunc_normal_init(module: nn.Module, std: float = 0.02) -> None:
-    """timm's ViT initialisation: truncated normal Linear weights, zero biases, unit LayerNorms."""
+    """timm's ViT initialization of one module: Linear weights from N(0, std) truncated
+    at +-2
+    in absolute value (timm's ``trunc_normal_(w, std=.02)``: at std 0.02 nothing is cut,
+    the
+    effective std is 0.02), zero biases, unit LayerNorms. Apply it with
+    ``model.apply``."""
     if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)
+        nn.init.trunc_normal_(module.weight, std=std, a=-2.0, b=2.0)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, nn.LayerNorm):
@@ -233,5 +319,16 @@ def trunc_normal_init(module: nn.Module, std: float = 0.02) -> None:
         nn.init.zeros_(module.bias)
 
 
-__all__ = ["pair", "Attention", "attention_weights", "record_attention", "FeedForward", "DropPath", "Block",
-           "PatchEmbed", "check_image", "posemb_sincos_2d", "trunc_normal_init"]
+__all__ = [
+    "pair",
+    "Attention",
+    "attention_weights",
+    "record_attention",
+    "FeedForward",
+    "DropPath",
+    "Block",
+    "PatchEmbed",
+    "check_image",
+    "posemb_sincos_2d",
+    "trunc_normal_init",
+]

@@ -1,12 +1,15 @@
 """Weight converters from the reference implementations to vitbook's models.
 
-They serve two purposes: the parity tests (same weights, same input, same logits as timm),
+They serve two purposes: the parity tests (same weights, same input, same logits as
+timm),
 and loading pretrained weights on a machine that can download them (Colab)::
 
-    model = vitbook.reference.pretrained_vit("vit_tiny_patch16_224.augreg_in21k_ft_in1k")
+    model =
+    vitbook.reference.pretrained_vit("vit_tiny_patch16_224.augreg_in21k_ft_in1k")
 
 timm is an optional dependency (``pip install vitbook[reference]``), imported only here.
 """
+
 from __future__ import annotations
 
 import torch
@@ -16,38 +19,62 @@ from .models.vit import ViT
 
 
 def conv_patch_kernel_to_linear(kernel: torch.Tensor) -> torch.Tensor:
-    """A strided-convolution patch embedding ``(dim, c, ph, pw)`` as the paper's linear map of a
-    flattened patch, ``(dim, ph*pw*c)``, in the ``(p1 p2 c)`` order vitbook's einops patterns use."""
+    """A strided-convolution patch embedding ``(dim, c, ph, pw)`` as the paper's linear
+    map of a
+    flattened patch, ``(dim, ph*pw*c)``, in the ``(p1 p2 c)`` order vitbook's einops
+    patterns use."""
     return kernel.permute(0, 2, 3, 1).reshape(kernel.shape[0], -1)
 
 
 def _timm_vit_config(timm_vit: nn.Module) -> dict:
     """vitbook ``ViT`` keyword arguments that describe a timm ``VisionTransformer``."""
     if getattr(timm_vit, "global_pool", "token") not in ("token", "avg"):
-        raise ValueError(f"cannot convert timm global_pool={timm_vit.global_pool!r}; vitbook has 'cls' and 'mean'")
+        raise ValueError(
+            f"cannot convert timm global_pool={timm_vit.global_pool!r}; vitbook has "
+            "'cls' and 'mean'"
+        )
     has_cls = getattr(timm_vit, "cls_token", None) is not None
     if timm_vit.global_pool == "token" and not has_cls:
         raise ValueError("timm model pools the class token but has none")
     if timm_vit.global_pool == "avg":
-        raise ValueError("timm's average pooling normalizes after pooling (fc_norm); vitbook's 'mean' pool "
-                     "normalizes the tokens first, so only global_pool='token' converts exactly")
-    if getattr(timm_vit, "reg_token", None) is not None or getattr(timm_vit, "no_embed_class", False):
-        raise ValueError("register tokens and no_embed_class are not part of vitbook's ViT")
+        raise ValueError(
+            "timm's average pooling normalizes after pooling (fc_norm); vitbook's "
+            "'mean' pool "
+            "normalizes the tokens first, so only global_pool='token' converts exactly"
+        )
+    if getattr(timm_vit, "reg_token", None) is not None or getattr(
+        timm_vit, "no_embed_class", False
+    ):
+        raise ValueError(
+            "register tokens and no_embed_class are not part of vitbook's ViT"
+        )
     block = timm_vit.blocks[0]
     if not isinstance(block.ls1, nn.Identity):
         raise ValueError("LayerScale (init_values) is not part of vitbook's ViT")
     pe = timm_vit.patch_embed
-    return dict(image_size=tuple(pe.img_size), patch_size=tuple(pe.patch_size), channels=pe.proj.in_channels,
-                num_classes=timm_vit.num_classes, dim=timm_vit.embed_dim, depth=len(timm_vit.blocks),
-                heads=block.attn.num_heads, mlp_dim=block.mlp.fc1.out_features,
-                qkv_bias=block.attn.qkv.bias is not None, pool="cls")
+    return dict(
+        image_size=tuple(pe.img_size),
+        patch_size=tuple(pe.patch_size),
+        channels=pe.proj.in_channels,
+        num_classes=timm_vit.num_classes,
+        dim=timm_vit.embed_dim,
+        depth=len(timm_vit.blocks),
+        heads=block.attn.num_heads,
+        mlp_dim=block.mlp.fc1.out_features,
+        qkv_bias=block.attn.qkv.bias is not None,
+        pool="cls",
+    )
 
 
-def vit_state_dict_from_timm(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def vit_state_dict_from_timm(
+    state_dict: dict[str, torch.Tensor],
+) -> dict[str, torch.Tensor]:
     """Rename and reshape a timm ViT state dict into vitbook's layout.
 
-    The only reshape: timm's patch embedding is a convolution ``(dim, c, ph, pw)``; vitbook's is
-    the paper's linear map of a flattened ``(ph pw c)`` patch, so the kernel is permuted to match.
+    The only reshape: timm's patch embedding is a convolution ``(dim, c, ph, pw)``;
+    vitbook's is
+    the paper's linear map of a flattened ``(ph pw c)`` patch, so the kernel is permuted
+    to match.
     """
     out = {}
     for key, value in state_dict.items():
@@ -60,14 +87,16 @@ def vit_state_dict_from_timm(state_dict: dict[str, torch.Tensor]) -> dict[str, t
 
 
 def vit_from_timm(timm_vit: nn.Module) -> ViT:
-    """A vitbook ``ViT`` with the same architecture and weights as a timm ``VisionTransformer``."""
+    """A vitbook ``ViT`` with the same architecture and weights as a timm
+    ``VisionTransformer``."""
     model = ViT(**_timm_vit_config(timm_vit))
     model.load_state_dict(vit_state_dict_from_timm(timm_vit.state_dict()))
     return model.to(next(timm_vit.parameters()).dtype)
 
 
 def pretrained_vit(name: str = "vit_tiny_patch16_224.augreg_in21k_ft_in1k") -> ViT:
-    """Download a pretrained timm ViT and convert it (needs a network, e.g. on Colab)."""
+    """Download a pretrained timm ViT and convert it (needs a network, e.g. on
+    Colab)."""
     import timm
 
     return vit_from_timm(timm.create_model(name, pretrained=True)).eval()
@@ -77,41 +106,75 @@ def pretrained_vit(name: str = "vit_tiny_patch16_224.augreg_in21k_ft_in1k") -> V
 def _timm_swin_config(timm_swin: nn.Module) -> dict:
     """vitbook ``Swin`` keyword arguments that describe a timm ``SwinTransformer``."""
     if timm_swin.global_pool != "avg":
-        raise ValueError(f"cannot convert timm global_pool={timm_swin.global_pool!r}; vitbook's Swin averages")
+        raise ValueError(
+            f"cannot convert timm global_pool={timm_swin.global_pool!r}; vitbook's "
+            "Swin averages"
+        )
     if timm_swin.dynamic_img_size:
-        raise ValueError("timm's dynamic_img_size rolls before padding; vitbook pads first (the official "
-                         "detection code's order), so only strict_img_size=True converts exactly")
+        raise ValueError(
+            "timm's dynamic_img_size changes the map size per input; vitbook's Swin is "
+            "converted for the fixed img_size only (strict_img_size=True)"
+        )
     windows = set(timm_swin._ref_window_sizes)
     if len(windows) != 1:
-        raise ValueError(f"timm model has per-stage windows {timm_swin._ref_window_sizes}; vitbook's Swin has one M")
+        raise ValueError(
+            f"timm model has per-stage windows {timm_swin._ref_window_sizes}; "
+            "vitbook's Swin has one M"
+        )
     blocks = [stage.blocks[0] for stage in timm_swin.layers]
     if any(block.always_partition for block in blocks):
-        raise ValueError("timm's always_partition=True keeps windows larger than the map; vitbook clamps them")
+        raise ValueError(
+            "timm's always_partition=True keeps windows larger than the map; vitbook "
+            "clamps them"
+        )
     dims = [block.attn.proj.out_features for block in blocks]
-    if dims != [dims[0] * 2 ** i for i in range(len(dims))]:
-        raise ValueError(f"stage widths {dims} do not double from stage to stage as in vitbook's Swin")
+    if dims != [dims[0] * 2**i for i in range(len(dims))]:
+        raise ValueError(
+            f"stage widths {dims} do not double from stage to stage as in vitbook's "
+            "Swin"
+        )
     for block in blocks:
         if block.attn.qkv.out_features != 3 * block.attn.proj.out_features:
-            raise ValueError("timm model sets head_dim so that heads * head_dim != dim; vitbook's Swin does not")
-    mlp_ratios = {block.mlp.fc1.out_features / block.mlp.fc1.in_features for block in blocks}
+            raise ValueError(
+                "timm model sets head_dim so that heads * head_dim != dim; vitbook's "
+                "Swin does not"
+            )
+    mlp_ratios = {
+        block.mlp.fc1.out_features / block.mlp.fc1.in_features for block in blocks
+    }
     if len(mlp_ratios) != 1:
         raise ValueError(f"per-stage mlp ratios {sorted(mlp_ratios)} are not supported")
     pe = timm_swin.patch_embed
     if isinstance(pe.norm, nn.Identity):
-        raise ValueError("timm model has no patch-embedding LayerNorm (patch_norm); vitbook's Swin always has one")
-    return dict(image_size=tuple(pe.img_size), patch_size=tuple(pe.patch_size), channels=pe.proj.in_channels,
-                num_classes=timm_swin.num_classes, dim=timm_swin.embed_dim,
-                depths=tuple(len(stage.blocks) for stage in timm_swin.layers),
-                heads=tuple(block.attn.num_heads for block in blocks), window_size=windows.pop(),
-                mlp_ratio=mlp_ratios.pop(), qkv_bias=blocks[0].attn.qkv.bias is not None)
+        raise ValueError(
+            "timm model has no patch-embedding LayerNorm (patch_norm); vitbook's Swin "
+            "always has one"
+        )
+    return dict(
+        image_size=tuple(pe.img_size),
+        patch_size=tuple(pe.patch_size),
+        channels=pe.proj.in_channels,
+        num_classes=timm_swin.num_classes,
+        dim=timm_swin.embed_dim,
+        depths=tuple(len(stage.blocks) for stage in timm_swin.layers),
+        heads=tuple(block.attn.num_heads for block in blocks),
+        window_size=windows.pop(),
+        mlp_ratio=mlp_ratios.pop(),
+        qkv_bias=blocks[0].attn.qkv.bias is not None,
+    )
 
 
-def swin_state_dict_from_timm(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def swin_state_dict_from_timm(
+    state_dict: dict[str, torch.Tensor],
+) -> dict[str, torch.Tensor]:
     """Rename and reshape a timm Swin state dict into vitbook's layout.
 
-    timm's stage ``i`` (``layers.i``) starts with its patch merging (``downsample``), as the
-    paper's figure draws it; vitbook calls them ``stages.i`` and ``merge``. The patch embedding
-    is permuted as for ViT; everything else (including the 2x2 merge order) is stored the same.
+    timm's stage ``i`` (``layers.i``) starts with its patch merging (``downsample``), as
+    the
+    paper's figure draws it; vitbook calls them ``stages.i`` and ``merge``. The patch
+    embedding
+    is permuted as for ViT; everything else (including the 2x2 merge order) is stored
+    the same.
     """
     out = {}
     for key, value in state_dict.items():
@@ -119,22 +182,51 @@ def swin_state_dict_from_timm(state_dict: dict[str, torch.Tensor]) -> dict[str, 
             continue  # buffers vitbook rebuilds (older timm versions saved them)
         if key == "patch_embed.proj.weight":
             value = conv_patch_kernel_to_linear(value)
-        key = key.replace("layers.", "stages.", 1).replace(".downsample.", ".merge.").replace("head.fc.", "head.")
+        key = (
+            key.replace("layers.", "stages.", 1)
+            .replace(".downsample.", ".merge.")
+            .replace("head.fc.", "head.")
+        )
         out[key] = value
     return out
 
 
+def _refuse_shifted_padding(model) -> None:
+    """timm rolls a shifted block's map and then pads it; vitbook pads first and then
+    rolls
+    (the official detection code's order). The two agree unless a shifted block sees a
+    map
+    the window does not divide: then they are different models, and converting would be
+    a lie."""
+    for i, stage in enumerate(model.stages):
+        (h, w), (wh, ww) = stage.resolution, stage.window_size
+        if (h % wh or w % ww) and any(block.shifted for block in stage.blocks):
+            raise ValueError(
+                f"stage {i + 1} has a {h}x{w} map that window {wh}x{ww} does not "
+                "divide, and shifted "
+                "blocks: timm rolls before padding, vitbook pads before rolling, so "
+                "the logits "
+                "would differ. Choose img_size and window_size so that every stage "
+                "with depth >= 2 "
+                "has a map divisible by the window (or a window >= the map), then "
+                "convert."
+            )
+
+
 def swin_from_timm(timm_swin: nn.Module):
-    """A vitbook ``Swin`` with the same architecture and weights as a timm ``SwinTransformer``."""
+    """A vitbook ``Swin`` with the same architecture and weights as a timm
+    ``SwinTransformer``."""
     from .models.swin import Swin
 
     model = Swin(**_timm_swin_config(timm_swin))
+    _refuse_shifted_padding(model)
     model.load_state_dict(swin_state_dict_from_timm(timm_swin.state_dict()))
     return model.to(next(timm_swin.parameters()).dtype)
 
 
 def pretrained_swin(name: str = "swin_tiny_patch4_window7_224.ms_in1k"):
-    """Download a pretrained timm Swin and convert it (needs a network, e.g. on Colab)."""
+    """Download a pretrained timm Swin and convert it (needs a network, e.g. on
+    Colab)."""
     import timm
 
     return swin_from_timm(timm.create_model(name, pretrained=True)).eval()

@@ -1,9 +1,11 @@
 """Interactive explorers: each a thin live wrapper around one ``viz`` figure.
 
 An explorer first shows its figure as a plain image output, so the HTML book, a notebook
-opened without a kernel and CI all see it. With a live kernel the sliders redraw that same
+opened without a kernel and CI all see it. With a live kernel the sliders redraw that
+same
 output in place (``display_id``). Scripts and tests drive it with ``explorer.set(...)``.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -13,14 +15,18 @@ import torch
 
 
 class Explorer:
-    """``draw(**values) -> Figure`` plus one ipywidgets control per keyword of ``draw``."""
+    """``draw(**values) -> Figure`` plus one ipywidgets control per keyword of
+    ``draw``."""
 
     def __init__(self, draw: Callable, **controls):
         import ipywidgets  # optional at import time of vitbook, needed here
 
         for name, control in controls.items():
             if not isinstance(control, ipywidgets.ValueWidget):
-                raise TypeError(f"control {name!r} must be an ipywidgets value widget, got {type(control).__name__}")
+                raise TypeError(
+                    f"control {name!r} must be an ipywidgets value widget, got "
+                    f"{type(control).__name__}"
+                )
             control.observe(self._changed, names="value")
         self.draw, self.controls = draw, controls
         self.box = ipywidgets.HBox(list(controls.values()))
@@ -35,13 +41,18 @@ class Explorer:
         """Move the controls as a reader would; the figure redraws."""
         for name, value in values.items():
             if name not in self.controls:
-                raise ValueError(f"no control named {name!r}; this explorer has {tuple(self.controls)}")
+                raise ValueError(
+                    f"no control named {name!r}; this explorer has "
+                    f"{tuple(self.controls)}"
+                )
             self.controls[name].value = value
         return self
 
     def _draw(self):
         figure = self.draw(**self.values)
-        plt.close(figure)  # shown through display(), not by the inline backend a second time
+        plt.close(
+            figure
+        )  # shown through display(), not by the inline backend a second time
         return figure
 
     def _changed(self, _change) -> None:
@@ -57,7 +68,8 @@ class Explorer:
 
 
 def patch_explorer(image: torch.Tensor, patch_sizes=(4, 7, 14)) -> Explorer:
-    """Cut ``image`` into patches of a size chosen with a slider (each size must divide the image)."""
+    """Cut ``image`` into patches of a size chosen with a slider (each size must divide
+    the image)."""
     import ipywidgets
 
     from .viz import plot_patches
@@ -65,30 +77,50 @@ def patch_explorer(image: torch.Tensor, patch_sizes=(4, 7, 14)) -> Explorer:
     h, w = image.shape[-2:]
     sizes = [p for p in patch_sizes if h % p == 0 and w % p == 0]
     if not sizes:
-        raise ValueError(f"none of patch_sizes {patch_sizes} divides the image size {h}x{w}")
-    return Explorer(lambda patch_size: plot_patches(image, patch_size),
-                    patch_size=ipywidgets.SelectionSlider(options=sizes, value=sizes[-1], description="patch size"))
+        raise ValueError(
+            f"none of patch_sizes {patch_sizes} divides the image size {h}x{w}"
+        )
+    return Explorer(
+        lambda patch_size: plot_patches(image, patch_size),
+        patch_size=ipywidgets.SelectionSlider(
+            options=sizes, value=sizes[-1], description="patch size"
+        ),
+    )
 
 
-def attention_explorer(images: torch.Tensor, maps: list[torch.Tensor], grid, num_prefix_tokens: int = 1,
-                       titles=None) -> Explorer:
-    """Pick an image and a head; see what the class token attends to in every layer, and the rollout."""
+def attention_explorer(
+    images: torch.Tensor,
+    maps: list[torch.Tensor],
+    grid,
+    num_prefix_tokens: int = 1,
+    titles=None,
+) -> Explorer:
+    """Pick an image and a head; see what the class token attends to in every layer, and
+    the rollout."""
     import ipywidgets
 
     from .viz import plot_attention_heads
 
     heads = maps[0].shape[1]
     return Explorer(
-        lambda index, head: plot_attention_heads(images[index], [m[index] for m in maps], grid, head=head,
-                                                 num_prefix_tokens=num_prefix_tokens,
-                                                 title=titles[index] if titles is not None else None),
+        lambda index, head: plot_attention_heads(
+            images[index],
+            [m[index] for m in maps],
+            grid,
+            head=head,
+            num_prefix_tokens=num_prefix_tokens,
+            title=titles[index] if titles is not None else None,
+        ),
         index=ipywidgets.IntSlider(0, 0, len(images) - 1, description="image"),
         head=ipywidgets.IntSlider(-1, -1, heads - 1, description="head (-1: mean)"),
     )
 
 
-def window_explorer(image: torch.Tensor, patch_size: int, window_sizes=(2, 3, 4, 6)) -> Explorer:
-    """Swin's windows on ``image``: pick the window size M and the shift (0 = W-MSA's regular windows)."""
+def window_explorer(
+    image: torch.Tensor, patch_size: int, window_sizes=(2, 3, 4, 6)
+) -> Explorer:
+    """Swin's windows on ``image``: pick the window size M and the shift (0 = W-MSA's
+    regular windows)."""
     import ipywidgets
 
     from .viz import plot_cyclic_shift
@@ -97,13 +129,26 @@ def window_explorer(image: torch.Tensor, patch_size: int, window_sizes=(2, 3, 4,
     grid = (h // patch_size, w // patch_size)
     sizes = [m for m in window_sizes if grid[0] % m == 0 and grid[1] % m == 0]
     if not sizes:
-        raise ValueError(f"none of window_sizes {window_sizes} divides the {grid[0]}x{grid[1]} patch grid")
-    window = ipywidgets.SelectionSlider(options=sizes, value=sizes[len(sizes) // 2], description="window M")
-    shift = ipywidgets.IntSlider(window.value // 2, 0, window.value - 1, description="shift")
+        raise ValueError(
+            f"none of window_sizes {window_sizes} divides the {grid[0]}x{grid[1]} "
+            "patch grid"
+        )
+    window = ipywidgets.SelectionSlider(
+        options=sizes, value=sizes[len(sizes) // 2], description="window M"
+    )
+    shift = ipywidgets.IntSlider(
+        window.value // 2, 0, window.value - 1, description="shift"
+    )
 
-    def fit_shift(change):  # registered before the explorer's own observer: the shift is valid when it redraws
+    # registered before the explorer's own observer: the shift is valid when it redraws
+    def fit_shift(change):
         shift.max = change.new - 1
 
     window.observe(fit_shift, names="value")
-    return Explorer(lambda window_size, shift: plot_cyclic_shift(image, patch_size, window_size, shift),
-                    window_size=window, shift=shift)
+    return Explorer(
+        lambda window_size, shift: plot_cyclic_shift(
+            image, patch_size, window_size, shift
+        ),
+        window_size=window,
+        shift=shift,
+    )

@@ -1,4 +1,5 @@
 """Figure helpers every chapter uses: images from tensors, grids, training curves."""
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -17,7 +18,8 @@ def to_image(x: torch.Tensor) -> np.ndarray:
 
 
 def patch_grid(image: torch.Tensor, patch_size) -> tuple[int, int]:
-    """The ``(rows, columns)`` of patches an image ``(c, h, w)`` is cut into; a ValueError if they do not fit."""
+    """The ``(rows, columns)`` of patches an image ``(c, h, w)`` is cut into; a
+    ValueError if they do not fit."""
     h, w = image.shape[-2:]
     ph, pw = pair(patch_size)
     if h % ph or w % pw:
@@ -25,11 +27,18 @@ def patch_grid(image: torch.Tensor, patch_size) -> tuple[int, int]:
     return h // ph, w // pw
 
 
-def image_grid(images, titles=None, ncols: int = 8, size: float = 1.6, cmap="gray", suptitle=None):
+def image_grid(
+    images, titles=None, ncols: int = 8, size: float = 1.6, cmap="gray", suptitle=None
+):
     """Images side by side, optional titles under each."""
     n = len(images)
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, min(n, ncols), figsize=(size * min(n, ncols), size * nrows + 0.3), squeeze=False)
+    fig, axes = plt.subplots(
+        nrows,
+        min(n, ncols),
+        figsize=(size * min(n, ncols), size * nrows + 0.3),
+        squeeze=False,
+    )
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
@@ -47,32 +56,59 @@ def _smooth(values, window: int) -> np.ndarray:
     if window <= 1 or len(values) < window:
         return values
     kernel = np.ones(window) / window
-    head = np.cumsum(values[:window - 1]) / np.arange(1, window)  # no dip at the start
+    head = np.cumsum(values[: window - 1]) / np.arange(1, window)  # no dip at the start
     return np.concatenate([head, np.convolve(values, kernel, mode="valid")])
 
 
 def plot_history(history, smooth: int = 20, title: str | None = None):
     """Training loss per step, and train/test accuracy when the history has them."""
     steps = [r["step"] for r in history.steps]
-    has_acc = any("acc" in r for r in history.steps) or any("test_acc" in r for r in history.evals)
-    fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(10 if has_acc else 5, 3.2), squeeze=False)
+    has_acc = any("acc" in r for r in history.steps) or any(
+        "test_acc" in r for r in history.evals
+    )
+    fig, axes = plt.subplots(
+        1, 2 if has_acc else 1, figsize=(10 if has_acc else 5, 3.2), squeeze=False
+    )
     ax = axes[0, 0]
     ax.plot(steps, [r["loss"] for r in history.steps], color="C0", alpha=0.25, lw=0.8)
-    ax.plot(steps, _smooth([r["loss"] for r in history.steps], smooth), color="C0", label="train loss")
+    ax.plot(
+        steps,
+        _smooth([r["loss"] for r in history.steps], smooth),
+        color="C0",
+        label="train loss",
+    )
     if any("test_loss" in r for r in history.evals):
-        ax.plot([r["step"] for r in history.evals], [r["test_loss"] for r in history.evals], "o-", color="C1",
-                label="test loss")
+        ax.plot(
+            [r["step"] for r in history.evals],
+            [r["test_loss"] for r in history.evals],
+            "o-",
+            color="C1",
+            label="test loss",
+        )
     ax.set(xlabel="step", ylabel="loss", title="loss")
     ax.legend()
     if has_acc:
         ax = axes[0, 1]
         acc = [r.get("acc", np.nan) for r in history.steps]
-        ax.plot(steps, _smooth(acc, smooth), color="C0", label="train (batch, smoothed)")
+        ax.plot(
+            steps, _smooth(acc, smooth), color="C0", label="train (batch, smoothed)"
+        )
         ev = [r for r in history.evals if "test_acc" in r]
         if ev:
-            ax.plot([r["step"] for r in ev], [r["test_acc"] for r in ev], "o-", color="C1", label="test")
-            ax.annotate(f"{ev[-1]['test_acc']:.1%}", (ev[-1]["step"], ev[-1]["test_acc"]),
-                        textcoords="offset points", xytext=(-10, -14), color="C1")
+            ax.plot(
+                [r["step"] for r in ev],
+                [r["test_acc"] for r in ev],
+                "o-",
+                color="C1",
+                label="test",
+            )
+            ax.annotate(
+                f"{ev[-1]['test_acc']:.1%}",
+                (ev[-1]["step"], ev[-1]["test_acc"]),
+                textcoords="offset points",
+                xytext=(-10, -14),
+                color="C1",
+            )
         ax.set(xlabel="step", ylabel="accuracy", title="accuracy")
         ax.legend(loc="lower right")
     if title:
@@ -81,19 +117,32 @@ def plot_history(history, smooth: int = 20, title: str | None = None):
     return fig
 
 
-def plot_confusion(predictions: torch.Tensor, labels: torch.Tensor, classes, title: str = "confusion matrix"):
+def plot_confusion(
+    predictions: torch.Tensor,
+    labels: torch.Tensor,
+    classes,
+    title: str = "confusion matrix",
+):
     """Rows: true class, columns: predicted class, each row normalized to sum to 1."""
     k = len(classes)
-    counts = torch.zeros(k, k).index_put_((labels.cpu(), predictions.cpu()), torch.ones(len(labels)),
-                                          accumulate=True)
+    counts = torch.zeros(k, k).index_put_(
+        (labels.cpu(), predictions.cpu()), torch.ones(len(labels)), accumulate=True
+    )
     rates = counts / counts.sum(1, keepdim=True).clamp_min(1)
     fig, ax = plt.subplots(figsize=(0.55 * k + 2.5, 0.5 * k + 1.5))
     im = ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
     for i in range(k):
         for j in range(k):
             if rates[i, j] >= 0.01:
-                ax.text(j, i, f"{rates[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if rates[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{rates[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if rates[i, j] > 0.5 else "black",
+                )
     ax.set_xticks(range(k), classes, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(k), classes, fontsize=8)
     ax.set(xlabel="predicted", ylabel="true", title=title)

@@ -1,4 +1,5 @@
 """Figures of chapter 1: patches, position embeddings, attention maps and rollout."""
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -11,12 +12,15 @@ from .common import patch_grid, to_image
 
 
 def plot_patches(image: torch.Tensor, patch_size, max_tokens_shown: int = 49):
-    """An image, the same image cut into a grid of patches, and the first patches laid out as a sequence."""
+    """An image, the same image cut into a grid of patches, and the first patches laid
+    out as a sequence."""
     c, h, w = image.shape
     ph, pw = pair(patch_size)
     gh, gw = patch_grid(image, patch_size)
     patches = image.unfold(1, ph, ph).unfold(2, pw, pw)  # (c, gh, gw, ph, pw)
-    patches = patches.permute(1, 2, 0, 3, 4).reshape(gh * gw, c, ph, pw)  # row-major, as the tokens are
+    patches = patches.permute(1, 2, 0, 3, 4).reshape(
+        gh * gw, c, ph, pw
+    )  # row-major, as the tokens are
 
     fig = plt.figure(figsize=(12, 4))
     grid = fig.add_gridspec(2, 3, width_ratios=[1, 1, 1.6])
@@ -32,8 +36,15 @@ def plot_patches(image: torch.Tensor, patch_size, max_tokens_shown: int = 49):
         ax.axvline(x - 0.5, color="w", lw=1)
     for i in range(min(gh * gw, max_tokens_shown)):
         r, col = divmod(i, gw)
-        ax.text(col * pw + pw / 2 - 0.5, r * ph + ph / 2 - 0.5, str(i), color="yellow", ha="center", va="center",
-                fontsize=max(5, 9 - gw // 4))
+        ax.text(
+            col * pw + pw / 2 - 0.5,
+            r * ph + ph / 2 - 0.5,
+            str(i),
+            color="yellow",
+            ha="center",
+            va="center",
+            fontsize=max(5, 9 - gw // 4),
+        )
     ax.set_title(f"{gh}x{gw} = {gh * gw} patches of {ph}x{pw}")
     ax.axis("off")
     shown = min(gh * gw, 16)
@@ -43,28 +54,48 @@ def plot_patches(image: torch.Tensor, patch_size, max_tokens_shown: int = 49):
         ax.imshow(to_image(patches[i]), cmap="gray", vmin=0, vmax=1)
         ax.set_title(str(i), fontsize=8)
         ax.axis("off")
-    fig.suptitle(f"the sequence: token i is patch i, flattened to {c}*{ph}*{pw} = {c * ph * pw} numbers "
-                 f"(first {shown} of {gh * gw} shown)", y=0.02, fontsize=10)
+    fig.suptitle(
+        f"the sequence: token i is patch i, flattened to {c}*{ph}*{pw} = {c * ph * pw} "
+        "numbers "
+        f"(first {shown} of {gh * gw} shown)",
+        y=0.02,
+        fontsize=10,
+    )
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
 
 
-def position_similarity(pos_embed: torch.Tensor, grid: tuple[int, int], num_prefix_tokens: int = 0) -> torch.Tensor:
-    """Cosine similarity between the position embeddings of every pair of patches, ``(gh, gw, gh, gw)``."""
+def position_similarity(
+    pos_embed: torch.Tensor, grid: tuple[int, int], num_prefix_tokens: int = 0
+) -> torch.Tensor:
+    """Cosine similarity between the position embeddings of every pair of patches,
+    ``(gh, gw, gh, gw)``."""
     gh, gw = grid
-    pos = pos_embed.detach().float().cpu().reshape(-1, pos_embed.shape[-1])[num_prefix_tokens:]  # (n, d)
+    pos = (
+        pos_embed.detach()
+        .float()
+        .cpu()
+        .reshape(-1, pos_embed.shape[-1])[num_prefix_tokens:]
+    )  # (n, d)
     if len(pos) != gh * gw:
         raise ValueError(f"{len(pos)} position embeddings do not fill a {gh}x{gw} grid")
     pos = F.normalize(pos, dim=-1)
     return (pos @ pos.T).reshape(gh, gw, gh, gw)
 
 
-def plot_position_similarity(pos_embed: torch.Tensor, grid: tuple[int, int], num_prefix_tokens: int = 0,
-                             title: str = "cosine similarity of position embeddings"):
-    """ViT paper Fig. 7 (centre): for each patch position, its embedding's cosine similarity to all others."""
+def plot_position_similarity(
+    pos_embed: torch.Tensor,
+    grid: tuple[int, int],
+    num_prefix_tokens: int = 0,
+    title: str = "cosine similarity of position embeddings",
+):
+    """ViT paper Fig. 7 (centre): for each patch position, its embedding's cosine
+    similarity to all others."""
     gh, gw = grid
     sim = position_similarity(pos_embed, grid, num_prefix_tokens)
-    fig, axes = plt.subplots(gh, gw, figsize=(0.55 * gw + 1.2, 0.55 * gh + 0.6), squeeze=False)
+    fig, axes = plt.subplots(
+        gh, gw, figsize=(0.55 * gw + 1.2, 0.55 * gh + 0.6), squeeze=False
+    )
     for r in range(gh):
         for c in range(gw):
             im = axes[r, c].imshow(sim[r, c].numpy(), vmin=-1, vmax=1, cmap="viridis")
@@ -80,14 +111,19 @@ def plot_position_similarity(pos_embed: torch.Tensor, grid: tuple[int, int], num
 
 
 def attention_rollout(maps: list[torch.Tensor], residual: float = 0.5) -> torch.Tensor:
-    """Attention rollout (Abnar & Zuidema 2020): how much each output token draws on each input token.
+    """Attention rollout (Abnar & Zuidema 2020): how much each output token draws on
+    each input token.
 
-    ``maps`` holds one ``(b, heads, n, n)`` tensor per layer, first layer first. Heads are averaged,
-    the residual connection is modelled as ``residual * I``, rows renormalized, and the layers
+    ``maps`` holds one ``(b, heads, n, n)`` tensor per layer, first layer first. Heads
+    are averaged,
+    the residual connection is modelled as ``residual * I``, rows renormalized, and the
+    layers
     multiplied in order. Returns ``(b, n, n)``.
     """
     if not maps:
-        raise ValueError("attention_rollout needs the attention maps of at least one layer")
+        raise ValueError(
+            "attention_rollout needs the attention maps of at least one layer"
+        )
     rollout = None
     for weights in maps:
         a = weights.float().mean(dim=1)  # (b, n, n)
@@ -98,9 +134,11 @@ def attention_rollout(maps: list[torch.Tensor], residual: float = 0.5) -> torch.
 
 
 def _token_heat(weights_row: torch.Tensor, grid, size) -> np.ndarray:
-    """A row of attention over the patch tokens, stretched to [0, 1] and upsampled to the image size.
+    """A row of attention over the patch tokens, stretched to [0, 1] and upsampled to
+    the image size.
 
-    Each panel is stretched on its own (min to max), so it shows where a token looks most and
+    Each panel is stretched on its own (min to max), so it shows where a token looks
+    most and
     least, not how peaked one layer is compared with another.
     """
     heat = weights_row.reshape(1, 1, *grid).float()
@@ -109,11 +147,19 @@ def _token_heat(weights_row: torch.Tensor, grid, size) -> np.ndarray:
     return heat.cpu().numpy()
 
 
-def plot_attention(images: torch.Tensor, maps: list[torch.Tensor], grid, num_prefix_tokens: int = 1,
-                   titles=None, layers=None):
-    """What the class token looks at: per-layer attention (head mean) and the rollout through all layers.
+def plot_attention(
+    images: torch.Tensor,
+    maps: list[torch.Tensor],
+    grid,
+    num_prefix_tokens: int = 1,
+    titles=None,
+    layers=None,
+):
+    """What the class token looks at: per-layer attention (head mean) and the rollout
+    through all layers.
 
-    ``images``: ``(b, c, H, W)`` in [0, 1]. ``maps``: one ``(b, heads, n, n)`` per layer. With no class
+    ``images``: ``(b, c, H, W)`` in [0, 1]. ``maps``: one ``(b, heads, n, n)`` per
+    layer. With no class
     token (``num_prefix_tokens=0``) the query is the mean over all patch tokens.
     """
     layers = list(range(len(maps))) if layers is None else list(layers)
@@ -125,16 +171,26 @@ def plot_attention(images: torch.Tensor, maps: list[torch.Tensor], grid, num_pre
         row = a[:, 0] if num_prefix_tokens else a.mean(dim=1)
         return row[:, num_prefix_tokens:]
 
-    columns = [("image", None)] + [(f"layer {i + 1}", query_row(maps[i].float().mean(1))) for i in layers]
+    columns = [("image", None)] + [
+        (f"layer {i + 1}", query_row(maps[i].float().mean(1))) for i in layers
+    ]
     columns.append(("rollout", query_row(rollout)))
-    fig, axes = plt.subplots(b, len(columns), figsize=(1.7 * len(columns), 1.8 * b), squeeze=False)
+    fig, axes = plt.subplots(
+        b, len(columns), figsize=(1.7 * len(columns), 1.8 * b), squeeze=False
+    )
     for i in range(b):
         img = to_image(images[i])
         for j, (name, rows) in enumerate(columns):
             ax = axes[i, j]
             ax.imshow(img, cmap="gray")
             if rows is not None:
-                ax.imshow(_token_heat(rows[i], grid, size), cmap="inferno", alpha=0.6, vmin=0, vmax=1)
+                ax.imshow(
+                    _token_heat(rows[i], grid, size),
+                    cmap="inferno",
+                    alpha=0.6,
+                    vmin=0,
+                    vmax=1,
+                )
             if i == 0:
                 ax.set_title(name, fontsize=9)
             ax.axis("off")
@@ -144,12 +200,21 @@ def plot_attention(images: torch.Tensor, maps: list[torch.Tensor], grid, num_pre
     return fig
 
 
-def plot_attention_heads(image: torch.Tensor, maps: list[torch.Tensor], grid, head: int = -1,
-                         num_prefix_tokens: int = 1, title: str | None = None):
-    """One image: the class token's attention in each layer for one head (``head=-1``: mean of heads).
+def plot_attention_heads(
+    image: torch.Tensor,
+    maps: list[torch.Tensor],
+    grid,
+    head: int = -1,
+    num_prefix_tokens: int = 1,
+    title: str | None = None,
+):
+    """One image: the class token's attention in each layer for one head (``head=-1``:
+    mean of heads).
 
-    ``maps``: one ``(heads, n, n)`` tensor per layer for this image. The last panel is the rollout
-    through all layers (always over the mean of the heads, as Abnar & Zuidema define it).
+    ``maps``: one ``(heads, n, n)`` tensor per layer for this image. The last panel is
+    the rollout
+    through all layers (always over the mean of the heads, as Abnar & Zuidema define
+    it).
     """
     heads = maps[0].shape[0]
     if not -1 <= head < heads:
@@ -161,7 +226,9 @@ def plot_attention_heads(image: torch.Tensor, maps: list[torch.Tensor], grid, he
         row = a[0] if num_prefix_tokens else a.mean(0)
         rows.append(row[num_prefix_tokens:])
     rollout = attention_rollout([m[None] for m in maps])[0]
-    rows.append((rollout[0] if num_prefix_tokens else rollout.mean(0))[num_prefix_tokens:])
+    rows.append(
+        (rollout[0] if num_prefix_tokens else rollout.mean(0))[num_prefix_tokens:]
+    )
     names = [f"layer {i + 1}" for i in range(len(maps))] + ["rollout"]
     fig, axes = plt.subplots(1, len(rows) + 1, figsize=(1.9 * (len(rows) + 1), 2.3))
     img = to_image(image)
@@ -169,7 +236,9 @@ def plot_attention_heads(image: torch.Tensor, maps: list[torch.Tensor], grid, he
     axes[0].set_title(title or "image", fontsize=9)
     for ax, name, row in zip(axes[1:], names, rows):
         ax.imshow(img, cmap="gray")
-        ax.imshow(_token_heat(row, grid, size), cmap="inferno", alpha=0.6, vmin=0, vmax=1)
+        ax.imshow(
+            _token_heat(row, grid, size), cmap="inferno", alpha=0.6, vmin=0, vmax=1
+        )
         ax.set_title(name, fontsize=9)
     for ax in axes:
         ax.axis("off")

@@ -1,0 +1,246 @@
+"""timm's interface on every classifier: each new model adds one line to MODELS."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from vitbook import Swin, ViT, data
+from vitbook.layers import trunc_normal_init
+from vitbook.models.swin import window_partition
+from vitbook.train import param_groups
+
+MODELS = {
+    "vit": lambda n=10: ViT(
+        image_size=16, patch_size=4, num_classes=n, dim=32, depth=3, heads=2, channels=1
+    ),
+    "vit-mean": lambda n=10: ViT(
+        image_size=16,
+        patch_size=4,
+        num_classes=n,
+        dim=32,
+        depth=2,
+        heads=2,
+        channels=1,
+        pool="mean",
+        pos_embed="sincos",
+    ),
+    "swin": lambda n=10: Swin(
+        image_size=16,
+        patch_size=2,
+        num_classes=n,
+        dim=16,
+        depths=(2, 2),
+        heads=(2, 4),
+        window_size=4,
+        channels=1,
+    ),
+}
+# what forward_intermediates yields: ViT the tokens after each block, Swin each stage's map
+INTERMEDIATES = {
+    "vit": [(2, 17, 32)] * 3,
+    "vit-mean": [(2, 16, 32)] * 2,
+    "swin": [(2, 16, 8, 8), (2, 32, 4, 4)],
+}
+
+
+def batch(n=2):
+    return torch.randn(n, 1, 16, 16)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_reset_classifier_changes_the_head_and_zero_removes_it(name):
+    model = MODELS[name]().eval()
+    x = batch()
+    assert model(x).shape == (2, 10)
+    model.reset_classifier(3)
+    assert model.num_classes == 3 and model(x).shape == (2, 3)
+    model.reset_classifier(0)
+    features = model.forward_head(model.forward_features(x), pre_logits=True)
+    assert isinstance(model.head, nn.Identity)
+    torch.testing.assert_close(model(x), features)
+    assert features.shape == (2, model.num_features)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_reset_classifier_refuses_a_negative_count(name):
+    with pytest.raises(ValueError, match=r"num_classes=-1 must be >= 0"):
+        MODELS[name]().reset_classifier(-1)
+    with pytest.raises(ValueError, match=r"num_classes=-2 must be >= 0"):
+        MODELS[name](-2)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_no_weight_decay_names_norms_biases_and_embeddings_but_no_weight_matrix(name):
+    model = MODELS[name]()
+    names = model.no_weight_decay()
+    params = dict(model.named_parameters())
+    assert names <= set(params)
+    for key, p in params.items():
+        if p.ndim <= 1:
+            assert key in names, f"1-D parameter {key} would decay"
+        if key.endswith(("pos_embed", "cls_token", "relative_position_bias_table")):
+            assert key in names, f"{key} would decay"
+    matrices = [k for k, p in params.items() if p.ndim == 2 and k.endswith(".weight")]
+    assert matrices and not names & set(matrices)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_fit_decays_exactly_the_parameters_no_weight_decay_leaves_out(name):
+    model = MODELS[name]()
+    decay, no_decay = param_groups(model, weight_decay=0.05)
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    ids = {id(p): k for k, p in model.named_parameters()}
+    assert {ids[id(p)] for p in no_decay["params"]} == model.no_weight_decay()
+    assert len(decay["params"]) + len(no_decay["params"]) == len(ids)
+
+
+def test_param_groups_find_a_wrapped_backbones_rules():
+    backbone = MODELS["vit"]()
+
+    class Method(nn.Module):  # how a self-supervised method holds its backbone
+        def __init__(self):
+            super().__init__()
+            self.backbone = backbone
+            self.projector = nn.Linear(32, 8)
+
+    method = Method()
+    decay, no_decay = param_groups(method, weight_decay=0.05)
+    ids = {id(p) for p in no_decay["params"]}
+    assert id(backbone.pos_embed) in ids and id(backbone.cls_token) in ids
+    assert id(method.projector.bias) in ids
+    assert {id(p) for p in decay["params"]} >= {id(method.projector.weight)}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_forward_intermediates_gives_every_layer_and_selects_by_index(name):
+    model = MODELS[name]().eval()
+    x = batch()
+    with torch.no_grad():
+        outs = model.forward_intermediates(x)
+        assert [tuple(o.shape) for o in outs] == INTERMEDIATES[name]
+        last = model.forward_intermediates(x, indices=1)
+        torch.testing.assert_close(last[0], outs[-1])
+        picked = model.forward_intermediates(x, indices=[0, -1])
+        torch.testing.assert_close(picked[1], outs[-1])
+    with pytest.raises(ValueError, match="must lie in"):
+        model.forward_intermediates(x, indices=[len(outs)])
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_a_uint8_batch_is_refused_with_the_way_to_normalize_it(name):
+    images = torch.randint(0, 256, (2, 1, 16, 16), dtype=torch.uint8)
+    with pytest.raises(
+        ValueError, match=r"dtype torch.uint8.*dataset.normalize\(images\)"
+    ):
+        MODELS[name]()(images)
+
+
+def test_mlp_ratio_must_be_positive():
+    with pytest.raises(ValueError, match=r"mlp_ratio=0.0 must be > 0"):
+        Swin(
+            image_size=16,
+            patch_size=2,
+            num_classes=2,
+            dim=16,
+            depths=(2,),
+            heads=(2,),
+            window_size=4,
+            mlp_ratio=0.0,
+        )
+    with pytest.raises(ValueError, match=r"mlp_ratio=-1.0 must be > 0"):
+        ViT(
+            image_size=16,
+            patch_size=4,
+            num_classes=2,
+            dim=32,
+            depth=1,
+            heads=2,
+            mlp_dim=-32,
+        )
+
+
+def test_window_partition_refuses_a_map_the_window_does_not_divide():
+    with pytest.raises(ValueError, match=r"7x8 map is not divisible by the window 4x4"):
+        window_partition(torch.zeros(1, 7, 8, 3), 4)
+
+
+# --------------------------------------------------------------------------- initialization
+def test_linear_init_has_the_std_timm_uses():
+    layer = nn.Linear(512, 512)
+    trunc_normal_init(layer)
+    assert (
+        abs(layer.weight.std().item() - 0.02) < 0.0005
+    )  # timm cuts at +-2: nothing is cut
+    assert layer.bias.abs().max() == 0
+
+
+@pytest.mark.parametrize("name", ["vit", "swin"])
+def test_patch_projection_keeps_the_conv_default_as_in_timm(name):
+    torch.manual_seed(0)
+    model = MODELS[name]()
+    proj = model.patch_embed.proj
+    fan_in = proj.in_features
+    expected = (
+        1 / (3 * fan_in)
+    ) ** 0.5  # uniform(+-1/sqrt(fan_in)): PyTorch's Conv2d default
+    assert abs(proj.weight.std().item() - expected) < 0.25 * expected
+    assert abs(proj.weight.std().item() - 0.02) > 0.02
+
+
+def test_position_embedding_and_bias_tables_start_at_std_002():
+    torch.manual_seed(0)
+    vit = ViT(
+        image_size=64,
+        patch_size=4,
+        num_classes=2,
+        dim=128,
+        depth=1,
+        heads=2,
+        channels=1,
+    )
+    assert abs(vit.pos_embed.std().item() - 0.02) < 0.001
+    swin = Swin(
+        image_size=64,
+        patch_size=2,
+        num_classes=2,
+        dim=64,
+        depths=(2,),
+        heads=(16,),
+        window_size=16,
+    )
+    table = swin.stages[0].blocks[0].attn.relative_position_bias_table
+    assert abs(table.std().item() - 0.02) < 0.001
+
+
+# --------------------------------------------------------------------------- data on the device
+def test_image_tensors_move_to_a_device_and_batch_there():
+    ds = data.ImageTensors(
+        torch.randint(0, 256, (10, 1, 4, 4), dtype=torch.uint8),
+        torch.arange(10),
+        tuple("abcdefghij"),
+        (0.5,),
+        (0.25,),
+    )
+    moved = ds.to("meta")
+    assert moved.images.device.type == "meta" and moved.labels.device.type == "meta"
+    images, labels = next(iter(ds.loader(4, shuffle=True, seed=1)))
+    again, _ = next(iter(ds.to("cpu").loader(4, shuffle=True, seed=1)))
+    torch.testing.assert_close(images, again)
+    expected = (ds.images[:1].float() / 255 - 0.5) / 0.25
+    torch.testing.assert_close(ds.normalize(ds.images[:1]), expected)
+
+
+# --------------------------------------------------------------------------- imports
+def test_importing_the_models_does_not_import_matplotlib():
+    code = (
+        "import sys, vitbook.models, vitbook.layers, vitbook.train, vitbook.data; "
+        "bad = [m for m in ('matplotlib', 'ipywidgets', 'vitbook.viz', 'vitbook.widgets') "
+        "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
