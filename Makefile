@@ -11,7 +11,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 
-.PHONY: venv data browser book test unit notebooks bench strip clean
+.PHONY: venv data browser mathjax book lab test unit notebooks bench strip clean
 
 venv: $(STAMP)
 
@@ -35,11 +35,32 @@ browser:
 	@[ -x "$${VITBOOK_CHROMIUM:-/usr/bin/chromium}" ] || \
 	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 
+# MathJax served by the book itself, so formulas render offline too: the npm package,
+# fetched once from the package registry into book/_static/mathjax (not committed);
+# _config.yml points Sphinx's mathjax_path at it.
+MATHJAX_VERSION := 3.2.2
+MATHJAX := book/_static/mathjax
+mathjax: $(MATHJAX)/tex-mml-chtml.js
+$(MATHJAX)/tex-mml-chtml.js:
+	@command -v npm >/dev/null || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq npm; }
+	rm -rf build/mathjax && mkdir -p build/mathjax
+	cd build/mathjax && npm pack --silent mathjax@$(MATHJAX_VERSION) >/dev/null
+	tar xzf build/mathjax/mathjax-$(MATHJAX_VERSION).tgz -C build/mathjax
+	rm -rf $(MATHJAX) && mkdir -p $(dir $(MATHJAX)) && cp -r build/mathjax/package/es5 $(MATHJAX)
+	rm -rf build/mathjax
+
 # The reader's build: executes each notebook through jupyter-cache (an unchanged notebook is not
 # run again) and leaves book/ untouched.
-book: data
+book: data mathjax
 	$(BIN)/jupyter-book build . --builder html
 	@echo "the book is in _build/html/index.html"
+
+# The chapters in JupyterLab with a live kernel (the widgets work there).
+# LAB_ARGS adds options, e.g. `make lab LAB_ARGS="--no-browser --port=8899"`.
+ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
+lab: data
+	$(BIN)/jupyter lab book/ $(ROOT_FLAG) $(LAB_ARGS)
 
 unit: data
 	$(BIN)/python -m pytest tests --ignore=tests/book_html
@@ -55,7 +76,7 @@ notebooks: data
 STAGED := build/executed
 # seconds per notebook cell, as execute.timeout in _config.yml
 CELL_TIMEOUT ?= 600
-test: data browser
+test: data browser mathjax
 	$(BIN)/python tests/book_html/stage.py
 	$(BIN)/python -m pytest tests $(STAGED)/book --nbmake --overwrite --nbmake-timeout=$(CELL_TIMEOUT) --durations=15
 

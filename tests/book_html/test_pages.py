@@ -4,8 +4,8 @@ Every page of `_toc.yml` is opened from `_build/html` served on 127.0.0.1. The m
 offline, and a reader may be too: requests that leave 127.0.0.1 are answered at once with
 `net::ERR_NAME_NOT_RESOLVED`, exactly as without a network. Only the scripts named in
 `ALLOWED_HOSTS` may try; the console may show only the messages in `ALLOWED_CONSOLE`. A page must
-show its content without them: every figure is a local image that loads. (Math is the one
-exception: MathJax comes from its CDN, and offline a formula shows as its TeX source.)
+show its content without them: every figure is a local image that loads, and every formula is
+typeset by the MathJax copy the book serves itself (`make mathjax`, `mathjax_path`).
 A full-page screenshot of every page is saved under `_build/screenshots/`.
 """
 
@@ -29,7 +29,7 @@ CHAPTERS = chapters()
 # page may depend on them (the figures are static images, the widgets' live part is extra).
 ALLOWED_HOSTS = {
     "cdnjs.cloudflare.com",  # require.js, for the ipywidgets HTML manager
-    "cdn.jsdelivr.net",  # @jupyter-widgets/html-manager, and MathJax on pages with math
+    "cdn.jsdelivr.net",  # @jupyter-widgets/html-manager
     "unpkg.com",  # thebe, only when a reader presses "live code"
 }
 ALLOWED_CONSOLE = [
@@ -58,6 +58,27 @@ def expected_figures(chapter: str, staged) -> int:
     return count
 
 
+# After MathJax's first typeset (when it runs): the formulas Sphinx marked (`.math`), those
+# that hold MathJax's output, and TeX delimiters left in the article's text outside code.
+MATH_STATE = r"""async () => {
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+    await MathJax.startup.promise;
+  }
+  const article = document.querySelector('article.bd-article');
+  if (!article) return {formulas: 0, typeset: 0, raw: []};
+  const formulas = [...article.querySelectorAll('.math')];
+  const typeset = formulas.filter(m => m.querySelector('mjx-container')).length;
+  const raw = [];
+  const walker = document.createTreeWalker(article, NodeFilter.SHOW_TEXT);
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    if (n.parentElement.closest('pre, code, mjx-container, .cell_output')) continue;
+    const m = n.textContent.match(/\\\(|\\\[|\$\$/);
+    if (m) raw.push(n.textContent.trim().slice(0, 80));
+  }
+  return {formulas: formulas.length, typeset: typeset, raw: raw};
+}"""
+
+
 def page_url(base: str, docname: str) -> str:
     return urljoin(base, f"{docname}.html")
 
@@ -78,6 +99,7 @@ class Visit:
         default_factory=list
     )  # (src, naturalWidth, naturalHeight) in the article
     text: str = ""
+    math: dict = field(default_factory=dict)  # formulas found, typeset, left as TeX
     links: list = field(default_factory=list)  # every href on the page, absolute
     next_href: str | None = None
     screenshot: str = ""
@@ -129,6 +151,7 @@ def visit(browser, base: str, url: str, shot: str) -> Visit:
             if page.locator("article h1").count()
             else ""
         )
+        v.math = page.evaluate(MATH_STATE)
         v.images = page.eval_on_selector_all(
             "article.bd-article img",
             "els => els.map(i => [i.getAttribute('src'), i.naturalWidth, i.naturalHeight])",
@@ -191,6 +214,21 @@ def test_page_loads_without_console_errors(visits, docname):
     assert not unexplained, (
         f"{docname}: resources that failed to resolve: {unexplained}"
     )
+
+
+@pytest.mark.parametrize("docname", PAGES)
+def test_formulas_are_typeset_offline(visits, docname):
+    m = visits(docname).math
+    assert m["typeset"] == m["formulas"], (
+        f"{docname}: {m['formulas'] - m['typeset']} of {m['formulas']} formulas not typeset"
+    )
+    assert not m["raw"], f"{docname}: TeX source shown as text: {m['raw'][:3]}"
+
+
+def test_the_book_has_typeset_formulas(visits):
+    """The check above means something: chapter pages do carry formulas, and they render."""
+    typeset = {d: visits(d).math["typeset"] for d in CHAPTERS}
+    assert sum(typeset.values()) > 0, f"no typeset formula on any chapter page: {typeset}"
 
 
 @pytest.mark.parametrize("docname", PAGES)
