@@ -2,12 +2,10 @@
 implementations.
 
 Prints throughput (images per second, forward only and a full training step) and, on
-CUDA,
-peak memory, each as a ratio to vitbook's own number. Implementations are timed
-interleaved
-(one call of each per round, the order rotating) and each number is the median over
-rounds,
-so background load hits them all alike. These are measurements, never test assertions.
+CUDA, peak memory, each as a ratio to vitbook's own number. Implementations are timed
+interleaved (one call of each per round, the order rotating) and each number is the
+median over rounds, so background load hits them all alike. These are measurements,
+never test assertions.
 """
 
 from __future__ import annotations

@@ -1,13 +1,11 @@
 """Datasets held in memory as uint8 tensors, and a loader that normalizes on the fly.
 
 Small images do not need a DataLoader with workers: a whole Fashion-MNIST split is 47 MB
-of
-uint8, so a batch is one index into a tensor, converted to float on the device it trains
-on.
+of uint8, so a batch is one index into a tensor, converted to float on the device it
+trains on.
 
 Where Fashion-MNIST comes from, first match wins:
-  1. ``root=`` passed to :func:`fashion_mnist`,
-  2. the directory in ``$VITBOOK_DATA``,
+  1. ``root=`` passed to :func:`fashion_mnist`, 2. the directory in ``$VITBOOK_DATA``,
   3. ``/usr/share/datasets/fashion-mnist`` (Debian's package ``dataset-fashion-mnist``),
   4. torchvision's download into ``~/.cache/vitbook`` (online only: what Colab uses).
 """
@@ -101,8 +99,7 @@ class ImageTensors:
 
     def to(self, device) -> "ImageTensors":
         """The same set on ``device``: moved once, every batch is then indexed there (on
-        a
-        GPU, no copy from the host per step)."""
+        a GPU, no copy from the host per step)."""
         return ImageTensors(
             self.images.to(device),
             self.labels.to(device),
@@ -169,8 +166,7 @@ class TensorLoader:
     ``device``.
 
     Shuffling uses its own generator seeded by ``seed`` and the epoch number, so two
-    runs
-    with the same seed see the same batches in the same order.
+    runs with the same seed see the same batches in the same order.
     """
 
     def __init__(

@@ -44,11 +44,9 @@ def merge_masks(
 class Attention(nn.Module):
     """Multi-head self-attention (Vaswani et al. 2017), as ViT uses it.
 
-    ``qkv`` and ``proj`` carry timm's names so weights convert one to one.
-    ``forward(x, mask=None, bias=None)``: ``mask`` is boolean, True where a query may
-    attend
-    to a key; ``bias`` is added to the logits (Swin's relative position bias and shift
-    mask).
+    ``qkv`` and ``proj`` carry timm's names so weights convert one to one. ``forward(x,
+    mask=None, bias=None)``: ``mask`` is boolean, True where a query may attend to a
+    key; ``bias`` is added to the logits (Swin's relative position bias and shift mask).
     Both broadcast to ``(b, heads, n, n)``.
     """
 
@@ -119,9 +117,8 @@ def record_attention(model: nn.Module):
     >>> maps["blocks.0.attn"][0]   # (b, heads, n, n) for the first call of that layer
 
     ``maps`` maps each attention layer's qualified name to the list of weights it
-    produced,
-    one entry per call (Swin calls a layer once; a windowed layer records ``(b*windows,
-    h, n, n)``).
+    produced, one entry per call (Swin calls a layer once; a windowed layer records
+    ``(b*windows, h, n, n)``).
     """
     layers = {name: m for name, m in model.named_modules() if isinstance(m, Attention)}
     if not layers:
@@ -208,9 +205,8 @@ class PatchEmbed(nn.Module):
     """Cut an image into patches, flatten each, project it linearly (ViT eq. 1).
 
     A linear map of the flattened patch is what the paper writes; it equals a
-    convolution
-    with kernel = stride = patch size, which is how timm stores it (``reference.py``
-    converts).
+    convolution with kernel = stride = patch size, which is how timm stores it
+    (``reference.py`` converts).
     """
 
     def __init__(self, image_size, patch_size, channels: int, dim: int):
@@ -305,10 +301,8 @@ def posemb_sincos_2d(
 
 def trunc_normal_init(module: nn.Module, std: float = 0.02) -> None:
     """timm's ViT initialization of one module: Linear weights from N(0, std) truncated
-    at +-2
-    in absolute value (timm's ``trunc_normal_(w, std=.02)``: at std 0.02 nothing is cut,
-    the
-    effective std is 0.02), zero biases, unit LayerNorms. Apply it with
+    at +-2 in absolute value (timm's ``trunc_normal_(w, std=.02)``: at std 0.02 nothing
+    is cut, the effective std is 0.02), zero biases, unit LayerNorms. Apply it with
     ``model.apply``."""
     if isinstance(module, nn.Linear):
         nn.init.trunc_normal_(module.weight, std=std, a=-2.0, b=2.0)

@@ -1,8 +1,7 @@
 """Weight converters from the reference implementations to vitbook's models.
 
 They serve two purposes: the parity tests (same weights, same input, same logits as
-timm),
-and loading pretrained weights on a machine that can download them (Colab)::
+timm), and loading pretrained weights on a machine that can download them (Colab)::
 
     model =
     vitbook.reference.pretrained_vit("vit_tiny_patch16_224.augreg_in21k_ft_in1k")
@@ -20,9 +19,8 @@ from .models.vit import ViT
 
 def conv_patch_kernel_to_linear(kernel: torch.Tensor) -> torch.Tensor:
     """A strided-convolution patch embedding ``(dim, c, ph, pw)`` as the paper's linear
-    map of a
-    flattened patch, ``(dim, ph*pw*c)``, in the ``(p1 p2 c)`` order vitbook's einops
-    patterns use."""
+    map of a flattened patch, ``(dim, ph*pw*c)``, in the ``(p1 p2 c)`` order vitbook's
+    einops patterns use."""
     return kernel.permute(0, 2, 3, 1).reshape(kernel.shape[0], -1)
 
 
@@ -72,9 +70,8 @@ def vit_state_dict_from_timm(
     """Rename and reshape a timm ViT state dict into vitbook's layout.
 
     The only reshape: timm's patch embedding is a convolution ``(dim, c, ph, pw)``;
-    vitbook's is
-    the paper's linear map of a flattened ``(ph pw c)`` patch, so the kernel is permuted
-    to match.
+    vitbook's is the paper's linear map of a flattened ``(ph pw c)`` patch, so the
+    kernel is permuted to match.
     """
     out = {}
     for key, value in state_dict.items():
@@ -170,11 +167,9 @@ def swin_state_dict_from_timm(
     """Rename and reshape a timm Swin state dict into vitbook's layout.
 
     timm's stage ``i`` (``layers.i``) starts with its patch merging (``downsample``), as
-    the
-    paper's figure draws it; vitbook calls them ``stages.i`` and ``merge``. The patch
-    embedding
-    is permuted as for ViT; everything else (including the 2x2 merge order) is stored
-    the same.
+    the paper's figure draws it; vitbook calls them ``stages.i`` and ``merge``. The
+    patch embedding is permuted as for ViT; everything else (including the 2x2 merge
+    order) is stored the same.
     """
     out = {}
     for key, value in state_dict.items():
@@ -193,11 +188,9 @@ def swin_state_dict_from_timm(
 
 def _refuse_shifted_padding(model) -> None:
     """timm rolls a shifted block's map and then pads it; vitbook pads first and then
-    rolls
-    (the official detection code's order). The two agree unless a shifted block sees a
-    map
-    the window does not divide: then they are different models, and converting would be
-    a lie."""
+    rolls (the official detection code's order). The two agree unless a shifted block
+    sees a map the window does not divide: then they are different models, and
+    converting would be a lie."""
     for i, stage in enumerate(model.stages):
         (h, w), (wh, ww) = stage.resolution, stage.window_size
         if (h % wh or w % ww) and any(block.shifted for block in stage.blocks):

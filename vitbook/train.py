@@ -2,14 +2,12 @@
 self-supervised methods alike.
 
     history = fit(model, train.loader(256, shuffle=True), epochs=3,
-    eval_loader=test.loader(1024))
-    history.plot()
+    eval_loader=test.loader(1024)) history.plot()
 
 ``fit`` picks the device (cuda, then mps, then cpu), uses mixed precision on CUDA, shows
-a
-``tqdm.auto`` progress bar, stops at the first budget reached (``epochs``, ``steps`` or
-``seconds``), and returns a :class:`History`. A seeded run on the CPU is reproducible:
-the same seed gives the same history, number for number.
+a ``tqdm.auto`` progress bar, stops at the first budget reached (``epochs``, ``steps``
+or ``seconds``), and returns a :class:`History`. A seeded run on the CPU is
+reproducible: the same seed gives the same history, number for number.
 """
 
 from __future__ import annotations
@@ -155,10 +153,8 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """AdamW groups as the papers train: decay the weight matrices only.
 
     Not decayed: every 1-D parameter (LayerNorm gains and shifts, biases) and every name
-    a
-    module's ``no_weight_decay()`` returns (position embeddings, class tokens, Swin's
-    bias
-    tables), found on the model and on every sub-module (a self-supervised method's
+    a module's ``no_weight_decay()`` returns (position embeddings, class tokens, Swin's
+    bias tables), found on the model and on every sub-module (a self-supervised method's
     backbone), so a method that wraps a backbone inherits its rules.
     """
     skip = set()
@@ -180,11 +176,9 @@ class _StepLog:
     flushed.
 
     Reading a CUDA tensor's value waits for the GPU; ``fit`` flushes only at the
-    progress
-    bar's refresh interval, at evaluations and at the end, and checks then that every
-    loss
-    since the last flush was finite. On the CPU the history is the same, number for
-    number.
+    progress bar's refresh interval, at evaluations and at the end, and checks then that
+    every loss since the last flush was finite. On the CPU the history is the same,
+    number for number.
     """
 
     def __init__(self, history: "History", interval: float = 0.5):
@@ -243,13 +237,10 @@ def fit(
 
     ``loss(model, batch) -> (loss, metrics)``: :func:`classification_loss` by default,
     :func:`self_supervised_loss` for methods whose forward returns their loss. After
-    every
-    optimizer step ``model.step_teacher()`` is called when the model has one (EMA
-    teachers).
-    AdamW with linear warm-up and cosine decay unless an ``optimizer`` is given. With
-    only a
-    ``seconds`` budget the schedule follows the clock, so such a run is not
-    reproducible.
+    every optimizer step ``model.step_teacher()`` is called when the model has one (EMA
+    teachers). AdamW with linear warm-up and cosine decay unless an ``optimizer`` is
+    given. With only a ``seconds`` budget the schedule follows the clock, so such a run
+    is not reproducible.
     """
     if epochs is None and steps is None and seconds is None:
         raise ValueError("fit needs a budget: epochs=, steps= or seconds=")
@@ -410,9 +401,8 @@ def extract_features(
     backbone: nn.Module, loader, device=None, pool: Callable | None = None
 ):
     """Frozen features ``(n, d)`` and labels ``(n,)``. ``pool`` turns
-    ``forward_features`` output into
-    one vector per image; by default the model's own ``forward_head(...,
-    pre_logits=True)``."""
+    ``forward_features`` output into one vector per image; by default the model's own
+    ``forward_head(..., pre_logits=True)``."""
     device = (
         next(backbone.parameters()).device if device is None else torch.device(device)
     )
@@ -492,8 +482,7 @@ class RepresentationReport:
     """k-NN and linear-probe test accuracy of several frozen feature extractors.
 
     ``rows`` maps a row's name to ``{"knn": acc, "linear": acc, "note": str}``; printing
-    the
-    report gives the table every self-supervised chapter shows.
+    the report gives the table every self-supervised chapter shows.
     """
 
     rows: dict[str, dict]
@@ -553,12 +542,11 @@ def representation_report(
     reuses).
 
     Rows: the ``pretrained`` backbone, the same architecture at ``random_init``, raw
-    pixels,
-    and the ``supervised`` model (a trained backbone, or a dict ``{"knn", "linear",
-    "note"}``
-    cited from where it was measured). Each row is judged twice on the frozen features:
-    weighted k-NN (cosine, as DINO) and a linear probe, both on the ``test_set``.
-    ``n_train`` subsamples the training split (seeded) to fit a notebook's budget.
+    pixels, and the ``supervised`` model (a trained backbone, or a dict ``{"knn",
+    "linear", "note"}`` cited from where it was measured). Each row is judged twice on
+    the frozen features: weighted k-NN (cosine, as DINO) and a linear probe, both on the
+    ``test_set``. ``n_train`` subsamples the training split (seeded) to fit a notebook's
+    budget.
     """
     train_part = train_set.subset(n_train, seed=seed)
     loaders = (train_part.loader(batch_size), test_set.loader(batch_size))
@@ -631,8 +619,7 @@ def load_checkpoint(
     ``extra`` values.
 
     A file that is not such a checkpoint, or whose weights do not fit ``model``, raises
-    a
-    ValueError that says which and why, before anything in ``model`` is changed.
+    a ValueError that says which and why, before anything in ``model`` is changed.
     """
     path = Path(path)
     if not path.is_file():

@@ -2,8 +2,8 @@
 
 An explorer first shows its figure as a plain image output, so the HTML book, a notebook
 opened without a kernel and CI all see it. With a live kernel the sliders redraw that
-same
-output in place (``display_id``). Scripts and tests drive it with ``explorer.set(...)``.
+same output in place (``display_id``). Scripts and tests drive it with
+``explorer.set(...)``.
 """
 
 from __future__ import annotations

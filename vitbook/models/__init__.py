@@ -1,6 +1,5 @@
 """Every classifier of the book, with one interface: keyword-only constructors in the
-papers'
-vocabulary, ``forward(x) -> logits``, ``forward_features(x)``,
+papers' vocabulary, ``forward(x) -> logits``, ``forward_features(x)``,
 ``forward_head(features)``."""
 
 from .swin import Swin

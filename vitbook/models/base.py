@@ -1,8 +1,7 @@
 """The interface every classifier of the book shares, timm's habits in one place.
 
 A model subclasses :class:`Classifier`, builds ``self.head`` from ``self.num_features``
-and
-implements ``forward_features`` and ``forward_head``; it gets, without writing them
+and implements ``forward_features`` and ``forward_head``; it gets, without writing them
 again:
 
 - ``reset_classifier(num_classes)``: a new head (``0`` gives ``nn.Identity``, features
@@ -87,8 +86,8 @@ class Classifier(nn.Module):
         from this).
 
         Every 1-D parameter (norm gains, biases) and every parameter whose name's last
-        part is
-        in ``no_weight_decay_keys`` (position embeddings, class tokens, bias tables).
+        part is in ``no_weight_decay_keys`` (position embeddings, class tokens, bias
+        tables).
         """
         keys = set(self.no_weight_decay_keys)
         return {
@@ -102,9 +101,8 @@ class Classifier(nn.Module):
         self, x: torch.Tensor, indices=None
     ) -> list[torch.Tensor]:
         """The outputs of the layers ``indices`` (all of them by default; negative
-        counts from
-        the end; an int ``n`` means the last ``n``), each as ``intermediate_layers``
-        yields it."""
+        counts from the end; an int ``n`` means the last ``n``), each as
+        ``intermediate_layers`` yields it."""
         outputs = list(self.intermediate_layers(x))
         n = len(outputs)
         if indices is None:

@@ -15,23 +15,16 @@ because every layer but the merging acts on the channel vector of one position):
       -> mean over positions, linear head                  (b, num_classes)
 
 A Swin block is a pre-norm transformer block whose attention only looks inside M x M
-windows
-(W-MSA). Every second block shifts the windows by M/2 (SW-MSA): the map is rolled
-cyclically,
-cut into the same regular windows, and a mask keeps tokens that only met because of the
-roll
-from attending to each other. Attention adds a learned bias that depends on the relative
-position of query and key inside the window.
+windows (W-MSA). Every second block shifts the windows by M/2 (SW-MSA): the map is
+rolled cyclically, cut into the same regular windows, and a mask keeps tokens that only
+met because of the roll from attending to each other. Attention adds a learned bias that
+depends on the relative position of query and key inside the window.
 
 Where the map is not a multiple of the window, it is padded with zeros (bottom, right)
-before
-the shift, as the official detection code does; where the window is larger than the map
-the
-model was built for, the window shrinks to the map and the shift is dropped (the
-official
-classification code and timm do so). Layer names follow timm's, so its weights convert
-one
-to one (``vitbook.reference.swin_from_timm``).
+before the shift, as the official detection code does; where the window is larger than
+the map the model was built for, the window shrinks to the map and the shift is dropped
+(the official classification code and timm do so). Layer names follow timm's, so its
+weights convert one to one (``vitbook.reference.swin_from_timm``).
 """
 
 from __future__ import annotations
@@ -92,10 +85,8 @@ def relative_position_index(window) -> torch.Tensor:
     their offset.
 
     The offset ``(dy, dx)`` of two positions in a window lies in ``[-(wh-1), wh-1] x
-    [-(ww-1), ww-1]``,
-    so ``(2wh-1)(2ww-1)`` learned values per head cover every pair; the index is the
-    row-major
-    position of ``(dy + wh - 1, dx + ww - 1)`` in that grid.
+    [-(ww-1), ww-1]``, so ``(2wh-1)(2ww-1)`` learned values per head cover every pair;
+    the index is the row-major position of ``(dy + wh - 1, dx + ww - 1)`` in that grid.
     """
     wh, ww = pair(window)
     ys, xs = torch.meshgrid(torch.arange(wh), torch.arange(ww), indexing="ij")
@@ -111,14 +102,10 @@ def shift_regions(height: int, width: int, shift) -> torch.Tensor:
     an edge.
 
     After ``torch.roll`` by ``-shift``, the last ``shift`` rows (columns) came from the
-    top
-    (left). A token may attend to a key of its window only if both wrapped, or both did
-    not,
-    in each direction. Two labels per axis are enough; the official code uses three
-    slices
-    per axis, but its first two never share a window (the border between them is a
-    window
-    border), so they give the same mask.
+    top (left). A token may attend to a key of its window only if both wrapped, or both
+    did not, in each direction. Two labels per axis are enough; the official code uses
+    three slices per axis, but its first two never share a window (the border between
+    them is a window border), so they give the same mask.
     """
     sh, sw = pair(shift)
     rows = (
@@ -157,9 +144,8 @@ class WindowAttention(Attention):
     (paper eq. 4).
 
     ``softmax(q k^T / sqrt(d) + B) v`` where ``B[i, j] = table[index[i, j]]`` depends
-    only on the
-    offset between tokens i and j. The table is ``((2wh-1)(2ww-1), heads)``. Being an
-    ``Attention``, it runs through SDPA and its weights are recorded by
+    only on the offset between tokens i and j. The table is ``((2wh-1)(2ww-1), heads)``.
+    Being an ``Attention``, it runs through SDPA and its weights are recorded by
     ``record_attention``.
     """
 
@@ -216,8 +202,8 @@ class SwinBlock(nn.Module):
     dim)``.
 
     ``shift_size=0`` is W-MSA, ``shift_size > 0`` SW-MSA. The shift mask depends only on
-    the
-    padded map size, so it is built the first time a size is seen and cached per device.
+    the padded map size, so it is built the first time a size is seen and cached per
+    device.
     """
 
     def __init__(
@@ -302,15 +288,12 @@ class SwinBlock(nn.Module):
 
 class PatchMerging(nn.Module):
     """Halve the resolution, double the channels: each 2x2 neighbourhood's four vectors
-    are
-    concatenated (4C), normalized and mapped linearly to 2C. Odd sizes are padded with
-    zeros.
+    are concatenated (4C), normalized and mapped linearly to 2C. Odd sizes are padded
+    with zeros.
 
     The concatenation order, ``(dw dh c)``, is the official code's ``cat([x00, x10, x01,
-    x11])``
-    (top-left, bottom-left, top-right, bottom-right); any order trains as well, this one
-    loads
-    the official weights.
+    x11])`` (top-left, bottom-left, top-right, bottom-right); any order trains as well,
+    this one loads the official weights.
     """
 
     def __init__(self, dim: int, out_dim: int | None = None):
@@ -407,16 +390,13 @@ class Swin(Classifier):
     6, 12, 24)``).
 
     ``forward_features`` returns the last stage's map channels-first, ``(b, d, h, w)``,
-    the
-    layout of a CNN backbone and of timm's ``forward_intermediates``; timm's own
+    the layout of a CNN backbone and of timm's ``forward_intermediates``; timm's own
     ``forward_features`` returns NHWC. ``forward_intermediates`` gives every stage's
     map.
 
     ``image_size`` is the size the windows are fitted to (window clamping); other sizes
-    that the
-    patch size divides are accepted and padded to whole windows. ``window_size`` is M,
-    the same
-    for every stage; the shift is M // 2 as in the paper.
+    that the patch size divides are accepted and padded to whole windows.
+    ``window_size`` is M, the same for every stage; the shift is M // 2 as in the paper.
     """
 
     def __init__(
@@ -504,10 +484,9 @@ class Swin(Classifier):
 
     def reset_parameters(self):
         """timm's Swin initialization: Linear weights N(0, 0.02), zero biases, unit
-        LayerNorms;
-        the patch projection keeps PyTorch's default (timm's Conv2d is skipped by its
-        init), the
-        bias tables their own N(0, 0.02) (set in ``WindowAttention``)."""
+        LayerNorms; the patch projection keeps PyTorch's default (timm's Conv2d is
+        skipped by its init), the bias tables their own N(0, 0.02) (set in
+        ``WindowAttention``)."""
         self.apply(trunc_normal_init)
         self.patch_embed.proj.reset_parameters()
 
@@ -518,9 +497,8 @@ class Swin(Classifier):
 
     def intermediate_layers(self, x: torch.Tensor):
         """Yield every stage's map ``(b, d_i, h_i, w_i)``, first to last (a feature
-        pyramid for
-        dense tasks); the last one passed through the final LayerNorm, as timm's
-        ``norm=True``."""
+        pyramid for dense tasks); the last one passed through the final LayerNorm, as
+        timm's ``norm=True``."""
         x = self.patch_embed(x)  # (b, h, w, dim)
         for i, stage in enumerate(self.stages):
             x = stage(x)  # (b, h_i, w_i, d_i)

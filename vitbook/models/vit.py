@@ -98,12 +98,11 @@ class ViT(Classifier):
 
     def reset_parameters(self):
         """timm's ViT initialization: Linear weights N(0, 0.02) truncated at +-2
-        (absolute,
-        so in effect untruncated), zero biases, unit LayerNorms, position embedding
-        likewise
-        N(0, 0.02), class token N(0, 1e-6), and the patch projection left at PyTorch's
-        default (timm's is a Conv2d that its init skips; a Linear's default is the same
-        uniform(+-1/sqrt(fan_in)) as a Conv2d's, std about 0.08 for 7x7x1 patches)."""
+        (absolute, so in effect untruncated), zero biases, unit LayerNorms, position
+        embedding likewise N(0, 0.02), class token N(0, 1e-6), and the patch projection
+        left at PyTorch's default (timm's is a Conv2d that its init skips; a Linear's
+        default is the same uniform(+-1/sqrt(fan_in)) as a Conv2d's, std about 0.08 for
+        7x7x1 patches)."""
         self.apply(trunc_normal_init)
         self.patch_embed.proj.reset_parameters()
         if isinstance(self.pos_embed, nn.Parameter):

@@ -91,13 +91,10 @@ def plot_cyclic_shift(
     image: torch.Tensor, patch_size: int, window_size: int, shift: int | None = None
 ):
     """Left: the next layer's windows, displaced by ``shift`` patches (paper Fig. 2),
-    which leaves
-    partial windows at the edges. Right: the same partition done cheaply: roll the map
-    by
-    ``-shift`` and cut the regular windows; the strips that wrapped around (A, B, C)
-    share
-    windows with tokens that were never their neighbours, and the mask keeps them
-    apart."""
+    which leaves partial windows at the edges. Right: the same partition done cheaply:
+    roll the map by ``-shift`` and cut the regular windows; the strips that wrapped
+    around (A, B, C) share windows with tokens that were never their neighbours, and the
+    mask keeps them apart."""
     gh, gw = patch_grid(image, patch_size)
     shift = window_size // 2 if shift is None else shift
     _check_window((gh, gw), window_size, shift)
@@ -151,9 +148,8 @@ def plot_cyclic_shift(
 
 def plot_shift_masks(window_size: int, shift: int | None = None):
     """The SW-MSA masks of the four kinds of window on a 2M x 2M map: inside (no mask),
-    right edge
-    (split by column), bottom edge (split by row), corner (four regions). Dark = blocked
-    (-100)."""
+    right edge (split by column), bottom edge (split by row), corner (four regions).
+    Dark = blocked (-100)."""
     m = window_size
     shift = m // 2 if shift is None else shift
     if not 0 < shift < m:
@@ -201,8 +197,8 @@ def plot_shift_masks(window_size: int, shift: int | None = None):
 
 def plot_relative_position_bias(model, stage: int = 0, title: str | None = None):
     """The learned bias tables of one stage: one ``(2M-1) x (2M-1)`` map per block and
-    head, the
-    centre being "key = query", each pixel a relative offset (dy, dx) of the key."""
+    head, the centre being "key = query", each pixel a relative offset (dy, dx) of the
+    key."""
     blocks = model.stages[stage].blocks
     heads = blocks[0].attn.heads
     wh, ww = blocks[0].window_size
@@ -252,9 +248,8 @@ def measure_attention_cost(
     repeats: int = 7,
 ) -> dict:
     """Time one forward of global attention (ViT) and windowed attention (Swin) on a
-    ``side x side``
-    map of tokens, interleaved, the median of ``repeats``. Returns tokens, seconds and
-    multiply-adds.
+    ``side x side`` map of tokens, interleaved, the median of ``repeats``. Returns
+    tokens, seconds and multiply-adds.
 
     Runs on one thread, so that other work on a shared machine disturbs the two sides
     alike."""
@@ -304,9 +299,8 @@ def _measure(sides, dim, heads, window_size, repeats) -> dict:
 
 def plot_attention_cost(cost: dict | None = None, **measure_kw):
     """Measured time and the paper's multiply-add count (eq. 1, 2) of global and
-    windowed attention
-    against the number of tokens. ``cost`` from :func:`measure_attention_cost` (measured
-    if None)."""
+    windowed attention against the number of tokens. ``cost`` from
+    :func:`measure_attention_cost` (measured if None)."""
     cost = measure_attention_cost(**measure_kw) if cost is None else cost
     n = np.array(cost["tokens"])
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))

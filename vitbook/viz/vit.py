@@ -115,10 +115,8 @@ def attention_rollout(maps: list[torch.Tensor], residual: float = 0.5) -> torch.
     each input token.
 
     ``maps`` holds one ``(b, heads, n, n)`` tensor per layer, first layer first. Heads
-    are averaged,
-    the residual connection is modelled as ``residual * I``, rows renormalized, and the
-    layers
-    multiplied in order. Returns ``(b, n, n)``.
+    are averaged, the residual connection is modelled as ``residual * I``, rows
+    renormalized, and the layers multiplied in order. Returns ``(b, n, n)``.
     """
     if not maps:
         raise ValueError(
@@ -138,8 +136,7 @@ def _token_heat(weights_row: torch.Tensor, grid, size) -> np.ndarray:
     the image size.
 
     Each panel is stretched on its own (min to max), so it shows where a token looks
-    most and
-    least, not how peaked one layer is compared with another.
+    most and least, not how peaked one layer is compared with another.
     """
     heat = weights_row.reshape(1, 1, *grid).float()
     heat = F.interpolate(heat, size=size, mode="nearest")[0, 0]
@@ -159,8 +156,8 @@ def plot_attention(
     through all layers.
 
     ``images``: ``(b, c, H, W)`` in [0, 1]. ``maps``: one ``(b, heads, n, n)`` per
-    layer. With no class
-    token (``num_prefix_tokens=0``) the query is the mean over all patch tokens.
+    layer. With no class token (``num_prefix_tokens=0``) the query is the mean over all
+    patch tokens.
     """
     layers = list(range(len(maps))) if layers is None else list(layers)
     rollout = attention_rollout(maps)  # (b, n, n)
@@ -212,9 +209,8 @@ def plot_attention_heads(
     mean of heads).
 
     ``maps``: one ``(heads, n, n)`` tensor per layer for this image. The last panel is
-    the rollout
-    through all layers (always over the mean of the heads, as Abnar & Zuidema define
-    it).
+    the rollout through all layers (always over the mean of the heads, as Abnar &
+    Zuidema define it).
     """
     heads = maps[0].shape[0]
     if not -1 <= head < heads:
