@@ -1,3 +1,5 @@
+import torch
+
 from vitbook import bench
 
 
@@ -16,14 +18,45 @@ def test_benchmark_measures_every_contender_and_reports_ratios():
         heads=2,
         num_classes=10,
     )
-    assert set(results) == {"vitbook", "timm", "vit-pytorch"}
+    assert set(results) == {"vitbook", "timm", "vit-pytorch", "_machine"}
     assert all(
-        r["forward img/s"] > 0 and r["train step img/s"] > 0 for r in results.values()
+        r["forward img/s"] > 0 and r["train step img/s"] > 0
+        for k, r in results.items()
+        if k != "_machine"
     )
     # vitbook and timm build the same architecture: the same number of weights
     assert results["vitbook"]["params (M)"] == results["timm"]["params (M)"]
+    machine = results.pop("_machine")
+    assert machine["matmul GFLOP/s"] > 0
+    for r in results.values():  # achieved FLOP/s as a share of the measured matmul peak
+        assert r["forward % peak"] > 0 and r["train step % peak"] > 0
+    results["_machine"] = machine
     text = bench.report(results)
-    assert "timm" in text and "x)" in text
+    assert "timm" in text and "x)" in text and "matmul peak" in text
+    assert max(len(line) for line in text.splitlines()) <= 88
+
+
+def test_flop_count_of_a_linear_layer_is_2_n_in_out():
+    layer = torch.nn.Linear(16, 8)
+    x = torch.randn(4, 16)
+    assert bench.count_flops(lambda: layer(x)) == 2 * 4 * 16 * 8
+
+
+def test_swin_contenders_share_the_same_stochastic_depth():
+    models = bench.swin_contenders(image_size=56, depth=2, num_classes=10)
+
+    def rates(model):  # per-block rates (timm has two DropPath modules per block)
+        return sorted(
+            {
+                round(float(getattr(m, "p", getattr(m, "drop_prob", 0.0))), 6)
+                for m in model.modules()
+                if type(m).__name__ == "DropPath"
+            }
+            - {0.0}
+        )
+
+    assert rates(models["vitbook"]) == rates(models["timm"])
+    assert max(rates(models["vitbook"])) == 0.1
 
 
 def test_swin_benchmark_pits_vitbook_against_timm():
@@ -37,7 +70,7 @@ def test_swin_benchmark_pits_vitbook_against_timm():
         depth=2,
         num_classes=10,
     )
-    assert set(results) == {"vitbook", "timm"}
+    assert set(results) == {"vitbook", "timm", "_machine"}
     assert results["vitbook"]["params (M)"] == results["timm"]["params (M)"]
 
 

@@ -11,6 +11,7 @@ never test assertions.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 from typing import Callable
@@ -65,10 +66,10 @@ def vit_contenders(
 
 
 def swin_contenders(
-    image_size=224, depth=None, num_classes=1000
+    image_size=224, depth=None, num_classes=1000, drop_path=0.1
 ) -> dict[str, nn.Module]:
     """Swin-T (``dim=96, depths=(2, 2, 6, 2)``, window 7): vitbook and timm (the
-    official code's port).
+    official code's port), with the same stochastic depth (Swin-T's 0.1) on both sides.
 
     ``depth`` sets the third stage's depth (Swin-T: 6), for a quicker run."""
     import timm
@@ -78,7 +79,10 @@ def swin_contenders(
     depths = (2, 2, 6 if depth is None else depth, 2)
     return {
         "vitbook": Swin(
-            image_size=image_size, num_classes=num_classes, depths=depths, drop_path=0.0
+            image_size=image_size,
+            num_classes=num_classes,
+            depths=depths,
+            drop_path=drop_path,
         ),
         "timm": timm.models.swin_transformer.SwinTransformer(
             img_size=image_size,
@@ -87,6 +91,7 @@ def swin_contenders(
             embed_dim=96,
             num_heads=(3, 6, 12, 24),
             window_size=7,
+            drop_path_rate=drop_path,
         ),
     }
 
@@ -121,14 +126,42 @@ def _train_step(model, x, y, optimizer):
     optimizer.step()
 
 
-def _peak_memory(fn, device) -> float | None:
+def matmul_peak(device, n: int = 2048, repeats: int = 5) -> float:
+    """The machine's float32 matmul throughput in FLOP/s (median of ``repeats``): the
+    roofline every model's achieved FLOP/s is compared with, measured in the same
+    run."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    a @ b  # warm-up: threads, caches, kernels
+    seconds = statistics.median(_time(lambda: a @ b, device) for _ in range(repeats))
+    return 2 * n**3 / seconds
+
+
+def count_flops(fn) -> int:
+    """Floating-point operations of one call of ``fn``, counted by PyTorch's dispatcher
+    (``FlopCounterMode``: matmuls, convolutions and attention; elementwise work is not
+    counted, as in every FLOP count of these models)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def _peak_memory(make_step, device) -> float | None:
+    """Peak CUDA memory (MiB) of one step, with nothing else of the benchmark resident:
+    ``make_step()`` builds a fresh contender (model and optimizer) on the device."""
     if device.type != "cuda":
         return None
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
-    fn()
+    step = make_step()
+    step()
     _sync(device)
-    return torch.cuda.max_memory_allocated(device) / 2**20
+    peak = torch.cuda.max_memory_allocated(device) / 2**20
+    del step
+    torch.cuda.empty_cache()
+    return peak
 
 
 def run(
@@ -140,54 +173,89 @@ def run(
     **config,
 ) -> dict:
     """Measure every contender of ``BENCHMARKS[name]``; returns ``{impl: {metric:
-    value}}``."""
+    value}}`` and, under the key ``"_machine"``, the matmul peak of this run."""
     if name not in BENCHMARKS:
         raise ValueError(
             f"no benchmark called {name!r}; there are {sorted(BENCHMARKS)}"
         )
     device = get_device() if device is None else torch.device(device)
-    models = {k: m.to(device) for k, m in BENCHMARKS[name](**config).items()}
     size = config.get("image_size", 224)
     x = torch.randn(batch_size, 3, size, size, device=device)
     y = torch.randint(0, 10, (batch_size,), device=device)
-    optimizers = {
-        k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, m in models.items()
+
+    def steps(model):
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        return {
+            "forward": lambda: _forward_step(model.eval(), x),
+            "train step": lambda: _train_step(model.train(), x, y, optimizer),
+        }
+
+    # peak memory first, each contender alone on the device, built fresh
+    templates = BENCHMARKS[name](**config)
+    memory = {
+        k: {
+            task: _peak_memory(
+                lambda k=k, task=task: steps(copy.deepcopy(templates[k]).to(device))[
+                    task
+                ],
+                device,
+            )
+            for task in ("forward", "train step")
+        }
+        for k in templates
     }
-    tasks = {
-        "forward": {
-            k: (lambda m=m: _forward_step(m.eval(), x)) for k, m in models.items()
-        },
-        "train step": {
-            k: (lambda m=m, o=optimizers[k]: _train_step(m.train(), x, y, o))
-            for k, m in models.items()
-        },
-    }
+    models = {k: m.to(device) for k, m in templates.items()}
+    tasks = {k: steps(m) for k, m in models.items()}
     results = {
         k: {"params (M)": sum(p.numel() for p in m.parameters()) / 1e6}
         for k, m in models.items()
     }
+    peak = matmul_peak(device)
     names = list(models)
-    for task, fns in tasks.items():
+    for task in ("forward", "train step"):
+        flops = {k: count_flops(tasks[k][task]) for k in names}
         times = {k: [] for k in names}
         for r in range(warmup + rounds):
-            order = (
-                names[r % len(names) :] + names[: r % len(names)]
-            )  # rotate who goes first
+            # rotate who goes first
+            order = names[r % len(names) :] + names[: r % len(names)]
             for k in order:
-                t = _time(fns[k], device)
+                t = _time(tasks[k][task], device)
                 if r >= warmup:
                     times[k].append(t)
         for k in names:
-            results[k][f"{task} img/s"] = batch_size / statistics.median(times[k])
-            memory = _peak_memory(fns[k], device)
-            if memory is not None:
-                results[k][f"{task} peak MiB"] = memory
+            seconds = statistics.median(times[k])
+            results[k][f"{task} img/s"] = batch_size / seconds
+            results[k][f"{task} % peak"] = 100 * flops[k] / seconds / peak
+            if memory[k][task] is not None:
+                results[k][f"{task} peak MiB"] = memory[k][task]
+    results["_machine"] = {"matmul GFLOP/s": peak / 1e9}
     return results
 
 
 def report(results: dict, baseline: str = "vitbook") -> str:
+    """One row per implementation: each number, and its ratio to ``baseline``'s, in
+    blocks of three metrics so that no line is wider than 88 characters."""
+    machine = results.get("_machine", {})
+    results = {k: v for k, v in results.items() if k != "_machine"}
     metrics = list(next(iter(results.values())))
-    lines = [f"{'implementation':<14}" + "".join(f"{m:>22}" for m in metrics)]
+    lines = []
+    for group in range(0, len(metrics), 3):
+        lines += _report_block(results, metrics[group : group + 3], baseline) + [""]
+    if machine:
+        lines.append(
+            f"float32 matmul peak, measured in this run: "
+            f"{machine['matmul GFLOP/s']:.0f} GFLOP/s.\n'% peak': each step's "
+            "achieved FLOP/s (counted by FlopCounterMode) against that peak."
+        )
+    lines.append(
+        f"ratios are against {baseline}; img/s and % peak: higher is better;\n"
+        "peak MiB (CUDA only, each contender alone on the device): lower is leaner"
+    )
+    return "\n".join(lines)
+
+
+def _report_block(results: dict, metrics: list[str], baseline: str) -> list[str]:
+    lines = [f"{'implementation':<14}" + "".join(f"{m:>24}" for m in metrics)]
     for impl, values in results.items():
         cells = []
         for m in metrics:
@@ -196,12 +264,8 @@ def report(results: dict, baseline: str = "vitbook") -> str:
                 f"{v:>12.1f}"
                 + (f" ({v / base:>5.2f}x)" if impl != baseline else " " * 9)
             )
-        lines.append(f"{impl:<14}" + "".join(f"{c:>22}" for c in cells))
-    lines.append(
-        f"ratios are against {baseline}; img/s: higher is faster; peak MiB (CUDA "
-        "only): lower is leaner"
-    )
-    return "\n".join(lines)
+        lines.append(f"{impl:<14}" + "".join(f"{c:>24}" for c in cells))
+    return lines
 
 
 def main(argv=None):
