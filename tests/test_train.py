@@ -255,3 +255,28 @@ def test_scale_follows_the_environment(monkeypatch):
         train.scale()
     monkeypatch.delenv("VITBOOK_SCALE")
     assert train.scale() == ("full" if torch.cuda.is_available() else "small")
+
+
+def test_step_log_reads_the_device_only_when_flushed():
+    from vitbook.train import History, _StepLog
+
+    history = History()
+    log = _StepLog(history, interval=float("inf"))
+    for step in range(1, 6):
+        log.add({"step": step, "epoch": 1, "lr": 0.1}, torch.tensor(step / 10),
+                {"acc": torch.tensor(0.5)})
+    assert not log.due() and history.steps == []  # nothing read yet
+    newest = log.flush(lr=0.1)
+    assert [r["loss"] for r in history.steps] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
+    assert newest["step"] == 5 and all(r["acc"] == 0.5 for r in history.steps)
+    assert log.flush(lr=0.1) is None
+
+
+def test_step_log_names_the_first_non_finite_step():
+    from vitbook.train import History, _StepLog
+
+    log = _StepLog(History(), interval=float("inf"))
+    for step, value in enumerate([0.3, float("nan"), float("inf")], start=1):
+        log.add({"step": step, "epoch": 1, "lr": 0.1}, torch.tensor(value), {})
+    with pytest.raises(FloatingPointError, match="loss became nan at step 2"):
+        log.flush(lr=0.1)
