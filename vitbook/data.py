@@ -12,6 +12,7 @@ Where Fashion-MNIST comes from, first match wins:
 
 from __future__ import annotations
 
+import copy
 import gzip
 import os
 from dataclasses import dataclass
@@ -180,13 +181,9 @@ class TensorLoader:
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be at least 1")
-        self.data, self.batch_size, self.shuffle, self.seed, self.drop_last = (
-            data,
-            batch_size,
-            shuffle,
-            seed,
-            drop_last,
-        )
+        self.data, self.batch_size = data, batch_size
+        self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
+        self.rank, self.world_size = 0, 1  # see shard()
         self.device = torch.device(device) if device is not None else None
         if (
             self.device is not None
@@ -200,6 +197,22 @@ class TensorLoader:
         n = len(self.data)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
+    def shard(self, rank: int, world_size: int) -> "TensorLoader":
+        """This loader as rank ``rank`` of ``world_size`` data-parallel processes sees
+        it: the same global batches in the same order, of which it takes every
+        ``world_size``-th sample from its ``rank``-th on (DistributedSampler's split,
+        applied per batch). ``batch_size`` stays the global batch."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
+        if self.batch_size % world_size:
+            raise ValueError(
+                f"batch_size={self.batch_size} (the global batch) must be divisible "
+                f"by world_size={world_size}, so that every rank weighs the same"
+            )
+        shard = copy.copy(self)
+        shard.rank, shard.world_size = rank, world_size
+        return shard
+
     def __iter__(self):
         n = len(self.data)
         if self.shuffle:  # drawn on the CPU, so the order is the same on every device
@@ -210,7 +223,7 @@ class TensorLoader:
         order = order.to(self.data.device)  # index where the images are
         self.epoch += 1
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            idx = order[start : start + self.batch_size]
+            idx = order[start : start + self.batch_size][self.rank :: self.world_size]
             images, labels = self.data.images[idx], self.data.labels[idx]
             if self.device is not None:
                 images = images.to(self.device, non_blocking=True)

@@ -17,8 +17,7 @@ import os
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -27,11 +26,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import checkpoint as ckpt
+from . import distributed
+from .checkpoint import load_checkpoint, save_checkpoint  # noqa: F401 (public here too)
+
 SCALES = ("small", "full")
 
 
-# --------------------------------------------------------------------------- where and
-# how big
+# ------------------------------------------------ where and how big
 def get_device(prefer: str | None = None) -> torch.device:
     """``cuda`` if there is a GPU, else Apple's ``mps``, else ``cpu`` (``prefer``
     overrides)."""
@@ -147,8 +149,7 @@ def _to(batch, device):
     return batch
 
 
-# --------------------------------------------------------------------------- the
-# optimizer
+# ------------------------------------------------ the optimizer
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """AdamW groups as the papers train: decay the weight matrices only.
 
@@ -181,8 +182,10 @@ class _StepLog:
     number for number.
     """
 
-    def __init__(self, history: "History", interval: float = 0.5):
-        self.history, self.interval = history, interval
+    def __init__(self, history: "History", interval: float = 0.5, every=None):
+        # every: flush every n steps instead of by the clock (data-parallel ranks must
+        # flush at the same steps, since the flush averages over them)
+        self.history, self.interval, self.every = history, interval, every
         self.pending: list[tuple[dict, torch.Tensor, dict]] = []
         self.last_flush = time.perf_counter()
 
@@ -190,23 +193,39 @@ class _StepLog:
         self.pending.append((row, loss.detach(), metrics))
 
     def due(self) -> bool:
+        if self.every is not None:
+            return len(self.pending) >= self.every
         return time.perf_counter() - self.last_flush >= self.interval
 
     def flush(self, lr: float) -> dict | None:
-        """Move the pending rows into the history; the newest row, or None if none
-        waited."""
+        """Move the pending rows into the history (losses and metrics averaged over
+        data-parallel ranks); the newest row, or None if none waited."""
         if not self.pending:
             return None
-        losses = torch.stack([loss.float() for _, loss, _ in self.pending]).tolist()
-        for (row, _, metrics), value in zip(self.pending, losses):
-            if not math.isfinite(value):
-                raise FloatingPointError(
-                    f"loss became {value} at step {row['step']}; lower lr (now {lr}) "
-                    "or check "
-                    f"the data"
+        keys = list(self.pending[0][2])
+        table = torch.stack(
+            [  # (n, 1 + metrics): one read from the device for all
+                torch.stack(
+                    [loss.float()]
+                    + [
+                        torch.as_tensor(m[k], dtype=torch.float32, device=loss.device)
+                        for k in keys
+                    ]
                 )
-            values = {k: float(v) for k, v in metrics.items()}  # one read per metric
-            self.history.steps.append({**row, "loss": value, **values})
+                for _, loss, m in self.pending
+            ]
+        )
+        table = distributed.mean_over_ranks(table).tolist()
+        for (row, _, _), values in zip(self.pending, table):
+            if not math.isfinite(values[0]):
+                self.pending.clear()
+                raise FloatingPointError(
+                    f"loss became {values[0]} at step {row['step']}; lower lr (now "
+                    f"{lr}) or check the data"
+                )
+            self.history.steps.append(
+                {**row, "loss": values[0], **dict(zip(keys, values[1:]))}
+            )
         self.pending.clear()
         self.last_flush = time.perf_counter()
         return self.history.steps[-1]
@@ -232,21 +251,41 @@ def fit(
     seed: int = 0,
     progress: bool = True,
     desc: str = "train",
+    checkpoint=None,
+    checkpoint_every: int | None = None,
 ) -> History:
     """Train ``model`` until the first of ``epochs``, ``steps`` or ``seconds`` runs out.
 
     ``loss(model, batch) -> (loss, metrics)``: :func:`classification_loss` by default,
     :func:`self_supervised_loss` for methods whose forward returns their loss. After
     every optimizer step ``model.step_teacher()`` is called when the model has one (EMA
-    teachers). AdamW with linear warm-up and cosine decay unless an ``optimizer`` is
-    given. With only a ``seconds`` budget the schedule follows the clock, so such a run
-    is not reproducible.
+    teachers). AdamW (weight decay on weight matrices only, see :func:`param_groups`)
+    with linear warm-up and cosine decay unless an ``optimizer`` is given. With only a
+    ``seconds`` budget the schedule follows the clock, so such a run is not
+    reproducible.
+
+    ``checkpoint=path``: the whole training state (weights, EMA teachers, optimizer,
+    scaler, schedule position, every RNG, the history) is written every
+    ``checkpoint_every`` steps and at the end, atomically (:mod:`vitbook.checkpoint`);
+    calling ``fit`` again with the same arguments resumes where the last one stopped and
+    ends exactly as an uninterrupted run would. Under ``torchrun`` the same call trains
+    data-parallel (:mod:`vitbook.distributed`).
     """
     if epochs is None and steps is None and seconds is None:
         raise ValueError("fit needs a budget: epochs=, steps= or seconds=")
     for name, value in (("epochs", epochs), ("steps", steps), ("seconds", seconds)):
         if value is not None and value <= 0:
             raise ValueError(f"{name}={value} must be positive")
+    if checkpoint_every is not None and (checkpoint is None or checkpoint_every < 1):
+        raise ValueError(
+            f"checkpoint_every={checkpoint_every} needs checkpoint=path and must be >= "
+            "1"
+        )
+    if checkpoint is not None and seconds is not None:
+        raise ValueError(
+            "checkpoint= cannot resume a seconds= budget exactly (its schedule follows "
+            "the clock): give steps= or epochs="
+        )
     per_epoch = _batches_per_epoch(loader)
     if epochs is not None and per_epoch is None:
         raise ValueError(
@@ -265,6 +304,10 @@ def fit(
     total_steps = int(min(budgets)) if budgets else None
 
     device = get_device() if device is None else torch.device(device)
+    parallel = distributed.setup(device)
+    device = distributed.local_device(device)
+    if parallel and hasattr(loader, "shard"):  # each rank its part of every batch
+        loader = loader.shard(distributed.rank(), distributed.world_size())
     model.to(device).train()
     torch.manual_seed(seed)  # dropout, drop-path and masking draws
     if optimizer is None:
@@ -273,10 +316,55 @@ def fit(
     autocast, amp_dtype = _autocast(device, amp)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     step_teacher = getattr(model, "step_teacher", None)
+    trained = distributed.wrap(model, device)  # DDP under torchrun, else the model
 
+    run = dict(
+        epochs=epochs,
+        steps=steps,
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup=warmup,
+        seed=seed,
+        grad_clip=grad_clip,
+        batches=per_epoch,
+    )
     history = History()
-    log = _StepLog(history)
-    bar = tqdm(total=total_steps, desc=desc, disable=not progress, unit="step")
+    # where the run stands: steps done, epoch, batches of it done, the loader's epoch
+    at = {"step": 0, "epoch": 0, "batch": 0, "loader_epoch": None, "finished": False}
+    if checkpoint is not None:
+        state = ckpt.load_latest(checkpoint, model, optimizer)
+        if state is not None:
+            _check_same_run(state["run"], run, checkpoint)
+            history, at = History(**state["history"]), state["at"]
+            ckpt.set_rng_state(state["rng"])
+            if scaler is not None and state["scaler"]:
+                scaler.load_state_dict(state["scaler"])
+            if at["finished"]:
+                return history
+
+    def save() -> None:
+        if distributed.is_main():
+            ckpt.save_checkpoint(
+                checkpoint,
+                model,
+                optimizer,
+                run=run,
+                at=dict(at),
+                history=asdict(history),
+                rng=ckpt.rng_state(),
+                scaler=scaler.state_dict() if scaler is not None else {},
+            )
+        distributed.barrier()
+
+    log = _StepLog(history, every=25 if parallel else None)
+    main = distributed.is_main()
+    bar = tqdm(
+        total=total_steps,
+        initial=at["step"],
+        desc=desc,
+        unit="step",
+        disable=not (progress and main),
+    )
 
     def show(row: dict | None, **extra) -> None:
         if row is not None:
@@ -287,59 +375,73 @@ def fit(
             }
             bar.set_postfix({**shown, **extra}, refresh=False)
 
-    start, step, epoch = time.perf_counter(), 0, 0
-    done = False
+    def budget_spent() -> bool:
+        return (total_steps is not None and at["step"] >= total_steps) or (
+            seconds is not None and time.perf_counter() - start >= seconds
+        )
+
+    start = time.perf_counter() - history.seconds
     with bar:  # closed even when a non-finite loss stops the run
-        while not done:
-            epoch += 1
-            for batch in loader:
-                fraction = step / total_steps if total_steps else 0.0
-                if seconds is not None:  # the clock may run out first
-                    fraction = max(fraction, (time.perf_counter() - start) / seconds)
-                factor = _lr_factor(min(fraction, 1.0), warmup)
-                for group, base in zip(optimizer.param_groups, base_lrs):
-                    group["lr"] = base * factor
+        # a run killed after its last step but before its last evaluation only evaluates
+        done = at["batch"] > 0 and budget_spent()
+        while True:
+            if not done:
+                if at["batch"] == 0:  # a new epoch (a resumed one keeps its place)
+                    at["epoch"] += 1
+                    at["loader_epoch"] = getattr(loader, "epoch", None)
+                elif at["loader_epoch"] is not None:
+                    loader.epoch = at["loader_epoch"]  # the same shuffle as before
+                for i, batch in enumerate(loader):
+                    if i < at["batch"]:
+                        continue  # trained before the interruption
+                    fraction = at["step"] / total_steps if total_steps else 0.0
+                    if seconds is not None:  # the clock may run out first
+                        elapsed = time.perf_counter() - start
+                        fraction = max(fraction, elapsed / seconds)
+                    factor = _lr_factor(min(fraction, 1.0), warmup)
+                    for group, base in zip(optimizer.param_groups, base_lrs):
+                        group["lr"] = base * factor
 
-                batch = _to(batch, device)
-                with autocast:
-                    value, metrics = loss(model, batch)
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(value).backward()
-                    scaler.unscale_(optimizer)
-                else:
-                    value.backward()
-                if grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                if step_teacher is not None:
-                    step_teacher()
+                    batch = _to(batch, device)
+                    with autocast:
+                        value, metrics = loss(trained, batch)
+                    optimizer.zero_grad(set_to_none=True)
+                    if scaler is not None:
+                        scaler.scale(value).backward()
+                        scaler.unscale_(optimizer)
+                    else:
+                        value.backward()
+                    if grad_clip is not None:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                    if scaler is not None:
+                        scaler.step(optimizer)
+                        scaler.update()
+                    else:
+                        optimizer.step()
+                    if step_teacher is not None:
+                        step_teacher()
 
-                step += 1
-                log.add(
-                    {"step": step, "epoch": epoch, "lr": base_lrs[0] * factor},
-                    value,
-                    metrics,
-                )
-                bar.update(1)
-                if log.due():  # the only place the device is waited for while training
-                    show(log.flush(lr))
-                if (total_steps is not None and step >= total_steps) or (
-                    seconds is not None and time.perf_counter() - start >= seconds
-                ):
-                    done = True
-                    break
+                    at["step"] += 1
+                    at["batch"] = i + 1
+                    row = {"step": at["step"], "epoch": at["epoch"]}
+                    log.add({**row, "lr": base_lrs[0] * factor}, value, metrics)
+                    bar.update(1)
+                    if log.due():  # the only place the device is waited for
+                        show(log.flush(lr))
+                    if checkpoint_every and at["step"] % checkpoint_every == 0:
+                        log.flush(lr)
+                        history.seconds = time.perf_counter() - start
+                        save()
+                    if budget_spent():
+                        done = True
+                        break
             show(log.flush(lr))
             if eval_loader is not None:
                 result = evaluate(model, eval_loader, device=device, amp=amp)
                 history.evals.append(
                     {
-                        "step": step,
-                        "epoch": epoch,
+                        "step": at["step"],
+                        "epoch": at["epoch"],
                         **{f"test_{k}": v for k, v in result.items()},
                     }
                 )
@@ -348,8 +450,28 @@ def fit(
                     test_acc=f"{result['acc']:.3f}",
                 )
                 model.train()
+            at["batch"] = 0
+            if done:
+                break
     history.seconds = time.perf_counter() - start
+    if checkpoint is not None:
+        at["finished"] = True
+        save()
     return history
+
+
+def _check_same_run(saved: dict, now: dict, path) -> None:
+    """A checkpoint resumes only the run that wrote it."""
+    changed = [
+        f"{k}={saved.get(k)!r} then, {v!r} now"
+        for k, v in now.items()
+        if saved.get(k) != v
+    ]
+    if changed:
+        raise ValueError(
+            f"{path} was written by a different run ({'; '.join(changed)}): pass the "
+            f"same arguments to resume it, or delete it to start afresh"
+        )
 
 
 @torch.no_grad()
@@ -394,8 +516,7 @@ def predict(
     return out
 
 
-# --------------------------------------------------------------------------- evaluating
-# representations
+# ------------------------------------------------ evaluating representations
 @torch.no_grad()
 def extract_features(
     backbone: nn.Module, loader, device=None, pool: Callable | None = None
@@ -585,75 +706,3 @@ def representation_report(
     elif supervised is not None:
         rows["supervised"] = of_model(supervised, "trained with labels")
     return RepresentationReport(rows, k, len(train_part), len(test_set))
-
-
-# ---------------------------------------------------------------------------
-# checkpoints
-CHECKPOINT_FORMAT = "vitbook-checkpoint-v1"
-
-
-def save_checkpoint(
-    path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, **extra
-) -> Path:
-    """Save the model's weights (and optimizer state, and any ``extra`` values) to
-    ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {
-            "format": CHECKPOINT_FORMAT,
-            "model_class": type(model).__name__,
-            "state_dict": model.state_dict(),
-            "optimizer": optimizer.state_dict() if optimizer is not None else None,
-            "extra": extra,
-        },
-        path,
-    )
-    return path
-
-
-def load_checkpoint(
-    path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None
-) -> dict:
-    """Load a checkpoint written by :func:`save_checkpoint` into ``model``; returns its
-    ``extra`` values.
-
-    A file that is not such a checkpoint, or whose weights do not fit ``model``, raises
-    a ValueError that says which and why, before anything in ``model`` is changed.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(
-            f"{path} is not a readable checkpoint (corrupt or truncated?): {error}"
-        ) from error
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(
-            f"{path} is not a vitbook checkpoint (no format={CHECKPOINT_FORMAT!r} "
-            "entry)"
-        )
-    if ckpt["model_class"] != type(model).__name__:
-        raise ValueError(
-            f"{path} holds a {ckpt['model_class']}, cannot load it into a "
-            f"{type(model).__name__}"
-        )
-    theirs, ours = ckpt["state_dict"], model.state_dict()
-    problems = [f"missing {k}" for k in ours if k not in theirs]
-    problems += [f"unexpected {k}" for k in theirs if k not in ours]
-    problems += [
-        f"{k}: checkpoint {tuple(theirs[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in ours.items()
-        if k in theirs and theirs[k].shape != v.shape
-    ]
-    if problems:
-        shown = "; ".join(problems[:8]) + (
-            f"; and {len(problems) - 8} more" if len(problems) > 8 else ""
-        )
-        raise ValueError(f"{path} does not match this {type(model).__name__}: {shown}")
-    model.load_state_dict(theirs)
-    if optimizer is not None and ckpt["optimizer"] is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
-    return ckpt["extra"]

@@ -1,0 +1,165 @@
+"""Checkpoints that survive a crash: written beside the target and renamed into place.
+
+A Colab runtime disconnects, a laptop sleeps. ``train.fit(..., checkpoint=path)`` writes
+the whole training state every few steps with :func:`save_checkpoint` and resumes from
+it when it is called again with the same arguments. A write never leaves a half file
+under ``path``: the new file is written as ``path.tmp``, the old one becomes
+``path.prev``, then the new one is renamed to ``path`` (a rename is atomic). A file that
+does not load is refused with a ValueError that says why, and :func:`load_latest` falls
+back to ``.prev``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+CHECKPOINT_FORMAT = "vitbook-checkpoint-v1"
+
+
+def _siblings(path: Path) -> tuple[Path, Path]:
+    return path.with_name(path.name + ".tmp"), path.with_name(path.name + ".prev")
+
+
+def save_checkpoint(
+    path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, **extra
+) -> Path:
+    """Save the model's weights, the optimizer state and any ``extra`` values to
+    ``path``, atomically (the previous file is kept as ``path.prev``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp, prev = _siblings(path)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "model_class": type(model).__name__,
+        "state_dict": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "extra": extra,
+    }
+    with open(tmp, "wb") as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())  # on disk before it takes the name
+    if path.exists():
+        os.replace(path, prev)
+    os.replace(tmp, path)
+    return path
+
+
+def read_checkpoint(path) -> dict:
+    """The raw contents of a checkpoint file; a ValueError names what is wrong with
+    it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(
+            f"{path} is not a readable checkpoint (corrupt or truncated?): {error}"
+        ) from error
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"{path} is not a vitbook checkpoint (no format={CHECKPOINT_FORMAT!r} "
+            "entry)"
+        )
+    return ckpt
+
+
+def load_checkpoint(
+    path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None
+) -> dict:
+    """Load a checkpoint written by :func:`save_checkpoint` into ``model``; returns its
+    ``extra`` values.
+
+    A file that is not such a checkpoint, or whose weights do not fit ``model``, raises
+    a ValueError that says which and why, before anything in ``model`` is changed.
+    """
+    ckpt = read_checkpoint(path)
+    if ckpt["model_class"] != type(model).__name__:
+        raise ValueError(
+            f"{path} holds a {ckpt['model_class']}, cannot load it into a "
+            f"{type(model).__name__}"
+        )
+    theirs, ours = ckpt["state_dict"], model.state_dict()
+    problems = [f"missing {k}" for k in ours if k not in theirs]
+    problems += [f"unexpected {k}" for k in theirs if k not in ours]
+    problems += [
+        f"{k}: checkpoint {tuple(theirs[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in ours.items()
+        if k in theirs and theirs[k].shape != v.shape
+    ]
+    if problems:
+        shown = "; ".join(problems[:8]) + (
+            f"; and {len(problems) - 8} more" if len(problems) > 8 else ""
+        )
+        raise ValueError(f"{path} does not match this {type(model).__name__}: {shown}")
+    model.load_state_dict(theirs)
+    if optimizer is not None and ckpt["optimizer"] is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    return ckpt["extra"]
+
+
+def load_latest(
+    path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None
+) -> dict | None:
+    """Load ``path``, or, when it does not load, the previous good file ``path.prev``
+    (with a warning that quotes why ``path`` was refused). None when neither exists."""
+    path = Path(path)
+    _, prev = _siblings(path)
+    candidates = [p for p in (path, prev) if p.is_file()]
+    refused = []
+    for candidate in candidates:
+        try:
+            extra = load_checkpoint(candidate, model, optimizer)
+        except ValueError as error:
+            refused.append(str(error))
+            continue
+        if refused:
+            warnings.warn(
+                f"{refused[0]}; resuming from {candidate} instead", stacklevel=2
+            )
+        return extra
+    if refused:
+        raise ValueError("no checkpoint could be loaded: " + " | ".join(refused))
+    return None
+
+
+# ------------------------------------------------ random number generators
+def rng_state() -> dict:
+    """Every generator a training step draws from: Python, NumPy, torch (CPU, CUDA)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    """The inverse of :func:`rng_state`."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "save_checkpoint",
+    "read_checkpoint",
+    "load_checkpoint",
+    "load_latest",
+    "rng_state",
+    "set_rng_state",
+]
