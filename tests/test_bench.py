@@ -74,6 +74,21 @@ def test_swin_benchmark_pits_vitbook_against_timm():
     assert results["vitbook"]["params (M)"] == results["timm"]["params (M)"]
 
 
+def test_twins_benchmark_pits_vitbook_against_timm_with_the_same_weights():
+    results = bench.run(
+        "twins",
+        batch_size=1,
+        rounds=1,
+        warmup=0,
+        device="cpu",
+        image_size=64,
+        depth=2,
+        num_classes=10,
+    )
+    assert set(results) == {"vitbook", "timm"}
+    assert results["vitbook"]["params (M)"] == results["timm"]["params (M)"]
+
+
 def test_unknown_benchmark_is_named():
     import pytest
 

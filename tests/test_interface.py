@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from vitbook import Swin, ViT, data
+from vitbook import Swin, Twins, ViT, data
 from vitbook.layers import trunc_normal_init
 from vitbook.models.swin import window_partition
 from vitbook.train import param_groups
@@ -37,12 +37,24 @@ MODELS = {
         window_size=4,
         channels=1,
     ),
+    "twins": lambda n=10: Twins(
+        image_size=16,
+        patch_size=2,
+        num_classes=n,
+        dims=(16, 32),
+        depths=(2, 2),
+        heads=(2, 4),
+        window_sizes=4,
+        sr_ratios=(2, 1),
+        channels=1,
+    ),
 }
 # what forward_intermediates yields: ViT the tokens after each block, Swin each stage's map
 INTERMEDIATES = {
     "vit": [(2, 17, 32)] * 3,
     "vit-mean": [(2, 16, 32)] * 2,
     "swin": [(2, 16, 8, 8), (2, 32, 4, 4)],
+    "twins": [(2, 16, 8, 8), (2, 32, 4, 4)],
 }
 
 

@@ -64,6 +64,11 @@ CASES = {
     ),
     "attention_explorer": vit_attention_case,
     "window_explorer": swin_window_case,
+    # a 16x16 patch grid: the reader moves the query and coarsens GSA's sub-sampling
+    "receptive_field_explorer": lambda: (
+        widgets.receptive_field_explorer(torch.rand(3, 32, 32), patch_size=2),
+        {"row": 9, "col": 3, "sr_ratio": 8},
+    ),
 }
 
 

@@ -10,7 +10,7 @@ import importlib
 from . import data, layers, models, train
 from .display import show
 from .layers import record_attention
-from .models import Swin, ViT
+from .models import Swin, Twins, ViT
 from .train import at_scale, evaluate, fit, get_device, scale, seed_everything
 
 __version__ = "0.1.0"
@@ -35,6 +35,7 @@ __all__ = [
     "record_attention",
     "ViT",
     "Swin",
+    "Twins",
     "at_scale",
     "evaluate",
     "fit",

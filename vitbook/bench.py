@@ -1,5 +1,5 @@
-"""``python -m vitbook.bench vit`` (or ``swin``): vitbook's models against the reference
-implementations.
+"""``python -m vitbook.bench vit`` (or ``swin``, ``twins``): vitbook against the
+reference implementations.
 
 Prints throughput (images per second, forward only and a full training step) and, on
 CUDA, peak memory, each as a ratio to vitbook's own number. Implementations are timed
@@ -96,9 +96,37 @@ def swin_contenders(
     }
 
 
+def twins_contenders(
+    image_size=224, depth=None, num_classes=1000
+) -> dict[str, nn.Module]:
+    """Twins-SVT-S (``dims=(64, 128, 256, 512)``, ``depths=(2, 2, 10, 4)``, windows 7,
+    ``sr_ratios=(8, 4, 2, 1)``): vitbook and timm (the official code's port).
+
+    ``depth`` sets the third stage's depth (Twins-SVT-S: 10), for a quicker run."""
+    import timm
+
+    from .models.twins import Twins
+
+    depths = (2, 2, 10 if depth is None else depth, 4)
+    return {
+        "vitbook": Twins(image_size=image_size, num_classes=num_classes, depths=depths),
+        "timm": timm.models.twins.Twins(
+            img_size=image_size,
+            num_classes=num_classes,
+            embed_dims=(64, 128, 256, 512),
+            num_heads=(2, 4, 8, 16),
+            mlp_ratios=(4, 4, 4, 4),
+            depths=depths,
+            wss=(7, 7, 7, 7),
+            sr_ratios=(8, 4, 2, 1),
+        ),
+    }
+
+
 BENCHMARKS: dict[str, Callable[..., dict[str, nn.Module]]] = {
     "vit": vit_contenders,
     "swin": swin_contenders,
+    "twins": twins_contenders,
 }
 
 
@@ -280,8 +308,8 @@ def main(argv=None):
         "--depth",
         type=int,
         default=None,
-        help="vit: number of blocks (default 12); swin: depth of the third stage "
-        "(default 6)",
+        help="vit: number of blocks (default 12); swin, twins: depth of the third "
+        "stage (default 6, 10)",
     )
     parser.add_argument("--device", default=None)
     args = parser.parse_args(argv)

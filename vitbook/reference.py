@@ -223,3 +223,96 @@ def pretrained_swin(name: str = "swin_tiny_patch4_window7_224.ms_in1k"):
     import timm
 
     return swin_from_timm(timm.create_model(name, pretrained=True)).eval()
+
+
+# --------------------------------------------------------------------------- Twins
+def _timm_twins_config(timm_twins: nn.Module) -> dict:
+    """vitbook ``Twins`` keyword arguments that describe a timm ``Twins`` (SVT)."""
+    from timm.models.twins import GlobalSubSampleAttn, LocallyGroupedAttn
+
+    if timm_twins.global_pool != "avg":
+        raise ValueError(
+            f"cannot convert timm global_pool={timm_twins.global_pool!r}; vitbook's "
+            "Twins averages"
+        )
+    for k, stage in enumerate(timm_twins.blocks):
+        kinds = [type(block.attn) for block in stage]
+        expected = [
+            GlobalSubSampleAttn if i % 2 else LocallyGroupedAttn
+            for i in range(len(stage))
+        ]
+        if kinds != expected:
+            raise ValueError(
+                f"stage {k + 1} of the timm model does not alternate LSA and GSA "
+                "(LSA first): only Twins-SVT converts (PCPVT and wss=1 have no LSA)"
+            )
+    first = [stage[0] for stage in timm_twins.blocks]
+    gsa = [
+        next((b.attn for b in stage if isinstance(b.attn, GlobalSubSampleAttn)), None)
+        for stage in timm_twins.blocks
+    ]
+    pe = timm_twins.patch_embeds[0]
+    return dict(
+        image_size=tuple(pe.img_size),
+        patch_size=tuple(pe.patch_size),
+        channels=pe.proj.in_channels,
+        num_classes=timm_twins.num_classes,
+        dims=tuple(timm_twins.embed_dims),
+        depths=tuple(timm_twins.depths),
+        heads=tuple(block.attn.num_heads for block in first),
+        window_sizes=tuple(block.attn.ws for block in first),
+        sr_ratios=tuple(1 if a is None else a.sr_ratio for a in gsa),
+        mlp_ratios=tuple(b.mlp.fc1.out_features / b.mlp.fc1.in_features for b in first),
+    )
+
+
+def twins_state_dict_from_timm(
+    state_dict: dict[str, torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """Rename and reshape a timm Twins-SVT state dict into vitbook's layout.
+
+    timm keeps the stages' pieces in parallel lists (``patch_embeds.i``,
+    ``blocks.i.j``, ``pos_block.i``); vitbook groups them per stage
+    (``stages.i.patch_embed``, ``stages.i.blocks.j``, ``stages.i.peg``). The strided
+    convolutions (patch embeddings, GSA's ``sr``) become linear maps of flattened
+    patches; GSA's separate ``q`` and ``kv`` projections are stacked into the one
+    ``qkv`` of vitbook's ``Attention``.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        parts = key.split(".")
+        if parts[0] == "patch_embeds":
+            key = f"stages.{parts[1]}.patch_embed." + ".".join(parts[2:])
+            if key.endswith("proj.weight"):
+                value = conv_patch_kernel_to_linear(value)
+        elif parts[0] == "pos_block":  # pos_block.i.proj.0.weight
+            key = f"stages.{parts[1]}.peg.proj.{parts[-1]}"
+        elif parts[0] == "blocks":
+            key = f"stages.{parts[1]}.blocks." + ".".join(parts[2:])
+            if key.endswith("attn.sr.weight"):
+                value = conv_patch_kernel_to_linear(value)
+        out[key] = value
+    for key in [k for k in out if k.endswith(".attn.q.weight")]:
+        prefix = key[: -len("q.weight")]
+        for name in ("weight", "bias"):
+            q, kv = out.pop(prefix + "q." + name), out.pop(prefix + "kv." + name)
+            out[prefix + "qkv." + name] = torch.cat([q, kv])
+    return out
+
+
+def twins_from_timm(timm_twins: nn.Module):
+    """A vitbook ``Twins`` with the same architecture and weights as a timm ``Twins``
+    built as Twins-SVT (``wss`` given)."""
+    from .models.twins import Twins
+
+    model = Twins(**_timm_twins_config(timm_twins))
+    model.load_state_dict(twins_state_dict_from_timm(timm_twins.state_dict()))
+    return model.to(next(timm_twins.parameters()).dtype)
+
+
+def pretrained_twins(name: str = "twins_svt_small.in1k"):
+    """Download a pretrained timm Twins-SVT and convert it (needs a network, e.g. on
+    Colab)."""
+    import timm
+
+    return twins_from_timm(timm.create_model(name, pretrained=True)).eval()

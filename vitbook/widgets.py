@@ -152,3 +152,35 @@ def window_explorer(
         window_size=window,
         shift=shift,
     )
+
+
+def receptive_field_explorer(
+    image: torch.Tensor, patch_size: int, window_sizes=(2, 4, 8), sr_ratios=(2, 4, 8)
+) -> Explorer:
+    """The keys one query reads under full attention, Swin, LSA and GSA: move the
+    query, change the window size and GSA's sub-sampling ratio."""
+    import ipywidgets
+
+    from .viz import plot_receptive_fields
+
+    h, w = image.shape[-2] // patch_size, image.shape[-1] // patch_size
+    sizes = [m for m in window_sizes if h % m == 0 and w % m == 0]
+    ratios = [r for r in sr_ratios if 1 <= r <= min(h, w)]
+    if not sizes or not ratios:
+        raise ValueError(
+            f"window_sizes {window_sizes} must include one that divides the {h}x{w} "
+            f"patch grid, and sr_ratios {sr_ratios} one in [1, {min(h, w)}]"
+        )
+    return Explorer(
+        lambda row, col, window_size, sr_ratio: plot_receptive_fields(
+            image, patch_size, (row, col), window_size, sr_ratio
+        ),
+        row=ipywidgets.IntSlider(h // 3, 0, h - 1, description="query row"),
+        col=ipywidgets.IntSlider(w // 3, 0, w - 1, description="query col"),
+        window_size=ipywidgets.SelectionSlider(
+            options=sizes, value=sizes[len(sizes) // 2], description="window"
+        ),
+        sr_ratio=ipywidgets.SelectionSlider(
+            options=ratios, value=ratios[len(ratios) // 2], description="sr ratio"
+        ),
+    )

@@ -3,6 +3,7 @@ papers' vocabulary, ``forward(x) -> logits``, ``forward_features(x)``,
 ``forward_head(features)``."""
 
 from .swin import Swin
+from .twins import Twins
 from .vit import ViT
 
-__all__ = ["ViT", "Swin"]
+__all__ = ["ViT", "Swin", "Twins"]

@@ -18,6 +18,13 @@ from .swin import (
     plot_shift_masks,
     plot_windows,
 )
+from .twins import (
+    dense_lsa_weights,
+    measure_local_global_cost,
+    plot_local_global_cost,
+    plot_receptive_fields,
+    receptive_fields,
+)
 
 __all__ = [
     "image_grid",
@@ -37,4 +44,9 @@ __all__ = [
     "plot_relative_position_bias",
     "measure_attention_cost",
     "plot_attention_cost",
+    "dense_lsa_weights",
+    "receptive_fields",
+    "plot_receptive_fields",
+    "measure_local_global_cost",
+    "plot_local_global_cost",
 ]
