@@ -7,10 +7,10 @@ or training it never imports a plotting library.
 
 import importlib
 
-from . import data, layers, models, train
+from . import data, layers, models, packing, train
 from .display import show
 from .layers import record_attention
-from .models import Swin, ViT
+from .models import NaViT, Swin, ViT
 from .train import at_scale, evaluate, fit, get_device, scale, seed_everything
 
 __version__ = "0.1.0"
@@ -27,6 +27,7 @@ def __getattr__(name: str):
 __all__ = [
     "data",
     "layers",
+    "packing",
     "models",
     "train",
     "viz",
@@ -35,6 +36,7 @@ __all__ = [
     "record_attention",
     "ViT",
     "Swin",
+    "NaViT",
     "at_scale",
     "evaluate",
     "fit",

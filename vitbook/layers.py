@@ -87,14 +87,20 @@ class Attention(nn.Module):
         q, k, v = rearrange(
             self.qkv(x), "b n (qkv h d) -> qkv b h n d", qkv=3, h=self.heads
         )  # 3 x (b, h, n, d)
-        attn_mask = merge_masks(mask, bias, q.dtype)
+        return self.attend(q, k, v, merge_masks(mask, bias, q.dtype))
+
+    def attend(self, q, k, v, attn_mask=None) -> torch.Tensor:
+        """Heads ``(b, h, n, d)`` -> projected output ``(b, n, dim)``: SDPA, or the
+        explicit softmax while recording. Subclasses that make q, k, v their own way
+        (query-key norm, cross-attention) end here too, so ``record_attention`` sees
+        them."""
         drop = self.attn_drop if self.training else 0.0
         if self.recorded is None:
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=attn_mask, dropout_p=drop, scale=self.scale
             )
         else:
-            weights = attention_weights(q, k, attn_mask, self.scale)  # (b, h, n, n)
+            weights = attention_weights(q, k, attn_mask, self.scale)  # (b, h, n, m)
             self.recorded.append(weights.detach())
             out = F.dropout(weights, drop, self.training) @ v
         out = rearrange(out, "b h n d -> b n (h d)")

@@ -3,7 +3,8 @@ papers'
 vocabulary, ``forward(x) -> logits``, ``forward_features(x)``,
 ``forward_head(features)``."""
 
+from .navit import NaViT
 from .swin import Swin
 from .vit import ViT
 
-__all__ = ["ViT", "Swin"]
+__all__ = ["ViT", "Swin", "NaViT"]
