@@ -64,6 +64,13 @@ CASES = {
     ),
     "attention_explorer": vit_attention_case,
     "window_explorer": swin_window_case,
+    # ten images of mixed sizes; the reader switches to the seed's greedy packing
+    "packing_explorer": lambda: (
+        widgets.packing_explorer(
+            [(28, 28), (14, 42), (42, 42), (14, 14), (21, 35)] * 2, patch_size=7
+        ),
+        {"strategy": "greedy", "dropout": 0.25},
+    ),
 }
 
 

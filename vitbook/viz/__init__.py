@@ -18,6 +18,14 @@ from .swin import (
     plot_shift_masks,
     plot_windows,
 )
+from .navit import (
+    plot_accuracy_vs_resolution,
+    plot_packing,
+    plot_packing_masks,
+    plot_sizes,
+    plot_utilization,
+    utilization_table,
+)
 
 __all__ = [
     "image_grid",
@@ -37,4 +45,10 @@ __all__ = [
     "plot_relative_position_bias",
     "measure_attention_cost",
     "plot_attention_cost",
+    "plot_sizes",
+    "plot_packing",
+    "plot_packing_masks",
+    "utilization_table",
+    "plot_utilization",
+    "plot_accuracy_vs_resolution",
 ]
