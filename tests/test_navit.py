@@ -240,3 +240,25 @@ def test_the_pooling_query_is_recorded_and_reads_only_its_image():
     weights = maps["pool.attn"][0]  # (S, h, Q, L)
     mask = features.pooling_mask().expand_as(weights)
     assert weights[~mask].abs().max() == 0
+
+
+# --------------------------------------------------------------------------- the baseline
+def test_a_vit_moved_to_another_image_size_keeps_its_weights_and_resamples_positions():
+    from vitbook import ViT
+    from vitbook.models.vit import vit_at_image_size
+
+    vit = ViT(image_size=28, patch_size=7, num_classes=3, dim=16, depth=1, heads=2,
+              channels=1).eval()  # fmt: skip
+    x = torch.randn(2, 1, 28, 28)
+    same = vit_at_image_size(vit, 28)
+    torch.testing.assert_close(same(x), vit(x), atol=1e-6, rtol=0)
+    with torch.no_grad():
+        vit.pos_embed[:, 1:] = 0.3  # a constant table stays constant when resampled
+    wide = vit_at_image_size(vit, (14, 42))
+    assert wide.pos_embed.shape == (1, 1 + 2 * 6, 16) and wide.grid == (2, 6)
+    torch.testing.assert_close(wide.pos_embed[0, 1:], torch.full((12, 16), 0.3))
+    torch.testing.assert_close(wide.pos_embed[0, 0], vit.pos_embed[0, 0])
+    assert wide(torch.randn(2, 1, 14, 42)).shape == (2, 3)
+    assert vit.grid == (4, 4)  # the original is untouched
+    with pytest.raises(ValueError, match=r"image width 40 is not divisible by"):
+        vit_at_image_size(vit, (14, 40))
