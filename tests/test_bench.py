@@ -94,3 +94,23 @@ def test_unknown_benchmark_is_named():
 
     with pytest.raises(ValueError, match="no benchmark called 'resnet'"):
         bench.run("resnet")
+
+
+def test_navit_benchmark_runs_packed_seed_and_padded_models_on_one_batch():
+    results = bench.run(
+        "navit",
+        batch_size=4,
+        rounds=1,
+        warmup=0,
+        device="cpu",
+        image_size=64,
+        patch_size=16,
+        dim=32,
+        depth=1,
+        heads=2,
+        num_classes=10,
+    )
+    assert set(results) == {"vitbook", "vitbook greedy", "vit-pytorch", "padded ViT"}
+    assert all(r["train step img/s"] > 0 for r in results.values())
+    line = bench.navit_utilization(16, 64)
+    assert "first-fit decreasing" in line and "padded to the largest" in line

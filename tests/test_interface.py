@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from vitbook import Swin, Twins, ViT, data
+from vitbook import NaViT, Swin, Twins, ViT, data
 from vitbook.layers import trunc_normal_init
 from vitbook.models.swin import window_partition
 from vitbook.train import param_groups
@@ -48,6 +48,17 @@ MODELS = {
         sr_ratios=(2, 1),
         channels=1,
     ),
+    # a (b, c, h, w) batch is b images to NaViT; two 16-token images pack into one sequence
+    "navit": lambda n=10: NaViT(
+        max_image_size=16,
+        patch_size=4,
+        num_classes=n,
+        dim=32,
+        depth=2,
+        heads=2,
+        token_budget=64,
+        channels=1,
+    ),
 }
 # what forward_intermediates yields: ViT the tokens after each block, Swin each stage's map
 INTERMEDIATES = {
@@ -55,6 +66,7 @@ INTERMEDIATES = {
     "vit-mean": [(2, 16, 32)] * 2,
     "swin": [(2, 16, 8, 8), (2, 32, 4, 4)],
     "twins": [(2, 16, 8, 8), (2, 32, 4, 4)],
+    "navit": [(1, 32, 32)] * 2,  # packed tokens (sequences, length, dim)
 }
 
 

@@ -108,3 +108,25 @@ def test_show_displays_the_package_source_with_its_location():
     )
     with pytest.raises(TypeError, match="show\\(\\) needs"):
         vitbook.show(3)
+
+
+def test_navit_figures_draw_packing_masks_utilization_and_accuracy():
+    from vitbook import NaViT, viz
+    from vitbook.packing import pack
+
+    fig = viz.plot_packing(pack([64, 64, 64, 16, 16, 16, 16], 100, "ffd"))
+    assert len(fig.axes[0].patches) == 3 + 7  # a grey bar per sequence, one per image
+    model = NaViT(max_image_size=16, patch_size=4, num_classes=3, dim=16, depth=1,
+                  heads=2, token_budget=20, channels=1)  # fmt: skip
+    sizes = [(16, 8), (8, 8), (4, 12), (16, 16)]
+    features = model.forward_features([torch.randn(1, h, w) for h, w in sizes])
+    fig = viz.plot_packing_masks(features, sequence=1)
+    assert [ax.get_xlabel() for ax in fig.axes] == ["key token", "token"]
+    table = viz.utilization_table([64, 64, 64, 16, 16, 16, 16], [100, 128])
+    assert table["ffd"][0] > table["greedy"][0] > table["pad to largest"][0]
+    fig = viz.plot_utilization([64, 64, 64, 16, 16, 16, 16], [64, 100, 128])
+    assert fig.axes[0].get_xlabel().startswith("token budget")
+    fig = viz.plot_accuracy_vs_resolution({"a": {(8, 8): 0.5, (8, 16): 0.7}})
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["8x8", "8x16"]
+    fig = viz.plot_sizes([torch.rand(1, 8, 16), torch.rand(3, 16, 8)], ["x", "y"])
+    assert len(fig.axes) == 2

@@ -69,6 +69,13 @@ CASES = {
         widgets.receptive_field_explorer(torch.rand(3, 32, 32), patch_size=2),
         {"row": 9, "col": 3, "sr_ratio": 8},
     ),
+    # ten images of mixed sizes; the reader switches to the seed's greedy packing
+    "packing_explorer": lambda: (
+        widgets.packing_explorer(
+            [(28, 28), (14, 42), (42, 42), (14, 14), (21, 35)] * 2, patch_size=7
+        ),
+        {"strategy": "greedy", "dropout": 0.25},
+    ),
 }
 
 

@@ -7,10 +7,10 @@ or training it never imports a plotting library.
 
 import importlib
 
-from . import data, layers, models, train
+from . import data, layers, models, packing, train
 from .display import show
 from .layers import record_attention
-from .models import Swin, Twins, ViT
+from .models import NaViT, Swin, Twins, ViT
 from .train import at_scale, evaluate, fit, get_device, scale, seed_everything
 
 __version__ = "0.1.0"
@@ -27,6 +27,7 @@ def __getattr__(name: str):
 __all__ = [
     "data",
     "layers",
+    "packing",
     "models",
     "train",
     "viz",
@@ -36,6 +37,7 @@ __all__ = [
     "ViT",
     "Swin",
     "Twins",
+    "NaViT",
     "at_scale",
     "evaluate",
     "fit",

@@ -123,11 +123,84 @@ def twins_contenders(
     }
 
 
+class PaddedViT(nn.Module):
+    """A plain ViT on a list of images: every image zero-padded to the largest one's
+    size (bottom and right), then one batch. What NaViT's packing replaces."""
+
+    def __init__(self, vit: nn.Module, image_size: int):
+        super().__init__()
+        self.vit, self.image_size = vit, image_size
+
+    def forward(self, images):
+        s = self.image_size
+        batch = torch.stack(
+            [F.pad(x, (0, s - x.shape[-1], 0, s - x.shape[-2])) for x in images]
+        )  # (b, c, s, s)
+        return self.vit(batch)
+
+
+class SeedNaViT(nn.Module):
+    """vit-pytorch's NaViT with its own greedy grouping under the same token budget."""
+
+    def __init__(self, navit: nn.Module, token_budget: int):
+        super().__init__()
+        self.navit, self.token_budget = navit, token_budget
+
+    def forward(self, images):
+        return self.navit(
+            list(images), group_images=True, group_max_seq_len=self.token_budget
+        )
+
+
+def navit_contenders(
+    image_size=224, patch_size=16, dim=192, depth=12, heads=3, num_classes=1000
+) -> dict[str, nn.Module]:
+    """Variable-resolution images up to ``image_size``: vitbook's NaViT (first-fit
+    decreasing), the same NaViT with greedy packing, vit-pytorch's NaViT (greedy),
+    and a ViT of the same width and depth on a batch padded to the largest image.
+    The token budget is the largest image's token count."""
+    from vit_pytorch.na_vit import NaViT as SeedNaViTModel
+
+    from .models.navit import NaViT
+    from .models.vit import ViT
+
+    budget = (image_size // patch_size) ** 2
+    shape = dict(patch_size=patch_size, num_classes=num_classes, dim=dim, depth=depth,
+                 heads=heads, mlp_dim=4 * dim)  # fmt: skip
+    navit = dict(max_image_size=image_size, token_budget=budget, **shape)
+    return {
+        "vitbook": NaViT(packing="ffd", **navit),
+        "vitbook greedy": NaViT(packing="greedy", **navit),
+        "vit-pytorch": SeedNaViT(
+            SeedNaViTModel(image_size=image_size, dim_head=dim // heads, **shape),
+            budget,
+        ),
+        "padded ViT": PaddedViT(
+            ViT(image_size=image_size, pool="mean", **shape), image_size
+        ),  # fmt: skip
+    }
+
+
+def variable_images(batch_size, image_size, device, patch_size=16, seed=0):
+    """``batch_size`` random images, sides random multiples of ``patch_size`` from a
+    quarter of ``image_size`` up to ``image_size``."""
+    generator = torch.Generator().manual_seed(seed)
+    sides = list(range(max(patch_size, image_size // 4), image_size + 1, patch_size))
+    draw = torch.randint(len(sides), (batch_size, 2), generator=generator).tolist()
+    return [
+        torch.randn(3, sides[i], sides[j], generator=generator).to(device)
+        for i, j in draw
+    ]
+
+
 BENCHMARKS: dict[str, Callable[..., dict[str, nn.Module]]] = {
     "vit": vit_contenders,
     "swin": swin_contenders,
     "twins": twins_contenders,
+    "navit": navit_contenders,
 }
+# how each benchmark's input batch is made (default: a (b, 3, size, size) tensor)
+INPUTS: dict[str, Callable] = {"navit": variable_images}
 
 
 def _sync(device):
@@ -208,7 +281,10 @@ def run(
         )
     device = get_device() if device is None else torch.device(device)
     size = config.get("image_size", 224)
-    x = torch.randn(batch_size, 3, size, size, device=device)
+    if name in INPUTS:
+        x = INPUTS[name](batch_size, size, device)
+    else:
+        x = torch.randn(batch_size, 3, size, size, device=device)
     y = torch.randint(0, 10, (batch_size,), device=device)
 
     def steps(model):
@@ -330,6 +406,24 @@ def main(argv=None):
         **config,
     )
     print(report(results))
+    if args.name == "navit":
+        print(navit_utilization(args.batch_size, args.image_size))
+
+
+def navit_utilization(batch_size: int, image_size: int, patch_size: int = 16) -> str:
+    """Real tokens / all tokens of the benchmark's batch, per way of batching it."""
+    from .packing import pack, padding_utilization
+
+    images = variable_images(batch_size, image_size, "cpu", patch_size)
+    lengths = [(x.shape[1] // patch_size) * (x.shape[2] // patch_size) for x in images]
+    budget = (image_size // patch_size) ** 2
+    ffd, greedy = pack(lengths, budget, "ffd"), pack(lengths, budget, "greedy")
+    return (
+        f"token utilization (budget {budget}): first-fit decreasing "
+        f"{ffd.utilization:.1%} ({ffd.num_sequences} sequences), greedy "
+        f"{greedy.utilization:.1%} ({greedy.num_sequences}), padded to the largest "
+        f"{padding_utilization(lengths):.1%} ({len(lengths)} images)"
+    )
 
 
 if __name__ == "__main__":

@@ -376,6 +376,106 @@ def sample_photo(name: str = "astronaut", size: int | None = 224) -> torch.Tenso
     return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float()
 
 
+def sample_photos(
+    names=("astronaut", "coffee", "chelsea", "rocket"),
+    long_side: int = 224,
+    patch_size: int = 16,
+) -> list[torch.Tensor]:
+    """Real photos from scikit-image at their native aspect ratio: float ``(3, h, w)``
+    in [0, 1], the longer side ``long_side``, both sides rounded to a multiple of
+    ``patch_size`` (the aspect ratio moves by less than one patch)."""
+    import torch.nn.functional as F
+
+    if long_side % patch_size:
+        raise ValueError(
+            f"long_side {long_side} is not divisible by patch_size {patch_size}"
+        )
+    photos = []
+    for name in names:
+        full = sample_photo(name, size=None)  # (3, H, W)
+        h, w = full.shape[-2:]
+        ratio = long_side / max(h, w)
+        size = [
+            max(patch_size, round(s * ratio / patch_size) * patch_size) for s in (h, w)
+        ]
+        photo = F.interpolate(full[None], size=size, mode="bilinear", antialias=True)
+        photos.append(photo[0].clamp(0, 1))
+    return photos
+
+
+def patch_multiples(low: int, high: int, patch_size: int) -> list[int]:
+    """The sides ``low <= s <= high`` that are multiples of ``patch_size``."""
+    sides = [s for s in range(low, high + 1) if s % patch_size == 0 and s > 0]
+    if not sides:
+        raise ValueError(
+            f"no multiple of patch_size {patch_size} lies in [{low}, {high}]"
+        )
+    return sides
+
+
+class VariableResolutionLoader:
+    """Batches ``(list of float images (c, h_i, w_i), labels)``: every image resized to
+    its own random height and width, drawn from the multiples of ``patch_size`` in
+    ``heights`` and ``widths`` (inclusive ranges), so aspect ratios vary too.
+
+    No per-sample PIL: the images of a batch that drew the same size are resized
+    together by one ``F.interpolate`` (bilinear, antialiased). The sizes and the order
+    come from a generator seeded by ``seed`` and the epoch, so two loaders with the
+    same seed give the same batches. ``heights=(28, 28), widths=(14, 14)`` is a fixed
+    size, for evaluation at one resolution.
+    """
+
+    def __init__(
+        self,
+        data: ImageTensors,
+        batch_size: int,
+        heights=(14, 42),
+        widths=None,
+        patch_size: int = 7,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        device=None,
+    ):
+        self.base = TensorLoader(data, batch_size, shuffle, seed, drop_last, device)
+        self.heights = patch_multiples(*heights, patch_size)
+        self.widths = patch_multiples(*(widths or heights), patch_size)
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def sizes(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``(n, 2)`` random (height, width) pairs."""
+        hs = torch.tensor(self.heights)[
+            torch.randint(len(self.heights), (n,), generator=generator)
+        ]
+        ws = torch.tensor(self.widths)[
+            torch.randint(len(self.widths), (n,), generator=generator)
+        ]
+        return torch.stack((hs, ws), 1)
+
+    def __iter__(self):
+        import torch.nn.functional as F
+
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.base.epoch)
+        for images, labels in self.base:  # normalized (b, c, 28, 28)
+            sizes = self.sizes(len(images), generator)
+            out: list = [None] * len(images)
+            for h, w in torch.unique(sizes, dim=0).tolist():
+                idx = ((sizes[:, 0] == h) & (sizes[:, 1] == w)).nonzero()[:, 0]
+                resized = F.interpolate(
+                    images[idx.to(images.device)],
+                    size=(h, w),
+                    mode="bilinear",
+                    antialias=True,
+                    align_corners=False,
+                )  # (k, c, h, w)
+                for i, image in zip(idx.tolist(), resized):
+                    out[i] = image
+            yield out, labels
+
+
 def main() -> None:
     """Make sure Fashion-MNIST is there (``make data`` calls this), and say so."""
     train, test = fashion_mnist("train"), fashion_mnist("test")

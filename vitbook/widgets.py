@@ -184,3 +184,39 @@ def receptive_field_explorer(
             options=ratios, value=ratios[len(ratios) // 2], description="sr ratio"
         ),
     )
+
+
+def packing_explorer(
+    sizes, patch_size: int, budgets=(64, 100, 144, 196, 256)
+) -> Explorer:
+    """Pack images of the given ``(height, width)`` sizes: choose the token budget,
+    the token dropout rate and the packing strategy; see the sequences."""
+    import ipywidgets
+
+    from .packing import pack
+    from .viz import plot_packing
+
+    def draw(budget, dropout, strategy):
+        lengths = [
+            max(1, round((h // patch_size) * (w // patch_size) * (1 - dropout)))
+            for h, w in sizes
+        ]
+        return plot_packing(pack(lengths, budget, strategy, sizes))
+
+    largest = max((h // patch_size) * (w // patch_size) for h, w in sizes)
+    options = [b for b in budgets if b >= largest]
+    if not options:
+        raise ValueError(
+            f"no budget in {budgets} holds the largest image's {largest} tokens"
+        )
+    return Explorer(
+        draw,
+        budget=ipywidgets.SelectionSlider(options=options, description="budget"),
+        dropout=ipywidgets.FloatSlider(
+            value=0.0, min=0.0, max=0.75, step=0.25, description="token dropout"
+        ),
+        strategy=ipywidgets.Dropdown(
+            options=[("first-fit decreasing", "ffd"), ("greedy (seed)", "greedy")],
+            description="packing",
+        ),
+    )

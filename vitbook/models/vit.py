@@ -14,10 +14,14 @@ The whole model, top to bottom:
 
 from __future__ import annotations
 
+import copy
+
 import torch
+import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
-from ..layers import Block, PatchEmbed, posemb_sincos_2d, trunc_normal_init
+from ..layers import Block, PatchEmbed, pair, posemb_sincos_2d, trunc_normal_init
 from .base import Classifier, check_mlp_ratio, check_num_classes, check_positive
 
 POOLS = ("cls", "mean")
@@ -141,3 +145,33 @@ class ViT(Classifier):
     ) -> torch.Tensor:
         x = tokens[:, 0] if self.pool == "cls" else tokens.mean(dim=1)  # (b, dim)
         return x if pre_logits else self.head(x)
+
+
+def vit_at_image_size(model: ViT, image_size) -> ViT:
+    """A copy of ``model`` that takes images of ``image_size``: the same weights, the
+    learned position embedding resampled bicubically from the old patch grid to the
+    new one (what the ViT paper does to fine-tune at a higher resolution, Sec. 3.2; the
+    class token's embedding is kept), a sin-cos table rebuilt for the new grid."""
+    new = copy.deepcopy(model)
+    embed = new.patch_embed
+    (h, w), (ph, pw) = pair(image_size), embed.patch_size
+    for side, size, p in (("height", h, ph), ("width", w, pw)):
+        if size < p or size % p:
+            raise ValueError(f"image {side} {size} is not divisible by patch_size {p}")
+    old_grid, grid = embed.grid, (h // ph, w // pw)
+    embed.image_size, embed.grid = (h, w), grid
+    prefix = new.num_prefix_tokens
+    table = model.pos_embed.detach()  # (1, prefix + n, dim)
+    if isinstance(model.pos_embed, nn.Parameter):
+        patches = rearrange(
+            table[:, prefix:], "1 (h w) d -> 1 d h w", h=old_grid[0], w=old_grid[1]
+        )
+        patches = F.interpolate(
+            patches, size=grid, mode="bicubic", align_corners=False
+        )  # (1, dim, h', w')
+        patches = rearrange(patches, "1 d h w -> 1 (h w) d")
+        new.pos_embed = nn.Parameter(torch.cat((table[:, :prefix], patches), 1))
+    else:
+        sincos = posemb_sincos_2d(*grid, table.shape[-1])
+        new.pos_embed = torch.cat((table[0, :prefix], sincos))[None]
+    return new

@@ -25,6 +25,14 @@ from .twins import (
     plot_receptive_fields,
     receptive_fields,
 )
+from .navit import (
+    plot_accuracy_vs_resolution,
+    plot_packing,
+    plot_packing_masks,
+    plot_sizes,
+    plot_utilization,
+    utilization_table,
+)
 
 __all__ = [
     "image_grid",
@@ -49,4 +57,10 @@ __all__ = [
     "plot_receptive_fields",
     "measure_local_global_cost",
     "plot_local_global_cost",
+    "plot_sizes",
+    "plot_packing",
+    "plot_packing_masks",
+    "utilization_table",
+    "plot_utilization",
+    "plot_accuracy_vs_resolution",
 ]

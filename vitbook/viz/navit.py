@@ -1,0 +1,188 @@
+"""Figures of chapter 5 (NaViT): images at their own sizes, packed sequences, the masks
+that keep packed images apart, token utilization, accuracy against resolution."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.colors import ListedColormap
+from matplotlib.patches import Patch
+
+from ..packing import Packing, padding_utilization, pack
+from .common import to_image
+
+PADDING = "#bdbdbd"
+
+
+def _image_colors(n: int) -> list:
+    cmap = plt.get_cmap("tab20")
+    return [cmap(i % 20) for i in range(n)]
+
+
+def plot_sizes(images, titles=None, suptitle: str | None = None, scale: float = 0.04):
+    """Images side by side at their own sizes (the axes share one pixel scale)."""
+    widths = [img.shape[-1] for img in images]
+    height = max(img.shape[-2] for img in images)
+    fig, axes = plt.subplots(
+        1,
+        len(images),
+        figsize=(max(4.0, scale * sum(widths) + 0.4 * len(images)), scale * height + 1),
+        gridspec_kw={"width_ratios": widths},
+        squeeze=False,
+    )
+    for i, (ax, img) in enumerate(zip(axes[0], images)):
+        ax.imshow(to_image(img), cmap="gray", aspect="equal")
+        ax.set_xlim(-0.5, img.shape[-1] - 0.5)
+        ax.set_ylim(height - 0.5, -0.5)  # same vertical scale: small images look small
+        h, w = img.shape[-2:]
+        label = f"{h}x{w}" if titles is None else f"{titles[i]}\n{h}x{w}"
+        ax.set_title(label, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def plot_packing(packing: Packing, title: str | None = None, ax=None):
+    """Each packed sequence as a bar of ``budget`` tokens: one colour per image (its
+    input index written on it), padding grey."""
+    colors = _image_colors(len(packing.placements))
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(9, 0.35 * packing.num_sequences + 1.4))
+    else:
+        fig = ax.figure
+    for s in range(packing.num_sequences):
+        ax.barh(s, packing.budget, color=PADDING, height=0.8)
+    for p in packing.placements:
+        ax.barh(p.sequence, p.length, left=p.offset, color=colors[p.image], height=0.8,
+                edgecolor="white", linewidth=0.5)  # fmt: skip
+        if p.length >= 0.03 * packing.budget:
+            ax.text(p.offset + p.length / 2, p.sequence, str(p.image), ha="center",
+                    va="center", fontsize=7)  # fmt: skip
+    ax.set_xlim(0, packing.budget)
+    ax.set_ylim(packing.num_sequences - 0.5, -0.5)
+    ax.set_xlabel("token position in the packed sequence")
+    ax.set_ylabel("packed sequence")
+    ax.set_yticks(range(packing.num_sequences))
+    ax.legend(handles=[Patch(color=PADDING, label="padding")], loc="lower right",
+              fontsize=7)  # fmt: skip
+    ax.set_title(
+        title
+        or f"{len(packing.placements)} images in {packing.num_sequences} sequences "
+        f"of {packing.budget} tokens, utilization {packing.utilization:.0%}"
+    )
+    fig.tight_layout()
+    return fig
+
+
+def plot_packing_masks(features, sequence: int = 0, title: str | None = None):
+    """The masks of one packed sequence: token-to-token attention (block diagonal, one
+    block per image) and the pooling queries' mask (one row per image)."""
+    if not 0 <= sequence < features.packing.num_sequences:
+        raise ValueError(
+            f"sequence {sequence} is not in [0, {features.packing.num_sequences})"
+        )
+    ids = features.image_ids[sequence].cpu()  # (L,)
+    n = int(ids.max()) + 1
+    colors = _image_colors(max(n, 1))
+    cmap = ListedColormap(["white", PADDING] + colors)
+
+    def paint(mask, owner):  # 0 blocked, 1 padding-to-padding, 2 + i inside image i
+        out = torch.zeros(mask.shape, dtype=torch.long)
+        out[mask & (owner < 0)] = 1
+        out[mask & (owner >= 0)] = 2 + owner[mask & (owner >= 0)]
+        return out.numpy()
+
+    attention = features.attention_mask()[sequence, 0].cpu()  # (L, L)
+    slots = features.slots()[sequence].cpu()  # (Q,)
+    pooling = features.pooling_mask()[sequence, 0].cpu()  # (Q, L)
+    real = slots >= 0
+    length = len(ids)
+    fig, (a, b) = plt.subplots(
+        1, 2, figsize=(10, 4.6), gridspec_kw={"width_ratios": [1, 1]}
+    )
+    owner_rows = ids[:, None].expand(length, length)
+    a.imshow(paint(attention, owner_rows), cmap=cmap, vmin=0, vmax=len(colors) + 1,
+             interpolation="nearest")  # fmt: skip
+    a.set_xlabel("key token")
+    a.set_ylabel("query token")
+    a.set_title("attention mask: each image attends to itself")
+    pool_owner = slots[real][:, None].expand(-1, length)
+    b.imshow(paint(pooling[real], pool_owner), cmap=cmap, vmin=0,
+             vmax=len(colors) + 1, interpolation="nearest", aspect="auto")  # fmt: skip
+    b.set_xlabel("token")
+    b.set_ylabel("pooling query (one per image)")
+    b.set_yticks(range(int(real.sum())))
+    b.set_yticklabels([f"image {int(i)}" for i in slots[real]])
+    b.set_title("pooling mask: each query reads its image")
+    handles = [Patch(color="white", label="blocked", ec="black"),
+               Patch(color=PADDING, label="padding")]  # fmt: skip
+    handles += [
+        Patch(color=colors[int(i)], label=f"image {int(i)}") for i in slots[real]
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=min(8, len(handles)),
+               fontsize=8)  # fmt: skip
+    fig.suptitle(title or f"packed sequence {sequence}: masks ({length} tokens)")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return fig
+
+
+def utilization_table(lengths, budgets) -> dict[str, list[float]]:
+    """Token utilization (real / all tokens) for each budget: greedy and first-fit
+    decreasing packing, and padding every image to the largest (one value)."""
+    lengths = list(lengths)
+    return {
+        "greedy": [pack(lengths, b, "greedy").utilization for b in budgets],
+        "ffd": [pack(lengths, b, "ffd").utilization for b in budgets],
+        "pad to largest": [padding_utilization(lengths)] * len(budgets),
+    }
+
+
+def plot_utilization(lengths, budgets, title: str | None = None):
+    """Utilization against the token budget: greedy, first-fit decreasing, padding."""
+    table = utilization_table(lengths, budgets)
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    styles = {"greedy": "o-", "ffd": "s-", "pad to largest": "k--"}
+    for name, values in table.items():
+        ax.plot(budgets, np.array(values) * 100, styles[name], label=name)
+    ax.axvline(max(lengths), color="grey", lw=0.8, ls=":")
+    ax.text(max(lengths), 2, " largest image", color="grey", fontsize=8)
+    ax.set_xlabel("token budget (tokens per packed sequence)")
+    ax.set_ylabel("utilization: real tokens / all tokens (%)")
+    ax.set_ylim(0, 102)
+    ax.legend()
+    ax.set_title(title or f"{len(lengths)} images, {sum(lengths)} real tokens")
+    fig.tight_layout()
+    return fig
+
+
+def plot_accuracy_vs_resolution(results: dict, title: str | None = None):
+    """``results[model][(h, w)] = accuracy``: one line per model over the sizes in
+    the order given, square and non-square alike."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    sizes = list(next(iter(results.values())))
+    x = np.arange(len(sizes))
+    for (name, accs), marker in zip(results.items(), "os^vD"):
+        ax.plot(x, [100 * accs[s] for s in sizes], marker + "-", label=name)
+    ax.set_xticks(x)
+    ax.set_xticklabels([f"{h}x{w}" for h, w in sizes], rotation=30)
+    ax.set_xlabel("test image size (height x width, pixels)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title or "accuracy against resolution and aspect ratio")
+    fig.tight_layout()
+    return fig
+
+
+__all__ = [
+    "plot_sizes",
+    "plot_packing",
+    "plot_packing_masks",
+    "utilization_table",
+    "plot_utilization",
+    "plot_accuracy_vs_resolution",
+]
