@@ -230,3 +230,67 @@ def test_conversion_refuses_transformers_default_layernorm_epsilon():
     assert config.layer_norm_eps == 1e-12
     with pytest.raises(ValueError, match="layer_norm_eps=1e-12"):
         mae_from_transformers(transformers.ViTMAEForPreTraining(config))
+
+
+# ------------------------------------------------------------------ figures
+def test_reconstruction_figure_paints_exactly_the_hidden_patches():
+    from vitbook import viz
+
+    mae, images = tiny_mae(), torch.rand(2, 1, 28, 28)
+    out = mae.reconstruct(images)
+    fig = viz.plot_reconstructions(images, out, mae.grid)
+    assert [ax.get_title() for ax in fig.axes[:4]] == [
+        "original", "encoder input", "prediction", "visible pasted back",
+    ]  # fmt: skip
+    painted = fig.axes[1].images[0].get_array()  # (28, 28, 3)
+    blue = (painted == torch.tensor(viz.mae.HIDDEN_RGB).numpy()).all(-1)
+    hidden = (
+        out["mask"][0].reshape(4, 4).repeat_interleave(7, 0).repeat_interleave(7, 1)
+    )
+    assert (torch.from_numpy(blue) == hidden.bool()).all()
+
+
+def test_snapshots_do_not_change_training():
+    from vitbook import fit
+    from vitbook.ssl import SnapshotLoss
+
+    images = torch.randn(64, 1, 28, 28)
+    loader = [(images[i : i + 16], torch.zeros(16)) for i in range(0, 64, 16)]
+    runs = []
+    for snapshots in (False, True):
+        torch.manual_seed(0)
+        mae = tiny_mae()
+        kwargs = {}
+        if snapshots:
+            kwargs["loss"] = SnapshotLoss(images[:3], [0, 2], torch.rand(3, 16))
+        else:
+            from vitbook.train import self_supervised_loss as loss
+
+            kwargs["loss"] = loss
+        history = fit(mae, loader, steps=4, progress=False, **kwargs)
+        runs.append([r["loss"] for r in history.steps])
+    assert runs[0] == runs[1]
+    frames = kwargs["loss"].frames
+    assert [step for step, _ in frames] == [0, 2]
+    assert frames[0][1].shape == (3, 1, 28, 28)
+    assert not torch.equal(frames[0][1], frames[1][1])  # the model learned in between
+
+
+def test_pretraining_and_finetuning_figures_label_their_axes():
+    from vitbook import viz
+    from vitbook.train import History
+
+    history = History(
+        steps=[{"step": i + 1, "loss": 1.0 / (i + 1)} for i in range(10)],
+        evals=[{"step": 10, "test_acc": 0.5}],
+    )
+    frames = [(0, torch.rand(3, 1, 28, 28)), (10, torch.rand(3, 1, 28, 28))]
+    fig = viz.plot_pretraining(history, frames)
+    assert fig.axes[0].get_xlabel() == "step"
+    assert fig.axes[1].get_ylabel() == "step 0"
+    fig = viz.plot_finetuning({"from MAE": history, "from scratch": history})
+    assert [ax.get_ylabel() for ax in fig.axes] == [
+        "training loss (smoothed)", "test accuracy",
+    ]  # fmt: skip
+    fig = viz.plot_masking_ratios(tiny_mae(), torch.rand(2, 1, 28, 28), (0.25, 0.75))
+    assert fig.axes[0].get_title().startswith("mask 25%")

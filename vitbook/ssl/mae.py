@@ -289,8 +289,37 @@ def _mae_init(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
+class SnapshotLoss:
+    """A ``fit`` loss for an MAE (``loss = mae(images)``) that also keeps
+    reconstructions of fixed ``images`` with fixed hidden patches at the steps in
+    ``at_steps`` (step 0 = before the first update), for a figure of pretraining.
+
+    ``frames`` is a list of ``(step, pasted images)``; call :meth:`snapshot` once more
+    after ``fit`` for the final state. The fixed ``noise`` means snapshots draw no
+    random numbers, so a run with snapshots trains exactly as one without.
+    """
+
+    def __init__(self, images: torch.Tensor, at_steps, noise: torch.Tensor):
+        self.images, self.noise = images, noise
+        self.at_steps, self.step = set(at_steps), 0
+        self.frames: list[tuple[int, torch.Tensor]] = []
+
+    def snapshot(self, mae: MAE) -> None:
+        device = mae.decoder_pred.weight.device
+        out = mae.reconstruct(self.images.to(device), noise=self.noise.to(device))
+        self.frames.append((self.step, out["pasted"].float().cpu()))
+
+    def __call__(self, mae: MAE, batch):
+        if self.step in self.at_steps:
+            self.snapshot(mae)
+        self.step += 1
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return mae(images), {}
+
+
 __all__ = [
     "MAE",
+    "SnapshotLoss",
     "patchify",
     "unpatchify",
     "normalized_pixels",

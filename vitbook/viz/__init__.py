@@ -18,6 +18,13 @@ from .swin import (
     plot_shift_masks,
     plot_windows,
 )
+from .mae import (
+    masked_rgb,
+    plot_finetuning,
+    plot_masking_ratios,
+    plot_pretraining,
+    plot_reconstructions,
+)
 
 __all__ = [
     "image_grid",
@@ -37,4 +44,9 @@ __all__ = [
     "plot_relative_position_bias",
     "measure_attention_cost",
     "plot_attention_cost",
+    "masked_rgb",
+    "plot_reconstructions",
+    "plot_masking_ratios",
+    "plot_pretraining",
+    "plot_finetuning",
 ]
