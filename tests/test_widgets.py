@@ -56,6 +56,18 @@ def swin_window_case():
     return explorer, {"window_size": 6, "shift": 1}
 
 
+def mae_case():
+    from vitbook.ssl import MAE
+
+    backbone = vitbook.ViT(
+        image_size=28, patch_size=7, num_classes=0, dim=16, depth=1, heads=2,
+        channels=1, pos_embed="sincos",
+    )  # fmt: skip
+    mae = MAE(backbone, decoder_dim=8, decoder_depth=1, decoder_heads=2)
+    explorer = widgets.mae_explorer(mae, torch.rand(2, 1, 28, 28))
+    return explorer, {"mask_ratio": 0.25}
+
+
 # explorer factory name -> (builds an explorer, the control values a reader moves to)
 CASES = {
     "patch_explorer": lambda: (
@@ -76,6 +88,7 @@ CASES = {
         ),
         {"strategy": "greedy", "dropout": 0.25},
     ),
+    "mae_explorer": mae_case,
 }
 
 

@@ -279,18 +279,32 @@ def check_image(
             raise ValueError(f"image width {w} is not divisible by patch_size {pw}")
 
 
-def posemb_sincos_2d(
-    h: int, w: int, dim: int, temperature: float = 10_000.0
-) -> torch.Tensor:
-    """Fixed 2D sine-cosine position embedding, ``(h*w, dim)`` (as in MoCo v3 and MAE).
+SINCOS_ORDERS = ("yx", "xy")
 
-    A quarter of the channels each: sin(y), cos(y), sin(x), cos(x) at geometric
-    frequencies.
+
+def posemb_sincos_2d(
+    h: int, w: int, dim: int, temperature: float = 10_000.0, order: str = "yx"
+) -> torch.Tensor:
+    """Fixed 2D sine-cosine position embedding, ``(h*w, dim)``, patches row by row.
+
+    A quarter of the channels each for sin and cos of the row coordinate y and of the
+    column coordinate x, at geometric frequencies ``temperature ** (-i / (dim/4))``.
+    The two papers that use it lay the quarters out differently, and a model trained
+    with one layout must be run with the same one:
+
+    - ``order="yx"`` (the default): ``[sin y, cos y, sin x, cos x]``, MoCo v3's
+      layout (row coordinate first), what chapter 1's ``ViT(pos_embed="sincos")`` uses;
+    - ``order="xy"``: ``[sin x, cos x, sin y, cos y]``, MAE's official layout (its
+      ``get_2d_sincos_pos_embed`` meshes ``(w, h)``, so the column coordinate comes
+      first); ``vitbook.ssl.MAE`` uses it, and its parity test against Hugging Face's
+      ``ViTMAE`` proves it.
     """
     if dim % 4:
         raise ValueError(
             f"dim {dim} must be divisible by 4 for the 2D sin-cos position embedding"
         )
+    if order not in SINCOS_ORDERS:
+        raise ValueError(f"order={order!r} is not one of {SINCOS_ORDERS}")
     y, x = torch.meshgrid(
         torch.arange(h, dtype=torch.float64),
         torch.arange(w, dtype=torch.float64),
@@ -301,7 +315,9 @@ def posemb_sincos_2d(
     )  # (dim/4,)
     y = y.flatten()[:, None] * omega[None, :]  # (h*w, dim/4)
     x = x.flatten()[:, None] * omega[None, :]
-    return torch.cat((y.sin(), y.cos(), x.sin(), x.cos()), dim=1).float()  # (h*w, dim)
+    first, second = (y, x) if order == "yx" else (x, y)
+    table = torch.cat((first.sin(), first.cos(), second.sin(), second.cos()), dim=1)
+    return table.float()  # (h*w, dim)
 
 
 def trunc_normal_init(module: nn.Module, std: float = 0.02) -> None:

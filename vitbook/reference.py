@@ -316,3 +316,105 @@ def pretrained_twins(name: str = "twins_svt_small.in1k"):
     import timm
 
     return twins_from_timm(timm.create_model(name, pretrained=True)).eval()
+# --------------------------------------------------------------------------- MAE
+def _transformers_mae_config(config) -> tuple[dict, dict]:
+    """vitbook ``ViT`` and ``MAE`` keyword arguments that describe a Hugging Face
+    ``ViTMAEConfig``."""
+    if config.hidden_act != "gelu":
+        raise ValueError(
+            f"hidden_act={config.hidden_act!r}: vitbook's blocks use the exact GELU "
+            "('gelu')"
+        )
+    if config.layer_norm_eps != 1e-6:
+        raise ValueError(
+            f"layer_norm_eps={config.layer_norm_eps}: MAE's LayerNorms use 1e-6 "
+            "(transformers defaults to 1e-12); build the config with "
+            "layer_norm_eps=1e-6"
+        )
+    vit = dict(
+        image_size=config.image_size,
+        patch_size=config.patch_size,
+        channels=config.num_channels,
+        num_classes=0,
+        dim=config.hidden_size,
+        depth=config.num_hidden_layers,
+        heads=config.num_attention_heads,
+        mlp_dim=config.intermediate_size,
+        qkv_bias=config.qkv_bias,
+        pool="cls",
+        pos_embed="sincos",
+    )
+    mae = dict(
+        decoder_dim=config.decoder_hidden_size,
+        decoder_depth=config.decoder_num_hidden_layers,
+        decoder_heads=config.decoder_num_attention_heads,
+        decoder_mlp_ratio=config.decoder_intermediate_size / config.decoder_hidden_size,
+        mask_ratio=config.mask_ratio,
+        norm_pix_loss=config.norm_pix_loss,
+    )
+    return vit, mae
+
+
+_MAE_BLOCK_NAMES = (
+    ("layernorm_before.", "norm1."),
+    ("layernorm_after.", "norm2."),
+    ("attention.o_proj.", "attn.proj."),
+    ("mlp.fc1.", "mlp.fc1."),
+    ("mlp.fc2.", "mlp.fc2."),
+)
+_MAE_NAMES = (
+    ("vit.embeddings.cls_token", "backbone.cls_token"),
+    ("vit.embeddings.patch_embeddings.projection.", "backbone.patch_embed.proj."),
+    ("vit.layers.", "backbone.blocks."),
+    ("vit.layernorm.", "backbone.norm."),
+    ("decoder.decoder_layers.", "decoder_blocks."),
+    ("decoder.", ""),
+)
+
+
+def mae_state_dict_from_transformers(
+    state_dict: dict[str, torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """Rename a transformers 5.x ``ViTMAEForPreTraining`` state dict into vitbook's
+    ``MAE``: separate q/k/v projections become one ``qkv``, the convolutional patch
+    kernel the paper's linear map. The fixed sin-cos tables are not copied: vitbook
+    builds its own, and the parity test proves both build the same."""
+    out, qkv = {}, {}
+    for key, value in state_dict.items():
+        if key.endswith(("position_embeddings", "decoder_pos_embed")):
+            continue
+        if key == "vit.embeddings.patch_embeddings.projection.weight":
+            value = conv_patch_kernel_to_linear(value)
+        for theirs, ours in _MAE_NAMES:
+            if key.startswith(theirs):
+                key = ours + key[len(theirs) :]
+                break
+        else:
+            raise ValueError(
+                f"transformers weight {key!r} has no place in vitbook's MAE"
+            )
+        for theirs, ours in _MAE_BLOCK_NAMES:
+            key = key.replace(theirs, ours)
+        for part in ("q", "k", "v"):
+            marker = f".attention.{part}_proj."
+            if marker in key:
+                stem, kind = key.split(marker)
+                qkv.setdefault((stem, kind), {})[part] = value
+                break
+        else:
+            out[key] = value
+    for (stem, kind), parts in qkv.items():
+        out[f"{stem}.attn.qkv.{kind}"] = torch.cat([parts[p] for p in "qkv"])
+    return out
+
+
+def mae_from_transformers(hf_mae: nn.Module):
+    """A vitbook ``MAE`` with the architecture and weights of a Hugging Face
+    ``ViTMAEForPreTraining`` (transformers 5.x)."""
+    from .models.vit import ViT
+    from .ssl.mae import MAE
+
+    vit_kwargs, mae_kwargs = _transformers_mae_config(hf_mae.config)
+    model = MAE(ViT(**vit_kwargs), **mae_kwargs)
+    model.load_state_dict(mae_state_dict_from_transformers(hf_mae.state_dict()))
+    return model.to(next(hf_mae.parameters()).dtype)

@@ -220,3 +220,37 @@ def packing_explorer(
             description="packing",
         ),
     )
+
+
+def mae_explorer(
+    mae, images: torch.Tensor, to_pixels=None, titles=None, seed: int = 0
+) -> Explorer:
+    """Re-run a trained MAE live at the masking ratio a slider sets, on ``images``; the
+    hidden patches come from one fixed noise draw per image, so a higher ratio hides a
+    superset of what a lower one hid."""
+    import ipywidgets
+
+    from .viz import plot_reconstructions
+
+    noise = torch.rand(
+        len(images),
+        mae.grid[0] * mae.grid[1],
+        generator=torch.Generator().manual_seed(seed),
+    ).to(images.device)
+
+    def draw(mask_ratio):
+        out = mae.reconstruct(images, noise=noise, mask_ratio=mask_ratio)
+        return plot_reconstructions(
+            images, out, mae.grid, to_pixels=to_pixels or (lambda x: x), titles=titles
+        )
+
+    return Explorer(
+        draw,
+        mask_ratio=ipywidgets.FloatSlider(
+            value=mae.mask_ratio,
+            min=0.05,
+            max=0.95,
+            step=0.05,
+            description="mask ratio",
+        ),
+    )

@@ -33,6 +33,13 @@ from .navit import (
     plot_utilization,
     utilization_table,
 )
+from .mae import (
+    masked_rgb,
+    plot_finetuning,
+    plot_masking_ratios,
+    plot_pretraining,
+    plot_reconstructions,
+)
 
 __all__ = [
     "image_grid",
@@ -63,4 +70,9 @@ __all__ = [
     "utilization_table",
     "plot_utilization",
     "plot_accuracy_vs_resolution",
+    "masked_rgb",
+    "plot_reconstructions",
+    "plot_masking_ratios",
+    "plot_pretraining",
+    "plot_finetuning",
 ]

@@ -1,0 +1,186 @@
+"""Figures of chapter 6 (MAE): what the encoder sees, what the decoder paints, how the
+masking ratio and pretraining change it, and fine-tuning against training from
+scratch."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from .common import _smooth, to_image
+
+HIDDEN_RGB = (0.15, 0.35, 0.75)  # the colour hidden patches are painted in
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def masked_rgb(image: torch.Tensor, mask: torch.Tensor, grid) -> np.ndarray:
+    """A grey ``(1, h, w)`` image in [0, 1] as RGB ``(h, w, 3)``, hidden patches painted
+    in one colour (``mask (n,)`` is 1 where a patch is hidden, patches row by row)."""
+    gh, gw = grid
+    h, w = image.shape[-2:]
+    grey = np.repeat(to_image(image)[..., None], 3, axis=-1)  # (h, w, 3)
+    hidden = mask.reshape(gh, gw).cpu().numpy().astype(bool)
+    hidden = hidden.repeat(h // gh, axis=0).repeat(w // gw, axis=1)  # (h, w)
+    grey[hidden] = HIDDEN_RGB
+    return grey
+
+
+def plot_reconstructions(
+    images: torch.Tensor,
+    out: dict,
+    grid,
+    to_pixels: Callable = _identity,
+    titles=None,
+    title: str | None = None,
+):
+    """One row per image: the original, what the encoder sees (hidden patches in blue),
+    the decoder's prediction for every patch, and the prediction with the visible
+    patches pasted back (the paper's Figure 2). ``out`` is ``MAE.reconstruct(images)``;
+    ``to_pixels`` maps the model's normalized images back to [0, 1]."""
+    n = len(images)
+    columns = ("original", "encoder input", "prediction", "visible pasted back")
+    pictures = [
+        to_pixels(images).cpu(),
+        None,
+        to_pixels(out["prediction"]).cpu(),
+        to_pixels(out["pasted"]).cpu(),
+    ]
+    fig, axes = plt.subplots(n, 4, figsize=(7.2, 1.75 * n + 0.6), squeeze=False)
+    for i in range(n):
+        for j, ax in enumerate(axes[i]):
+            if j == 1:
+                ax.imshow(masked_rgb(pictures[0][i], out["mask"][i], grid))
+            else:
+                ax.imshow(to_image(pictures[j][i]), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(columns[j], fontsize=9)
+        label = titles[i] if titles is not None else f"image {i}"
+        axes[i, 0].set_ylabel(label, fontsize=8)
+    hidden = int(out["mask"][0].sum())
+    suptitle = title or (
+        f"{hidden} of {out['mask'].shape[1]} patches hidden "
+        f"(blue); loss on hidden patches {out['loss']:.3f}"
+    )
+    fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_masking_ratios(
+    mae,
+    images: torch.Tensor,
+    ratios=(0.25, 0.5, 0.75, 0.9),
+    to_pixels: Callable = _identity,
+    seed: int = 0,
+):
+    """The trained model re-run at several masking ratios on the same images, with one
+    noise draw per image: a higher ratio hides a superset of the patches a lower one
+    hid. Top row per image: encoder input; bottom: prediction with the visible
+    patches pasted back. The loss (per-pixel squared error on hidden patches) per
+    ratio is in each column's title."""
+    noise = torch.rand(
+        len(images),
+        mae.grid[0] * mae.grid[1],
+        generator=torch.Generator().manual_seed(seed),
+    ).to(images.device)
+    outs = [mae.reconstruct(images, noise=noise, mask_ratio=r) for r in ratios]
+    n = len(images)
+    fig, axes = plt.subplots(
+        2 * n,
+        len(ratios),
+        figsize=(1.8 * len(ratios), 1.8 * 2 * n + 0.6),
+        squeeze=False,
+    )
+    originals = to_pixels(images).cpu()
+    for j, (ratio, out) in enumerate(zip(ratios, outs)):
+        pasted = to_pixels(out["pasted"]).cpu()
+        for i in range(n):
+            top, bottom = axes[2 * i, j], axes[2 * i + 1, j]
+            top.imshow(masked_rgb(originals[i], out["mask"][i], mae.grid))
+            bottom.imshow(to_image(pasted[i]), cmap="gray", vmin=0, vmax=1)
+            for ax in (top, bottom):
+                ax.set_xticks([])
+                ax.set_yticks([])
+            if j == 0:
+                top.set_ylabel(f"image {i}: input", fontsize=8)
+                bottom.set_ylabel("reconstruction", fontsize=8)
+        axes[0, j].set_title(f"mask {ratio:.0%}\nloss {out['loss']:.3f}", fontsize=9)
+    fig.suptitle("one trained MAE, several masking ratios", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_pretraining(
+    history, frames: list, to_pixels: Callable = _identity, smooth: int = 20
+):
+    """Left: the MAE loss per step (smoothed), a marker where each snapshot was taken.
+    Right: the reconstructions (visible patches pasted back) of the same images with
+    the same hidden patches at those steps, one row per snapshot. ``frames`` is a list
+    of ``(step, pasted images (k, c, h, w))``."""
+    steps = [r["step"] for r in history.steps]
+    losses = [r["loss"] for r in history.steps]
+    k = len(frames[0][1])
+    fig = plt.figure(figsize=(4.5 + 1.1 * k, max(3.2, 1.1 * len(frames) + 0.6)))
+    grid = fig.add_gridspec(len(frames), 1 + k, width_ratios=[4] + [1] * k)
+    ax = fig.add_subplot(grid[:, 0])
+    ax.plot(steps, losses, color="C0", alpha=0.25, lw=0.8)
+    smoothed = _smooth(losses, smooth)
+    ax.plot(steps, smoothed, color="C0", label="loss on hidden patches")
+    for step, _ in frames:
+        at = min(max(step, 1), len(smoothed)) - 1
+        ax.plot(step, smoothed[at], "o", color="C1")
+    ax.set(xlabel="step", ylabel="MAE loss (smoothed)", title="pretraining")
+    ax.legend()
+    for row, (step, pictures) in enumerate(frames):
+        pictures = to_pixels(pictures).cpu()
+        for col in range(k):
+            sub = fig.add_subplot(grid[row, 1 + col])
+            sub.imshow(to_image(pictures[col]), cmap="gray", vmin=0, vmax=1)
+            sub.set_xticks([])
+            sub.set_yticks([])
+            if col == 0:
+                sub.set_ylabel(f"step {step}", fontsize=8)
+    fig.suptitle("the same hidden patches, reconstructed as pretraining goes")
+    fig.tight_layout()
+    return fig
+
+
+def plot_finetuning(histories: dict, smooth: int = 20):
+    """Training loss and test accuracy of several runs on one pair of axes each, e.g.
+    ``{"from MAE": h1, "from scratch": h2}`` over the same budget."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
+    for i, (name, history) in enumerate(histories.items()):
+        steps = [r["step"] for r in history.steps]
+        losses = [r["loss"] for r in history.steps]
+        left.plot(steps, _smooth(losses, smooth), color=f"C{i}", label=name)
+        evals = [r for r in history.evals if "test_acc" in r]
+        right.plot(
+            [r["step"] for r in evals],
+            [r["test_acc"] for r in evals],
+            "o-",
+            color=f"C{i}",
+            label=f"{name}: {evals[-1]['test_acc']:.1%}" if evals else name,
+        )
+    left.set(xlabel="step", ylabel="training loss (smoothed)", title="loss")
+    right.set(xlabel="step", ylabel="test accuracy", title="test accuracy")
+    left.legend()
+    right.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+__all__ = [
+    "masked_rgb",
+    "plot_reconstructions",
+    "plot_masking_ratios",
+    "plot_pretraining",
+    "plot_finetuning",
+]
