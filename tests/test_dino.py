@@ -249,3 +249,32 @@ def test_collapse_diagnostics_on_collapsed_and_spread_embeddings():
     assert effective_rank(spread) > 12 and effective_rank(collapsed) < 1.1
     assert embedding_std(spread) == pytest.approx(1 / 4, rel=0.15)
     assert embedding_std(collapsed) < 1e-3
+
+
+# --------------------------------------------------------------------------- figures
+def test_class_token_attention_is_a_distribution_over_patches_per_head():
+    from vitbook import viz
+
+    model = tiny_vit()
+    att = viz.class_token_attention(model, torch.randn(3, 1, 16, 16))
+    assert att.shape == (3, 2, 4, 4)
+    assert (att >= 0).all() and (att.sum(dim=(2, 3)) <= 1 + 1e-5).all()
+
+
+def test_dino_figures_draw_every_view_head_and_diagnostic():
+    from vitbook import viz
+    from vitbook.train import History
+
+    crop = MultiCrop(24, 12, num_local=3, seed=0)
+    fig = viz.plot_multicrop(torch.rand(3, 48, 48), crop)
+    assert len(fig.axes) == 1 + 2 + 3 and len(fig.axes[0].patches) == 5
+    fig = viz.plot_class_token_attention(tiny_vit(), torch.randn(2, 1, 16, 16))
+    assert len(fig.axes) == 2 * 3 + 1  # images x (image + 2 heads) + colour bar
+    rows = [
+        {"step": i, "entropy": 1.0, "kl": 0.5, "std": 0.1, "erank": 3.0}
+        for i in range(5)
+    ]
+    fig = viz.plot_collapse_diagnostics(
+        {"a": History(steps=rows), "b": History(steps=rows)}, max_entropy=2.0
+    )
+    assert len(fig.axes) == 4 and all(len(ax.lines) >= 2 for ax in fig.axes)

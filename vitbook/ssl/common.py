@@ -163,6 +163,7 @@ class MultiCrop(nn.Module):
         self.blur, self.sigma = tuple(blur), sigma
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
+        self.last_boxes: list[torch.Tensor] = []  # per view (b, 4), for the figures
 
     def reseed(self, seed: int | None = None) -> None:
         """Start the draws again (from ``seed``, or the constructor's)."""
@@ -185,9 +186,9 @@ class MultiCrop(nn.Module):
     def view(self, x: torch.Tensor, size, scale, blur: float) -> torch.Tensor:
         """One view of every image in ``x`` (float ``(b, c, h, w)``)."""
         b, _, h, w = x.shape
-        boxes = torch.cat(
-            (torch.arange(b)[:, None].float(), self.boxes(b, h, w, scale)), 1
-        )
+        crops = self.boxes(b, h, w, scale)
+        self.last_boxes.append(crops)
+        boxes = torch.cat((torch.arange(b)[:, None].float(), crops), 1)  # (b, 5)
         out = roi_align(x, boxes.to(x), output_size=size, aligned=True)  # (b, c, *size)
         draws = self._rand(b, 5).to(x.device)  # flip, jitter?, contrast, bright, blur?
         flipped = v2.functional.horizontal_flip(out)
@@ -215,6 +216,7 @@ class MultiCrop(nn.Module):
                 f"{getattr(images, 'shape', type(images).__name__)}"
             )
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        self.last_boxes = []
         views = [
             self.view(x, self.global_size, self.global_scale, self.blur[0]),
             self.view(x, self.global_size, self.global_scale, self.blur[1]),

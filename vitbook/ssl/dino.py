@@ -106,7 +106,7 @@ class DINO(nn.Module):
     experiment). ``multicrop`` replaces the default :class:`MultiCrop` built from
     ``global_size``, ``local_size`` and ``num_local``. After each training forward,
     ``dino.metrics`` holds the collapse diagnostics: teacher entropy, KL(teacher ||
-    student), per-dimension std and effective rank of the student's embeddings.
+    student), per-dimension std and effective rank of the teacher's output vectors.
     """
 
     def __init__(
@@ -217,7 +217,7 @@ class DINO(nn.Module):
         center = self.center if self.centering else torch.zeros_like(self.center)
         loss = dino_loss(student_out, teacher_out, center, self.student_temp, t_temp)
         if self.training:
-            self._diagnose(loss, teacher_out, center, t_temp, globals_[0])
+            self._diagnose(loss, teacher_out, center, t_temp)
             if self.centering:
                 self.update_center(teacher_out)
         return loss
@@ -230,16 +230,18 @@ class DINO(nn.Module):
         self.center.mul_(m).add_(batch_center, alpha=1 - m)
 
     @torch.no_grad()
-    def _diagnose(self, loss, teacher_out, center, t_temp, student_emb) -> None:
+    def _diagnose(self, loss, teacher_out, center, t_temp) -> None:
         p_t = F.softmax((teacher_out - center) / t_temp, dim=-1)
         entropy = -(p_t * p_t.clamp_min(1e-12).log()).sum(-1).mean()
         # every teacher view meets the same number of student views, so the mean
-        # cross-entropy is the mean teacher entropy plus the mean KL
+        # cross-entropy is the mean teacher entropy plus the mean KL. The std and the
+        # rank are taken of the teacher's output vectors (first view): a collapsed
+        # teacher gives every image the same output, std 0 and rank 1
         self.metrics = {
             "entropy": entropy,
             "kl": loss.detach() - entropy,
-            "std": embedding_std(student_emb),
-            "erank": effective_rank(student_emb.float()),
+            "std": embedding_std(teacher_out[0]),
+            "erank": effective_rank(teacher_out[0]),
         }
 
 
