@@ -214,8 +214,13 @@ class PatchEmbed(nn.Module):
     (``reference.py`` converts).
     """
 
-    def __init__(self, image_size, patch_size, channels: int, dim: int):
+    def __init__(
+        self, image_size, patch_size, channels: int, dim: int, dynamic: bool = False
+    ):
         super().__init__()
+        self.dynamic = (
+            dynamic  # any size divisible by the patch (timm's dynamic_img_size)
+        )
         self.image_size, self.patch_size = pair(image_size), pair(patch_size)
         (ih, iw), (ph, pw) = self.image_size, self.patch_size
         for side, size, p in (("height", ih, ph), ("width", iw, pw)):
@@ -232,7 +237,10 @@ class PatchEmbed(nn.Module):
         return self.grid[0] * self.grid[1]
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
-        check_image(img, self.channels, self.image_size)
+        if self.dynamic:
+            check_image(img, self.channels, multiple_of=self.patch_size)
+        else:
+            check_image(img, self.channels, self.image_size)
         ph, pw = self.patch_size
         patches = rearrange(
             img, "b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=ph, p2=pw

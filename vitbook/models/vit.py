@@ -54,6 +54,7 @@ class ViT(Classifier):
         attn_dropout: float = 0.0,
         emb_dropout: float = 0.0,
         drop_path: float = 0.0,
+        dynamic_img_size: bool = False,
     ):
         super().__init__()
         if pool not in POOLS:
@@ -68,7 +69,11 @@ class ViT(Classifier):
         self.num_features = dim
         mlp_dim = mlp_dim or 4 * dim
 
-        self.patch_embed = PatchEmbed(image_size, patch_size, channels, dim)
+        # dynamic_img_size (timm's name): any image size divisible by the patch is
+        # taken, the position embedding resized to its grid (DINO's small local crops)
+        self.patch_embed = PatchEmbed(
+            image_size, patch_size, channels, dim, dynamic=dynamic_img_size
+        )
         self.num_prefix_tokens = (
             1 if pool == "cls" else 0
         )  # the GAP variant (paper App. D.3) has no class token
@@ -122,11 +127,32 @@ class ViT(Classifier):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``(b, c, H, W)`` -> the tokens the first block reads ``(b, prefix + n,
         dim)``."""
+        grid = tuple(s // p for s, p in zip(x.shape[-2:], self.patch_embed.patch_size))
         x = self.patch_embed(x)  # (b, n, dim)
         if self.cls_token is not None:
             cls = self.cls_token.expand(x.shape[0], -1, -1)
             x = torch.cat((cls, x), dim=1)  # (b, 1 + n, dim)
-        return self.pos_drop(x + self.pos_embed)
+        return self.pos_drop(x + self.position_embedding(grid))
+
+    def position_embedding(self, grid) -> torch.Tensor:
+        """The position embedding ``(1, prefix + h * w, dim)`` for a patch grid ``(h,
+        w)``: the model's own at its training size; otherwise the learned table resized
+        bicubically (as DINO's ``interpolate_pos_encoding``) or the sin-cos table
+        rebuilt for that grid."""
+        if tuple(grid) == tuple(self.grid):
+            return self.pos_embed
+        prefix = self.pos_embed[:, : self.num_prefix_tokens]
+        if isinstance(self.pos_embed, nn.Parameter):
+            table = rearrange(
+                self.pos_embed[:, self.num_prefix_tokens :],
+                "1 (h w) d -> 1 d h w",
+                h=self.grid[0],
+            )
+            table = F.interpolate(table, size=grid, mode="bicubic", align_corners=False)
+            table = rearrange(table, "1 d h w -> 1 (h w) d")
+        else:
+            table = posemb_sincos_2d(*grid, self.dim).to(self.pos_embed)[None]
+        return torch.cat((prefix, table), dim=1)
 
     def intermediate_layers(self, x: torch.Tensor):
         """Yield the tokens ``(b, prefix + n, dim)`` after each block."""

@@ -1,6 +1,18 @@
-"""Self-supervised methods: each wraps a vitbook backbone, ``loss = method(images)``,
-``method.backbone`` for evaluation."""
+"""Self-supervised methods: each wraps a backbone, ``loss = method(images)``,
+``method.step_teacher()`` where there is a teacher, ``method.backbone`` to evaluate."""
 
+from .common import (
+    DINOHead,
+    EMATeacher,
+    MultiCrop,
+    cosine_schedule,
+    effective_rank,
+    ema_update_,
+    embedding_std,
+    linear_warmup,
+    method_loss,
+)
+from .dino import DINO, dino_loss
 from .mae import (
     MAE,
     SnapshotLoss,
@@ -11,6 +23,17 @@ from .mae import (
 )
 
 __all__ = [
+    "DINO",
+    "dino_loss",
+    "DINOHead",
+    "EMATeacher",
+    "MultiCrop",
+    "cosine_schedule",
+    "effective_rank",
+    "ema_update_",
+    "embedding_std",
+    "linear_warmup",
+    "method_loss",
     "MAE",
     "SnapshotLoss",
     "normalized_pixels",

@@ -10,6 +10,12 @@ from .vit import (
     plot_position_similarity,
     position_similarity,
 )
+from .dino import (
+    class_token_attention,
+    plot_class_token_attention,
+    plot_collapse_diagnostics,
+    plot_multicrop,
+)
 from .swin import (
     measure_attention_cost,
     plot_attention_cost,
@@ -75,4 +81,8 @@ __all__ = [
     "plot_masking_ratios",
     "plot_pretraining",
     "plot_finetuning",
+    "plot_multicrop",
+    "class_token_attention",
+    "plot_class_token_attention",
+    "plot_collapse_diagnostics",
 ]

@@ -1,0 +1,280 @@
+"""DINO and the shared self-supervised pieces: loss, EMA teacher, multi-crop, head,
+collapse."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import randomize_
+
+from vitbook import ViT, data
+from vitbook.ssl import (
+    DINO,
+    DINOHead,
+    EMATeacher,
+    MultiCrop,
+    cosine_schedule,
+    dino_loss,
+    effective_rank,
+    ema_update_,
+    embedding_std,
+)
+from vitbook.train import param_groups
+
+
+def tiny_vit(**kw):
+    return ViT(
+        image_size=16,
+        patch_size=4,
+        num_classes=0,
+        dim=16,
+        depth=1,
+        heads=2,
+        mlp_dim=32,
+        channels=1,
+        dynamic_img_size=True,
+        **kw,
+    )
+
+
+def tiny_dino(**kw):
+    args = dict(
+        total_steps=10,
+        global_size=16,
+        local_size=8,
+        num_local=2,
+        out_dim=32,
+        hidden_dim=32,
+        bottleneck_dim=8,
+    )
+    return DINO(tiny_vit(), **{**args, **kw})
+
+
+# --------------------------------------------------------------------------- the loss
+def test_dino_loss_equals_a_hand_computation():
+    student = torch.tensor(
+        [[[1.0, 0.0, -1.0]], [[0.5, 0.5, 0.0]], [[0.0, 2.0, 1.0]]]
+    )  # (3 views, b=1, K=3): global 1, global 2, one local
+    teacher = torch.tensor([[[0.2, 0.1, 0.0]], [[0.0, 0.3, 0.6]]])  # (2, 1, 3)
+    center = torch.tensor([[0.1, 0.0, -0.1]])
+    ts, tt = 0.1, 0.04
+
+    def softmax(v, t):
+        e = [math.exp(x / t) for x in v]
+        return [x / sum(e) for x in e]
+
+    total, pairs = 0.0, 0
+    for i in range(2):
+        q = softmax([a - c for a, c in zip(teacher[i, 0].tolist(), center[0])], tt)
+        for v in range(3):
+            if v == i:
+                continue
+            p = softmax(student[v, 0].tolist(), ts)
+            total += -sum(qk * math.log(pk) for qk, pk in zip(q, p))
+            pairs += 1
+    assert pairs == 4  # teacher 1 with global 2 and the local; teacher 2 likewise
+    got = dino_loss(student, teacher, center, ts, tt)
+    assert got.item() == pytest.approx(total / pairs, rel=1e-5)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+def test_dino_loss_equals_vit_pytorch_loss_fn_on_two_crossed_views(dtype, tol):
+    """vit-pytorch's Dino scores teacher 1 against student 2 and teacher 2 against
+    student 1: with two student views, skipping the same view is exactly that."""
+    from vit_pytorch.dino import loss_fn
+
+    torch.manual_seed(0)
+    student, teacher = (
+        torch.randn(2, 5, 40, dtype=dtype),
+        torch.randn(2, 5, 40, dtype=dtype),
+    )
+    center = torch.randn(1, 40, dtype=dtype)
+    ref = (
+        loss_fn(teacher[0], student[1], 0.04, 0.1, center)
+        + loss_fn(teacher[1], student[0], 0.04, 0.1, center)
+    ) / 2
+    ours = dino_loss(student, teacher, center, 0.1, 0.04)
+    assert (ours.double() - ref.double()).abs().item() < tol * max(
+        1.0, ref.abs().item()
+    )
+
+
+def test_dino_loss_gives_the_teacher_no_gradient():
+    student = torch.randn(3, 4, 8, requires_grad=True)
+    teacher = torch.randn(2, 4, 8, requires_grad=True)
+    dino_loss(student, teacher, torch.zeros(1, 8), 0.1, 0.04).backward()
+    assert teacher.grad is None and student.grad is not None
+
+
+# --------------------------------------------------------------------------- the teacher
+def test_ema_update_equals_the_formula():
+    student, teacher = randomize_(tiny_vit()), randomize_(tiny_vit())
+    before = [p.detach().clone() for p in teacher.parameters()]
+    ema_update_(teacher, student, 0.9)
+    for old, new, s in zip(before, teacher.parameters(), student.parameters()):
+        torch.testing.assert_close(new, 0.9 * old + 0.1 * s, rtol=0, atol=1e-6)
+
+
+def test_teacher_momentum_follows_a_cosine_from_base_to_one():
+    assert cosine_schedule(0.996, 1.0, 0, 100) == pytest.approx(0.996)
+    assert cosine_schedule(0.996, 1.0, 50, 100) == pytest.approx(0.998)
+    assert cosine_schedule(0.996, 1.0, 100, 100) == pytest.approx(1.0)
+    assert cosine_schedule(0.996, 1.0, 500, 100) == pytest.approx(1.0)
+    student = tiny_vit()
+    teacher = EMATeacher(student, base=0.5, final=1.0, total_steps=2)
+    randomize_(student)
+    before = [p.detach().clone() for p in teacher.module.parameters()]
+    assert teacher.update(student) == pytest.approx(0.5)  # step 0 uses the base
+    for old, new, s in zip(before, teacher.module.parameters(), student.parameters()):
+        torch.testing.assert_close(new, 0.5 * old + 0.5 * s, rtol=0, atol=1e-6)
+    assert teacher.update(student) == pytest.approx(0.75)
+    assert teacher.momentum == pytest.approx(1.0) and int(teacher.step) == 2
+
+
+def test_teacher_receives_no_gradients_and_the_optimizer_never_sees_it():
+    dino = tiny_dino()
+    teacher_params = set(map(id, dino.teacher.parameters()))
+    assert not any(p.requires_grad for p in dino.teacher.parameters())
+    dino(torch.randn(4, 1, 16, 16)).backward()
+    assert all(p.grad is None for p in dino.teacher.parameters())
+    assert any(p.grad is not None for p in dino.backbone.parameters())
+    optimized = {id(p) for g in param_groups(dino, 0.04) for p in g["params"]}
+    assert optimized and not optimized & teacher_params
+
+
+def test_step_teacher_moves_the_teacher_toward_the_student_only():
+    dino = tiny_dino(momentum=0.5, final_momentum=0.5)
+    with torch.no_grad():
+        for p in dino.student.parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in dino.teacher.parameters()]
+    dino.step_teacher()
+    for old, new, s in zip(
+        before, dino.teacher.parameters(), dino.student.parameters()
+    ):
+        torch.testing.assert_close(new, 0.5 * old + 0.5 * s)
+
+
+def test_center_is_an_ema_of_the_teachers_mean_output():
+    dino = tiny_dino(center_momentum=0.9)
+    teacher_out = torch.randn(2, 4, 32)
+    dino.update_center(teacher_out)
+    torch.testing.assert_close(dino.center, 0.1 * teacher_out.mean(dim=(0, 1))[None])
+
+
+# --------------------------------------------------------------------------- multi-crop
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_multicrop_produces_the_requested_sizes_and_counts(dtype):
+    images = torch.randint(0, 256, (5, 1, 28, 28)).to(dtype)
+    views = MultiCrop(24, (12, 10), num_local=3, seed=0)(images)
+    assert len(views) == 2 + 3
+    assert [tuple(v.shape) for v in views] == [(5, 1, 24, 24)] * 2 + [
+        (5, 1, 12, 10)
+    ] * 3
+    assert all(v.dtype == torch.float32 for v in views)
+    if dtype == torch.uint8:  # scaled to [0, 1] (jitter may step a little outside)
+        assert 0.0 <= views[0].mean() <= 1.0
+
+
+def test_multicrop_is_seeded_and_crops_each_image_differently():
+    images = torch.rand(1, 3, 32, 32).expand(6, -1, -1, -1)  # one image, six times
+    a = MultiCrop(16, 8, num_local=2, seed=3)(images)
+    b = MultiCrop(16, 8, num_local=2, seed=3)(images)
+    c = MultiCrop(16, 8, num_local=2, seed=4)(images)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(a[0], c[0])
+    # the same image gets a different view in every row of the batch
+    assert (a[0][1:] - a[0][:1]).abs().flatten(1).amax(1).min() > 0
+
+
+def test_multicrop_crop_box_covers_the_requested_area():
+    crop = MultiCrop(16, 8, num_local=0, global_scale=(0.25, 0.25), seed=0)
+    boxes = crop.boxes(1000, 40, 40, (0.25, 0.25))
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2:] <= 40 + 1e-4).all()
+    assert area.mean().item() == pytest.approx(0.25 * 1600, rel=0.05)
+
+
+# --------------------------------------------------------------------------- the head
+def test_dino_head_bottleneck_is_unit_length_and_last_layer_rows_are_unit_vectors():
+    head = DINOHead(16, out_dim=50, hidden_dim=32, bottleneck_dim=8)
+    randomize_(head.mlp)
+    with torch.no_grad():
+        head.last_layer.parametrizations.weight.original1.mul_(7.0)
+    w = head.last_layer.weight  # recomputed from the direction, gain fixed at 1
+    torch.testing.assert_close(w.norm(dim=1), torch.ones(50))
+    gain = head.last_layer.parametrizations.weight.original0
+    assert not gain.requires_grad
+    out = head(torch.randn(4, 16))
+    assert out.shape == (4, 50) and out.abs().max() <= 1 + 1e-5  # cosines
+
+
+# --------------------------------------------------------------------------- the ViT
+def test_vit_with_dynamic_img_size_takes_small_crops_and_keeps_its_own_size_exact():
+    model = tiny_vit().eval()
+    fixed = ViT(
+        image_size=16,
+        patch_size=4,
+        num_classes=0,
+        dim=16,
+        depth=1,
+        heads=2,
+        mlp_dim=32,
+        channels=1,
+    ).eval()
+    fixed.load_state_dict(model.state_dict())
+    x = torch.randn(2, 1, 16, 16)
+    torch.testing.assert_close(model.forward_features(x), fixed.forward_features(x))
+    assert model.forward_features(torch.randn(2, 1, 8, 12)).shape == (2, 1 + 6, 16)
+    with pytest.raises(ValueError, match="image size 8x8"):
+        fixed(torch.randn(2, 1, 8, 8))
+    with pytest.raises(ValueError, match="not divisible by patch_size"):
+        model(torch.randn(2, 1, 10, 8))
+
+
+def test_resized_position_embedding_of_a_constant_table_is_that_constant():
+    model = tiny_vit()
+    with torch.no_grad():
+        model.pos_embed.fill_(0.25)
+    table = model.position_embedding((2, 3))
+    assert table.shape == (1, 1 + 6, 16)
+    torch.testing.assert_close(table[:, 1:], torch.full((1, 6, 16), 0.25))
+
+
+# --------------------------------------------------------------------------- diagnostics
+def test_collapse_diagnostics_on_collapsed_and_spread_embeddings():
+    spread = torch.randn(256, 16)
+    collapsed = torch.ones(256, 16) + 1e-4 * torch.randn(256, 16)
+    assert effective_rank(spread) > 12 and effective_rank(collapsed) < 1.1
+    assert embedding_std(spread) == pytest.approx(1 / 4, rel=0.15)
+    assert embedding_std(collapsed) < 1e-3
+
+
+# --------------------------------------------------------------------------- figures
+def test_class_token_attention_is_a_distribution_over_patches_per_head():
+    from vitbook import viz
+
+    model = tiny_vit()
+    att = viz.class_token_attention(model, torch.randn(3, 1, 16, 16))
+    assert att.shape == (3, 2, 4, 4)
+    assert (att >= 0).all() and (att.sum(dim=(2, 3)) <= 1 + 1e-5).all()
+
+
+def test_dino_figures_draw_every_view_head_and_diagnostic():
+    from vitbook import viz
+    from vitbook.train import History
+
+    crop = MultiCrop(24, 12, num_local=3, seed=0)
+    fig = viz.plot_multicrop(torch.rand(3, 48, 48), crop)
+    assert len(fig.axes) == 1 + 2 + 3 and len(fig.axes[0].patches) == 5
+    fig = viz.plot_class_token_attention(tiny_vit(), torch.randn(2, 1, 16, 16))
+    assert len(fig.axes) == 2 * 3 + 1  # images x (image + 2 heads) + colour bar
+    rows = [
+        {"step": i, "entropy": 1.0, "kl": 0.5, "std": 0.1, "erank": 3.0}
+        for i in range(5)
+    ]
+    fig = viz.plot_collapse_diagnostics(
+        {"a": History(steps=rows), "b": History(steps=rows)}, max_entropy=2.0
+    )
+    assert len(fig.axes) == 4 and all(len(ax.lines) >= 2 for ax in fig.axes)

@@ -1,0 +1,308 @@
+"""Pieces every self-distillation method shares: the EMA teacher, multi-crop views,
+projection heads, and the collapse diagnostics.
+
+    teacher = EMATeacher(student, base=0.996, final=1.0, total_steps=1000)
+    views = MultiCrop(global_size=28, local_size=14, num_local=6, seed=0)(images)
+    head = DINOHead(64, out_dim=1024)
+
+A method built from them returns its loss from ``forward`` and has ``step_teacher()``,
+which ``vitbook.train.fit`` calls after every optimizer step.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import roi_align
+from torchvision.transforms import v2
+
+from ..layers import pair, trunc_normal_init
+
+
+# --------------------------------------------------------------------------- schedules
+def cosine_schedule(base: float, final: float, step: int, total_steps: int) -> float:
+    """``base`` at step 0, ``final`` at ``total_steps`` (and after), half a cosine
+    between: DINO's momentum ``1 - (1 - base) (cos(pi t / T) + 1) / 2`` when
+    ``final=1``."""
+    if total_steps < 1:
+        raise ValueError(f"total_steps={total_steps} must be >= 1")
+    t = min(step, total_steps) / total_steps
+    return final + (base - final) * (1 + math.cos(math.pi * t)) / 2
+
+
+def linear_warmup(start: float, end: float, step: int, warmup_steps: int) -> float:
+    """``start`` rising linearly to ``end`` over ``warmup_steps``, then ``end``."""
+    if warmup_steps <= 0 or step >= warmup_steps:
+        return end
+    return start + (end - start) * step / warmup_steps
+
+
+# --------------------------------------------------------------------------- EMA
+@torch.no_grad()
+def ema_update_(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
+    """``teacher <- momentum * teacher + (1 - momentum) * student``, parameter by
+    parameter; buffers (BatchNorm statistics) are copied."""
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum={momentum} must be in [0, 1]")
+    for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
+        t.mul_(momentum).add_(s.detach(), alpha=1.0 - momentum)
+    for t, s in zip(teacher.buffers(), student.buffers(), strict=True):
+        t.copy_(s)
+
+
+class EMATeacher(nn.Module):
+    """A copy of ``student`` that follows it as an exponential moving average and never
+    receives gradients (its parameters have ``requires_grad=False``, so ``fit``'s
+    optimizer does not see them).
+
+    The momentum follows :func:`cosine_schedule` from ``base`` to ``final`` over
+    ``total_steps`` updates (DINO, BYOL: 0.996 -> 1); ``final=base`` keeps it constant
+    (the seed: 0.9). The step count is a buffer, so it travels with a checkpoint.
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        *,
+        base: float = 0.996,
+        final: float = 1.0,
+        total_steps: int = 1000,
+    ):
+        super().__init__()
+        for name, value in (("base", base), ("final", final)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} momentum {value} must be in [0, 1]")
+        if total_steps < 1:
+            raise ValueError(f"total_steps={total_steps} must be >= 1")
+        self.base, self.final, self.total_steps = base, final, total_steps
+        self.module = copy.deepcopy(student).requires_grad_(False)
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+
+    @property
+    def momentum(self) -> float:
+        """The momentum the next :meth:`update` uses."""
+        return cosine_schedule(self.base, self.final, int(self.step), self.total_steps)
+
+    @torch.no_grad()
+    def update(self, student: nn.Module) -> float:
+        """One EMA step toward ``student``; returns the momentum used."""
+        m = self.momentum
+        ema_update_(self.module, student, m)
+        self.step += 1
+        return m
+
+    def forward(self, *args, **kwargs):
+        with torch.no_grad():
+            return self.module(*args, **kwargs)
+
+
+# --------------------------------------------------------------------------- multi-crop
+class MultiCrop(nn.Module):
+    """2 global and ``num_local`` local views of every image in a batch (DINO, SwAV).
+
+    Each view of each image gets its own random crop (area fraction in ``global_scale``
+    or ``local_scale``, aspect ratio in ``ratio``), flip, contrast and brightness jitter
+    and Gaussian blur (``sigma`` in pixels of the view; the paper's 0.1-2 px at 224 px
+    would be invisible at 28). ``torchvision.transforms.v2`` draws one set of
+    parameters per call, which on a batched tensor means one crop for the whole batch;
+    so the per-image crop boxes are drawn here and cut out with one ``roi_align``
+    (bilinear, any device), and the per-image flips, jitter and blur apply
+    ``v2.functional`` operations through masks.
+
+    Input: ``(b, c, h, w)`` uint8 (scaled to [0, 1]) or float (any affine
+    normalization: the jitter moves each image around its own mean and std). Output:
+    a list ``[global_1, global_2, local_1, ...]`` of float tensors, globals
+    ``global_size`` and locals ``local_size`` square, on the input's device. Draws come
+    from the module's own CPU generator, seeded by ``seed``, so the views are the same
+    on every device and from run to run.
+    """
+
+    def __init__(
+        self,
+        global_size,
+        local_size,
+        num_local: int = 6,
+        *,
+        global_scale=(0.4, 1.0),
+        local_scale=(0.05, 0.4),
+        ratio=(3 / 4, 4 / 3),
+        flip: float = 0.5,
+        jitter: float = 0.8,
+        contrast: float = 0.4,
+        brightness: float = 0.4,
+        blur=(1.0, 0.1, 0.5),
+        sigma=(0.1, 1.0),
+        seed: int = 0,
+    ):
+        super().__init__()
+        if num_local < 0:
+            raise ValueError(f"num_local={num_local} must be >= 0")
+        for name, (lo, hi) in (
+            ("global_scale", global_scale),
+            ("local_scale", local_scale),
+        ):
+            if not 0 < lo <= hi <= 1:
+                raise ValueError(f"{name}={(lo, hi)} must satisfy 0 < low <= high <= 1")
+        if len(blur) != 3:
+            raise ValueError(
+                f"blur={blur} must give 3 probabilities: global 1, global 2, locals"
+            )
+        self.global_size, self.local_size = pair(global_size), pair(local_size)
+        self.num_local = num_local
+        self.global_scale, self.local_scale, self.ratio = (
+            global_scale,
+            local_scale,
+            ratio,
+        )
+        self.flip, self.jitter = flip, jitter
+        self.contrast, self.brightness = contrast, brightness
+        self.blur, self.sigma = tuple(blur), sigma
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed)
+        self.last_boxes: list[torch.Tensor] = []  # per view (b, 4), for the figures
+
+    def reseed(self, seed: int | None = None) -> None:
+        """Start the draws again (from ``seed``, or the constructor's)."""
+        self.generator.manual_seed(self.seed if seed is None else seed)
+
+    def _rand(self, *shape) -> torch.Tensor:
+        return torch.rand(*shape, generator=self.generator)
+
+    def boxes(self, b: int, h: int, w: int, scale) -> torch.Tensor:
+        """``b`` random crop boxes ``(x1, y1, x2, y2)`` in pixels, RandomResizedCrop's
+        distribution (area uniform in ``scale``, log-ratio uniform), clipped inside."""
+        area = h * w * (scale[0] + (scale[1] - scale[0]) * self._rand(b))
+        log_r = math.log(self.ratio[0]), math.log(self.ratio[1])
+        r = torch.exp(log_r[0] + (log_r[1] - log_r[0]) * self._rand(b))
+        cw = (area * r).sqrt().clamp(1, w)
+        ch = (area / r).sqrt().clamp(1, h)
+        x1, y1 = (w - cw) * self._rand(b), (h - ch) * self._rand(b)
+        return torch.stack((x1, y1, x1 + cw, y1 + ch), dim=1)  # (b, 4)
+
+    def view(self, x: torch.Tensor, size, scale, blur: float) -> torch.Tensor:
+        """One view of every image in ``x`` (float ``(b, c, h, w)``)."""
+        b, _, h, w = x.shape
+        crops = self.boxes(b, h, w, scale)
+        self.last_boxes.append(crops)
+        boxes = torch.cat((torch.arange(b)[:, None].float(), crops), 1)  # (b, 5)
+        out = roi_align(x, boxes.to(x), output_size=size, aligned=True)  # (b, c, *size)
+        draws = self._rand(b, 5).to(x.device)  # flip, jitter?, contrast, bright, blur?
+        flipped = v2.functional.horizontal_flip(out)
+        out = torch.where((draws[:, 0] < self.flip)[:, None, None, None], flipped, out)
+        mean = out.mean(dim=(1, 2, 3), keepdim=True)
+        std = out.std(dim=(1, 2, 3), keepdim=True) + 1e-6
+        c = 1 + self.contrast * (2 * draws[:, 2] - 1)[:, None, None, None]
+        shift = self.brightness * (2 * draws[:, 3] - 1)[:, None, None, None] * std
+        jittered = (out - mean) * c + mean + shift
+        out = torch.where(
+            (draws[:, 1] < self.jitter)[:, None, None, None], jittered, out
+        )
+        if blur > 0:  # one sigma per call, blurred images chosen per image
+            lo, hi = self.sigma
+            sigma = float(lo + (hi - lo) * self._rand(1))
+            k = 2 * math.ceil(2 * sigma) + 1  # the kernel covers +-2 sigma
+            blurred = v2.functional.gaussian_blur(out, [k, k], [sigma, sigma])
+            out = torch.where((draws[:, 4] < blur)[:, None, None, None], blurred, out)
+        return out
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        if not isinstance(images, torch.Tensor) or images.ndim != 4:
+            raise ValueError(
+                "MultiCrop takes a batch (b, c, h, w), got "
+                f"{getattr(images, 'shape', type(images).__name__)}"
+            )
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        self.last_boxes = []
+        views = [
+            self.view(x, self.global_size, self.global_scale, self.blur[0]),
+            self.view(x, self.global_size, self.global_scale, self.blur[1]),
+        ]
+        views += [
+            self.view(x, self.local_size, self.local_scale, self.blur[2])
+            for _ in range(self.num_local)
+        ]
+        return views
+
+
+# --------------------------------------------------------------------------- heads
+class DINOHead(nn.Module):
+    """DINO's projection head: an MLP (``nlayers`` Linear layers, GELU between) down to
+    a ``bottleneck_dim`` vector that is L2-normalized, then a weight-normalized Linear
+    without bias to ``out_dim`` logits. With ``norm_last_layer`` the weight norm's gain
+    is fixed at 1, so every output unit is a unit vector: the logits are cosines.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int = 65536,
+        *,
+        hidden_dim: int = 2048,
+        bottleneck_dim: int = 256,
+        nlayers: int = 3,
+        norm_last_layer: bool = True,
+    ):
+        super().__init__()
+        if nlayers < 1:
+            raise ValueError(f"nlayers={nlayers} must be >= 1")
+        dims = [in_dim] + [hidden_dim] * (nlayers - 1) + [bottleneck_dim]
+        layers = []
+        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+            layers.append(nn.Linear(a, b))
+            if i < nlayers - 1:
+                layers.append(nn.GELU())
+        self.mlp = nn.Sequential(*layers)
+        self.mlp.apply(trunc_normal_init)  # N(0, 0.02), zero bias, as the official code
+        last = nn.Linear(bottleneck_dim, out_dim, bias=False)
+        self.last_layer = nn.utils.parametrizations.weight_norm(last)
+        gain = self.last_layer.parametrizations.weight.original0  # (out_dim, 1)
+        with torch.no_grad():
+            gain.fill_(1.0)
+        gain.requires_grad_(not norm_last_layer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.normalize(self.mlp(x), dim=-1)  # (b, bottleneck_dim), unit length
+        return self.last_layer(x)  # (b, out_dim)
+
+
+# ------------------------------------------------------------------------- diagnostics
+@torch.no_grad()
+def effective_rank(embeddings: torch.Tensor) -> torch.Tensor:
+    """Roy & Vetterli's effective rank of a ``(n, d)`` matrix: ``exp`` of the entropy
+    of its normalized singular values; 1 when every row points the same way, ``d`` when
+    all directions are used equally."""
+    s = torch.linalg.svdvals(embeddings.float())
+    p = s / s.sum().clamp_min(1e-12)
+    return torch.exp(-(p * p.clamp_min(1e-12).log()).sum())
+
+
+@torch.no_grad()
+def embedding_std(embeddings: torch.Tensor) -> torch.Tensor:
+    """Mean over dimensions of the batch std of the L2-normalized embeddings (SimSiam's
+    collapse check): about ``1/sqrt(d)`` when spread out, 0 when collapsed."""
+    return F.normalize(embeddings.float(), dim=-1).std(dim=0).mean()
+
+
+def method_loss(method: nn.Module, batch) -> tuple[torch.Tensor, dict]:
+    """``fit(..., loss=method_loss)``: the method's loss plus the diagnostics it left
+    in ``method.metrics`` (tensors; ``fit`` reads them only when it logs)."""
+    images = batch[0] if isinstance(batch, (tuple, list)) else batch
+    loss = method(images)
+    return loss, dict(getattr(method, "metrics", {}))
+
+
+__all__ = [
+    "cosine_schedule",
+    "linear_warmup",
+    "ema_update_",
+    "EMATeacher",
+    "MultiCrop",
+    "DINOHead",
+    "effective_rank",
+    "embedding_std",
+    "method_loss",
+]

@@ -1,0 +1,248 @@
+"""DINO (Caron et al. 2021, "Emerging Properties in Self-Supervised Vision
+Transformers"): self-distillation with no labels.
+
+    images (b, c, H, W)
+      -> MultiCrop: 2 global views + N local views                (2 + N) x (b, c, ., .)
+      -> student = backbone + DINOHead on every view              (2 + N) x (b, K)
+      -> teacher = EMA of the student, on the 2 global views only 2 x (b, K)
+      -> teacher: subtract the EMA center, softmax at temperature tau_t (sharp)
+         student: softmax at temperature tau_s
+      -> cross-entropy H(teacher_i, student_v) for every pair with v != i, averaged
+
+Centering alone drives every output to uniform; sharpening alone drives it to one
+class: together they balance, and the model does not collapse (paper section 5.3).
+``variant="seed"`` is vit-pytorch's simplified ``Dino``: the student sees only 2 local
+crops, the teacher 2 global ones, constant momentum 0.9, student temperature 0.9.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .common import (
+    DINOHead,
+    EMATeacher,
+    MultiCrop,
+    effective_rank,
+    embedding_std,
+    linear_warmup,
+)
+
+VARIANTS = {
+    # the paper and facebookresearch/dino (teacher temperature 0.04 -> 0.07 as in the
+    # paper's section on hyper-parameters; the script's default is 0.04 throughout)
+    "official": dict(
+        num_local=6,
+        student_temp=0.1,
+        teacher_temp=0.07,
+        warmup_teacher_temp=0.04,
+        momentum=0.996,
+        final_momentum=1.0,
+    ),
+    # vit-pytorch's Dino: 2 local crops for the student, constant temperatures/momentum
+    "seed": dict(
+        num_local=2,
+        student_temp=0.9,
+        teacher_temp=0.04,
+        warmup_teacher_temp=0.04,
+        momentum=0.9,
+        final_momentum=0.9,
+    ),
+}
+
+
+def dino_loss(
+    student_out: torch.Tensor,
+    teacher_out: torch.Tensor,
+    center: torch.Tensor,
+    student_temp: float,
+    teacher_temp: float,
+) -> torch.Tensor:
+    """Mean cross-entropy between each teacher view ``i`` and each student view ``v !=
+    i``.
+
+    ``student_out``: ``(n_s, b, K)`` logits, the global views first (index 0 and 1 are
+    the same crops the teacher saw). ``teacher_out``: ``(n_t, b, K)``. The teacher's
+    distribution is centered, sharpened and carries no gradient.
+    """
+    dtype = torch.promote_types(student_out.dtype, torch.float32)  # no half softmax
+    log_p_s = F.log_softmax(student_out.to(dtype) / student_temp, dim=-1)  # (n_s, b, K)
+    p_t = F.softmax((teacher_out.to(dtype) - center) / teacher_temp, dim=-1).detach()
+    total, pairs = student_out.new_zeros((), dtype=dtype), 0
+    for i in range(len(p_t)):
+        for v in range(len(log_p_s)):
+            if v == i:  # the same crop: nothing to learn from matching it
+                continue
+            total = total - (p_t[i] * log_p_s[v]).sum(dim=-1).mean()
+            pairs += 1
+    if pairs == 0:
+        raise ValueError("dino_loss needs at least one teacher/student pair")
+    return total / pairs
+
+
+class Projected(nn.Module):
+    """A backbone and a projection head: images -> (embedding ``(b, d)``, logits)."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = self.backbone.forward_features(x)
+        embedding = self.backbone.forward_head(tokens, pre_logits=True)  # (b, d)
+        return embedding, self.head(embedding)
+
+
+class DINO(nn.Module):
+    """``loss = dino(images)``; ``dino.step_teacher()`` after each optimizer step
+    (``fit`` does it); ``dino.backbone`` is the student's backbone, for evaluation.
+
+    ``total_steps``: the length of training, over which the teacher's momentum rises
+    from ``momentum`` to ``final_momentum`` along a cosine. Parameters left at None take
+    the ``variant``'s value (:data:`VARIANTS`). ``centering=False`` keeps the center at
+    zero (with ``teacher_temp == student_temp``: no sharpening either, the collapse
+    experiment). ``multicrop`` replaces the default :class:`MultiCrop` built from
+    ``global_size``, ``local_size`` and ``num_local``. After each training forward,
+    ``dino.metrics`` holds the collapse diagnostics: teacher entropy, KL(teacher ||
+    student), per-dimension std and effective rank of the teacher's output vectors.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        *,
+        total_steps: int,
+        global_size,
+        local_size,
+        variant: str = "official",
+        num_local: int | None = None,
+        out_dim: int = 65536,
+        hidden_dim: int = 2048,
+        bottleneck_dim: int = 256,
+        nlayers: int = 3,
+        norm_last_layer: bool = True,
+        student_temp: float | None = None,
+        teacher_temp: float | None = None,
+        warmup_teacher_temp: float | None = None,
+        warmup_teacher_temp_steps: int = 0,
+        momentum: float | None = None,
+        final_momentum: float | None = None,
+        center_momentum: float = 0.9,
+        centering: bool = True,
+        multicrop: MultiCrop | None = None,
+        seed: int = 0,
+        **crop_kwargs,
+    ):
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"variant={variant!r} is not one of {tuple(VARIANTS)}")
+        given = dict(
+            num_local=num_local,
+            student_temp=student_temp,
+            teacher_temp=teacher_temp,
+            warmup_teacher_temp=warmup_teacher_temp,
+            momentum=momentum,
+            final_momentum=final_momentum,
+        )
+        cfg = {k: VARIANTS[variant][k] if v is None else v for k, v in given.items()}
+        for name in ("student_temp", "teacher_temp", "warmup_teacher_temp"):
+            if not cfg[name] > 0:
+                raise ValueError(f"{name}={cfg[name]} must be > 0")
+        if not 0.0 <= center_momentum <= 1.0:
+            raise ValueError(f"center_momentum={center_momentum} must be in [0, 1]")
+        if variant == "seed" and cfg["num_local"] < 2:
+            raise ValueError(
+                f"num_local={cfg['num_local']}: the seed variant's student needs 2 "
+                "local crops"
+            )
+        self.variant, self.centering = variant, centering
+        self.student_temp, self.teacher_temp = cfg["student_temp"], cfg["teacher_temp"]
+        self.warmup_teacher_temp = cfg["warmup_teacher_temp"]
+        self.warmup_teacher_temp_steps = warmup_teacher_temp_steps
+        self.center_momentum = center_momentum
+
+        self.multicrop = multicrop or MultiCrop(
+            global_size, local_size, cfg["num_local"], seed=seed, **crop_kwargs
+        )
+        head = DINOHead(
+            backbone.num_features,
+            out_dim,
+            hidden_dim=hidden_dim,
+            bottleneck_dim=bottleneck_dim,
+            nlayers=nlayers,
+            norm_last_layer=norm_last_layer,
+        )
+        self.student = Projected(backbone, head)
+        self.teacher = EMATeacher(
+            self.student,
+            base=cfg["momentum"],
+            final=cfg["final_momentum"],
+            total_steps=total_steps,
+        )
+        self.register_buffer("center", torch.zeros(1, out_dim))
+        self.metrics: dict[str, torch.Tensor] = {}
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.student.backbone
+
+    @property
+    def current_teacher_temp(self) -> float:
+        return linear_warmup(
+            self.warmup_teacher_temp,
+            self.teacher_temp,
+            int(self.teacher.step),
+            self.warmup_teacher_temp_steps,
+        )
+
+    def step_teacher(self) -> None:
+        self.teacher.update(self.student)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        views = self.multicrop(images)  # [global 1, global 2, local 1, ...]
+        b = len(images)
+        teacher_emb, teacher_out = self.teacher(torch.cat(views[:2]))  # (2b, K)
+        globals_ = self.student(torch.cat(views[:2]))  # same resolution: one pass
+        locals_ = self.student(torch.cat(views[2:])) if len(views) > 2 else None
+        if self.variant == "seed":  # the student sees the local crops only
+            student_out = locals_[1][: 2 * b]
+        else:
+            parts = [globals_[1]] + ([locals_[1]] if locals_ is not None else [])
+            student_out = torch.cat(parts)
+        t_temp = self.current_teacher_temp
+        teacher_out = teacher_out.float().unflatten(0, (2, b))  # (2, b, K)
+        student_out = student_out.unflatten(0, (-1, b))  # (n_s, b, K)
+        center = self.center if self.centering else torch.zeros_like(self.center)
+        loss = dino_loss(student_out, teacher_out, center, self.student_temp, t_temp)
+        if self.training:
+            self._diagnose(loss, teacher_out, center, t_temp)
+            if self.centering:
+                self.update_center(teacher_out)
+        return loss
+
+    @torch.no_grad()
+    def update_center(self, teacher_out: torch.Tensor) -> None:
+        """EMA of the teacher's mean output over the batch and both views."""
+        batch_center = teacher_out.flatten(0, 1).mean(dim=0, keepdim=True)  # (1, K)
+        m = self.center_momentum
+        self.center.mul_(m).add_(batch_center, alpha=1 - m)
+
+    @torch.no_grad()
+    def _diagnose(self, loss, teacher_out, center, t_temp) -> None:
+        p_t = F.softmax((teacher_out - center) / t_temp, dim=-1)
+        entropy = -(p_t * p_t.clamp_min(1e-12).log()).sum(-1).mean()
+        # every teacher view meets the same number of student views, so the mean
+        # cross-entropy is the mean teacher entropy plus the mean KL. The std and the
+        # rank are taken of the teacher's output vectors (first view): a collapsed
+        # teacher gives every image the same output, std 0 and rank 1
+        self.metrics = {
+            "entropy": entropy,
+            "kl": loss.detach() - entropy,
+            "std": embedding_std(teacher_out[0]),
+            "erank": effective_rank(teacher_out[0]),
+        }
+
+
+__all__ = ["DINO", "VARIANTS", "dino_loss", "Projected"]

@@ -1,0 +1,140 @@
+"""DINO's figures: the multi-crop views, the class token's attention per head, and the
+collapse diagnostics of several runs side by side."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.patches import Rectangle
+
+from ..layers import record_attention
+from .common import _smooth, to_image
+
+
+def plot_multicrop(image: torch.Tensor, multicrop, title: str | None = None):
+    """One image ``(c, h, w)`` in [0, 1], the boxes ``multicrop`` cut from it (global
+    in blue, local in orange), and the views themselves, in the order DINO feeds
+    them."""
+    views = multicrop(
+        image[None]
+    )  # [global 1, global 2, local 1, ...], each (1, c, ., .)
+    boxes = [b[0].tolist() for b in multicrop.last_boxes]
+    n = len(views)
+    fig, axes = plt.subplots(1, n + 1, figsize=(1.9 * (n + 1), 2.4))
+    axes[0].imshow(to_image(image), cmap="gray")
+    for i, (x1, y1, x2, y2) in enumerate(boxes):
+        color = "tab:blue" if i < 2 else "tab:orange"
+        axes[0].add_patch(
+            Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=color, lw=1.5)
+        )
+        axes[0].text(x1 + 1, y1 + 1, str(i + 1), color=color, fontsize=7, va="top")
+    axes[0].set_title("image and crop boxes", fontsize=9)
+    for i, (ax, view) in enumerate(zip(axes[1:], views)):
+        kind = "global" if i < 2 else "local"
+        h, w = view.shape[-2:]
+        ax.imshow(to_image(view[0]), cmap="gray")
+        ax.set_title(f"{i + 1}: {kind} {h}x{w}", fontsize=9)
+    for ax in axes:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
+def class_token_attention(backbone, images: torch.Tensor, layer: int = -1):
+    """The class token's attention over the patches in one layer, every head: ``(b,
+    heads, gh, gw)``, recorded from ``backbone`` (a ViT with a class token) in eval
+    mode."""
+    was_training = backbone.training
+    backbone.eval()
+    with record_attention(backbone) as maps:
+        backbone.forward_features(images)
+    backbone.train(was_training)
+    names = [name for name in maps if maps[name]]
+    weights = maps[names[layer]][0]  # (b, heads, n, n)
+    prefix = backbone.num_prefix_tokens
+    if prefix == 0:
+        raise ValueError("class_token_attention needs a backbone with a class token")
+    row = weights[:, :, 0, prefix:]  # (b, heads, patches)
+    gh, gw = backbone.grid
+    return row.reshape(*row.shape[:2], gh, gw).float().cpu()
+
+
+def plot_class_token_attention(
+    backbone,
+    images: torch.Tensor,
+    shown: torch.Tensor | None = None,
+    titles=None,
+    layer: int = -1,
+    title: str | None = None,
+):
+    """The paper's figure at this scale: where the class token of the last layer looks,
+    head by head. ``images`` are what the backbone takes (normalized); ``shown`` the
+    same images in [0, 1] for display (default: ``images``). The colour is the
+    attention weight on each patch (a row sums to 1 over the patches and the class
+    token)."""
+    att = class_token_attention(backbone, images, layer)  # (b, heads, gh, gw)
+    shown = images if shown is None else shown
+    b, heads = att.shape[:2]
+    fig, axes = plt.subplots(
+        b, heads + 1, figsize=(1.6 * (heads + 1) + 0.8, 1.6 * b + 0.4), squeeze=False
+    )
+    vmax = float(att.max())
+    for i in range(b):
+        axes[i, 0].imshow(to_image(shown[i]), cmap="gray")
+        axes[i, 0].set_title(titles[i] if titles else "image", fontsize=8)
+        for h in range(heads):
+            im = axes[i, h + 1].imshow(
+                att[i, h].numpy(), cmap="inferno", vmin=0, vmax=vmax
+            )
+            if i == 0:
+                axes[i, h + 1].set_title(f"head {h + 1}", fontsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(im, ax=axes, shrink=0.7, label="attention of [class] on the patch")
+    fig.suptitle(title or "class-token attention, last layer, per head", fontsize=10)
+    return fig
+
+
+DIAGNOSTICS = (
+    ("entropy", "teacher entropy (nats)"),
+    ("kl", "KL(teacher || student) (nats)"),
+    ("std", "std of normalized embedding"),
+    ("erank", "effective rank of embedding"),
+)
+
+
+def plot_collapse_diagnostics(histories: dict, smooth: int = 5, max_entropy=None):
+    """The four collapse diagnostics over training, one line per run (``histories``
+    maps a run's name to its ``fit`` History, whose steps hold ``entropy``, ``kl``,
+    ``std``, ``erank``). ``max_entropy`` (``log K``) is drawn as a dashed line: a
+    teacher output at it is uniform, at 0 it is one-hot; both are collapse."""
+    fig, axes = plt.subplots(1, len(DIAGNOSTICS), figsize=(3.3 * len(DIAGNOSTICS), 3))
+    for ax, (key, label) in zip(axes, DIAGNOSTICS):
+        for j, (name, history) in enumerate(histories.items()):
+            rows = [r for r in history.steps if key in r]
+            steps = [r["step"] for r in rows]
+            values = np.asarray([r[key] for r in rows])
+            ax.plot(steps, _smooth(values, smooth), color=f"C{j}", label=name)
+        if key == "entropy" and max_entropy is not None:
+            ax.axhline(
+                max_entropy, color="gray", ls="--", lw=1, label="log K (uniform)"
+            )
+        ax.set_xlabel("step")
+        ax.set_ylabel(label)
+        ax.set_ylim(bottom=0)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+__all__ = [
+    "plot_multicrop",
+    "class_token_attention",
+    "plot_class_token_attention",
+    "plot_collapse_diagnostics",
+]
