@@ -13,10 +13,15 @@ from .common import (
     method_loss,
 )
 from .dino import DINO, dino_loss
+from .esvit import EsViT, esvit_loss, match_regions, region_loss
 
 __all__ = [
     "DINO",
     "dino_loss",
+    "EsViT",
+    "esvit_loss",
+    "match_regions",
+    "region_loss",
     "DINOHead",
     "EMATeacher",
     "MultiCrop",
