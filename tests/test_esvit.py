@@ -293,3 +293,46 @@ def test_bad_arguments_are_named():
         tiny_esvit(tiny_vit(), region_weight=2)
     with pytest.raises(ValueError, match="student_temp=0"):
         tiny_esvit(tiny_vit(), student_temp=0)
+
+
+# --------------------------------------------------------------------------- figures
+def test_correspondence_figure_draws_one_line_per_region_with_a_colour_bar():
+    from matplotlib.patches import ConnectionPatch
+
+    from vitbook import viz
+
+    torch.manual_seed(0)
+    method = tiny_esvit(tiny_swin())
+    a, b = torch.rand(1, 1, 16, 16), torch.rand(1, 1, 16, 16)
+    index, cosine, grid_a, grid_b = method.correspondences(a, b)
+    fig = viz.plot_region_correspondences(
+        a[0], b[0], index[0], cosine[0], grid_a, grid_b
+    )
+    lines = [p for p in fig.artists if isinstance(p, ConnectionPatch)]
+    assert len(lines) == grid_a[0] * grid_a[1] == 16
+    assert any(ax.get_label() == "<colorbar>" for ax in fig.axes)
+    assert all(ax.get_xlabel() for ax in fig.axes[:2])
+    with pytest.raises(ValueError, match="index has 3 entries"):
+        viz.plot_region_correspondences(
+            a[0], b[0], index[0, :3], cosine[0], grid_a, grid_b
+        )
+
+
+def test_diagnostics_figure_reads_the_metrics_fit_recorded():
+    from vitbook import fit, viz
+    from vitbook.ssl import method_loss
+
+    torch.manual_seed(0)
+    method = tiny_esvit(tiny_vit())
+    history = fit(
+        method,
+        [torch.rand(4, 1, 16, 16)] * 3,
+        steps=3,
+        loss=method_loss,
+        progress=False,
+    )
+    assert {"view", "region", "entropy", "std", "erank"} <= set(history.steps[-1])
+    fig = viz.plot_esvit_diagnostics(history)
+    assert [ax.get_title() for ax in fig.axes][1] == "teacher entropy"
+    with pytest.raises(ValueError, match="method_loss"):
+        viz.plot_esvit_diagnostics(type(history)(steps=[{"step": 1, "loss": 1.0}]))

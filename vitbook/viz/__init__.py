@@ -10,6 +10,7 @@ from .vit import (
     plot_position_similarity,
     position_similarity,
 )
+from .esvit import plot_esvit_diagnostics, plot_region_correspondences
 from .swin import (
     measure_attention_cost,
     plot_attention_cost,
@@ -37,4 +38,6 @@ __all__ = [
     "plot_relative_position_bias",
     "measure_attention_cost",
     "plot_attention_cost",
+    "plot_region_correspondences",
+    "plot_esvit_diagnostics",
 ]
