@@ -21,10 +21,15 @@ from .mae import (
     random_masking,
     unpatchify,
 )
+from .esvit import EsViT, esvit_loss, match_regions, region_loss
 
 __all__ = [
     "DINO",
     "dino_loss",
+    "EsViT",
+    "esvit_loss",
+    "match_regions",
+    "region_loss",
     "DINOHead",
     "EMATeacher",
     "MultiCrop",

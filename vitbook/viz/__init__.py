@@ -16,6 +16,7 @@ from .dino import (
     plot_collapse_diagnostics,
     plot_multicrop,
 )
+from .esvit import plot_esvit_diagnostics, plot_region_correspondences
 from .swin import (
     measure_attention_cost,
     plot_attention_cost,
@@ -85,4 +86,6 @@ __all__ = [
     "class_token_attention",
     "plot_class_token_attention",
     "plot_collapse_diagnostics",
+    "plot_region_correspondences",
+    "plot_esvit_diagnostics",
 ]
