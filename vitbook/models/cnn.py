@@ -1,12 +1,14 @@
 """A small convolutional network: the baseline with the priors ViT leaves out.
 
 Locality (3x3 kernels) and translation equivariance (one kernel slides everywhere) are
-built in; pooling halves the map between stages, as in a ResNet:
+built in:
 
     image (b, c, H, W)
-      -> per stage: 3x3 conv, BatchNorm, ReLU, 2x2 max-pool    (b, width_i, H/2^i, W/2^i)
-      -> global average pool                                    (b, widths[-1])
-      -> linear head                                            (b, num_classes)
+      -> per stage: 3x3 conv, BatchNorm, ReLU, 2x2 max-pool  (b, width_i, h_i, w_i)
+      -> global average pool                                  (b, widths[-1])
+      -> linear head                                          (b, num_classes)
+
+Every stage but the last halves the map (max-pool), as in a ResNet; the last keeps it.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ class CNN(Classifier):
         check_positive(channels=channels, kernel_size=kernel_size, stages=len(widths))
         check_positive(**{f"widths[{i}]": w for i, w in enumerate(widths)})
         if kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size={kernel_size} must be odd (a centred kernel)")
+            raise ValueError(
+                f"kernel_size={kernel_size} must be odd (a centred kernel)"
+            )
         self.num_classes, self.num_features = num_classes, widths[-1]
         self.channels = channels
         self.stages = nn.ModuleList(

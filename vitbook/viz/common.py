@@ -172,14 +172,31 @@ def plot_pipeline(boxes, title: str | None = None, width: float = 1.5):
                 (x, 0), width, height, fc=plt.cm.Pastel1(i % 9), ec="0.3", lw=1.2
             )
         )
-        ax.text(x + width / 2, height - 0.25, name, ha="center", va="top",
-                fontsize=9, weight="bold")
+        ax.text(
+            x + width / 2,
+            height - 0.25,
+            name,
+            ha="center",
+            va="top",
+            fontsize=9,
+            weight="bold",
+        )
         for k, line in enumerate(lines):
-            ax.text(x + width / 2, height - 0.62 - 0.32 * k, line, ha="center",
-                    va="top", fontsize=8)
+            ax.text(
+                x + width / 2,
+                height - 0.62 - 0.32 * k,
+                line,
+                ha="center",
+                va="top",
+                fontsize=8,
+            )
         if i:
-            ax.annotate("", xy=(x, height / 2), xytext=(x - gap, height / 2),
-                        arrowprops=dict(arrowstyle="->", lw=1.5))
+            ax.annotate(
+                "",
+                xy=(x, height / 2),
+                xytext=(x - gap, height / 2),
+                arrowprops=dict(arrowstyle="->", lw=1.5),
+            )
     ax.set_xlim(-0.1, n * (width + gap) - gap + 0.1)
     ax.set_ylim(-0.1, height + 0.1)
     ax.set_aspect("equal")

@@ -177,8 +177,9 @@ def plot_shift_masks(window_size: int, shift: int | None = None):
         ax = axes[0, k]
         ax.imshow(window_regions.numpy(), cmap=regions_cmap, vmin=0, vmax=3, alpha=0.6)
         for (y, x), label in np.ndenumerate(window_regions.numpy()):
-            ax.text(x, y, str(y * m + x), ha="center", va="center",
-                    fontsize=max(6, 12 - m))
+            ax.text(
+                x, y, str(y * m + x), ha="center", va="center", fontsize=max(6, 12 - m)
+            )
         ax.set_title(f"window {k}: {names[k]}", fontsize=10)
         ax.set_xticks(range(m))
         ax.set_yticks(range(m))
@@ -197,13 +198,14 @@ def plot_shift_masks(window_size: int, shift: int | None = None):
         ax.set_ylabel("query token", fontsize=8)
     handles = [
         Patch(fc=colors[0], ec="0.5", label="not wrapped"),
-        *[Patch(color=REGION_COLORS[j], alpha=0.6, label=REGION_NAMES[j])
-          for j in (3, 2, 1)],
+        *[
+            Patch(color=REGION_COLORS[j], alpha=0.6, label=REGION_NAMES[j])
+            for j in (3, 2, 1)
+        ],
         Patch(fc="white", ec="0.5", label="mask: may attend"),
         Patch(color="0.3", label=f"mask: blocked ({MASK_FILL:g})"),
     ]
-    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False,
-               fontsize=8)
+    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, fontsize=8)
     fig.suptitle(
         f"window {m}x{m}, shift {shift}: top, each window's tokens by region; "
         f"bottom, its {n}x{n} attention mask",
@@ -226,7 +228,9 @@ def plot_relative_position_bias(model, stage: int | None = None, title=None):
     )
     heads = max(b.attn.heads for _, _, b in rows)
     fig, axes = plt.subplots(
-        len(rows), heads, figsize=(1.9 * heads + 1.2, 1.9 * len(rows) + 0.4),
+        len(rows),
+        heads,
+        figsize=(1.9 * heads + 1.2, 1.9 * len(rows) + 0.4),
         squeeze=False,
     )
     for r, (s, i, block) in enumerate(rows):
@@ -250,8 +254,9 @@ def plot_relative_position_bias(model, stage: int | None = None, title=None):
             ax.set_xticks(range(-ww + 1, ww))
             ax.set_yticks(range(-wh + 1, wh))
             kind = "SW" if block.shifted else "W"
-            ax.set_title(f"stage {s + 1} block {i + 1} ({kind}), head {j + 1}",
-                         fontsize=7)
+            ax.set_title(
+                f"stage {s + 1} block {i + 1} ({kind}), head {j + 1}", fontsize=7
+            )
             ax.tick_params(labelsize=7)
             ax.set_xlabel("dx", fontsize=8)
             ax.set_ylabel("dy", fontsize=8)
@@ -279,8 +284,14 @@ def plot_swin_architecture(model, title: str | None = None):
         logits = model(x)[0]
     boxes = [
         ("image", [f"{c} x {ih} x {iw}", "(c x H x W)"]),
-        ("patches", [f"{ph}x{pw} pixels", f"map {tokens.shape[0]} x {tokens.shape[1]}",
-                     f"width {tokens.shape[2]}"]),
+        (
+            "patches",
+            [
+                f"{ph}x{pw} pixels",
+                f"map {tokens.shape[0]} x {tokens.shape[1]}",
+                f"width {tokens.shape[2]}",
+            ],
+        ),
     ]
     for s, (stage, fmap) in enumerate(zip(model.stages, maps)):
         d, h, w = fmap.shape
@@ -294,7 +305,9 @@ def plot_swin_architecture(model, title: str | None = None):
             "shift " + (", ".join(f"{a}x{b}" for a, b in shifts) if shifts else "none"),
         ]
         boxes.append((f"stage {s + 1}", lines))
-    boxes.append(("head", ["LayerNorm", "average pool", f"linear -> {logits.shape[0]}"]))
+    boxes.append(
+        ("head", ["LayerNorm", "average pool", f"linear -> {logits.shape[0]}"])
+    )
     return plot_pipeline(boxes, title or "Swin: the map after each stage")
 
 

@@ -129,14 +129,23 @@ def plot_attention_weights(weights: torch.Tensor, tokens=None, title=None):
     heads, n, _ = weights.shape
     tokens = [str(i) for i in range(n)] if tokens is None else list(tokens)
     fig, axes = plt.subplots(
-        1, heads, figsize=(0.55 * n * heads + 1.4 * heads + 0.8, 0.55 * n + 1.2),
+        1,
+        heads,
+        figsize=(0.55 * n * heads + 1.4 * heads + 0.8, 0.55 * n + 1.2),
         squeeze=False,
     )
     for h, ax in enumerate(axes[0]):
         im = ax.imshow(weights[h].numpy(), cmap="Blues", vmin=0, vmax=1)
         for (i, j), w in np.ndenumerate(weights[h].numpy()):
-            ax.text(j, i, f"{w:.2f}", ha="center", va="center", fontsize=8,
-                    color="white" if w > 0.6 else "black")
+            ax.text(
+                j,
+                i,
+                f"{w:.2f}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if w > 0.6 else "black",
+            )
         ax.set_xticks(range(n), tokens, fontsize=8, rotation=30 if n > 4 else 0)
         ax.set_yticks(range(n), tokens, fontsize=8)
         ax.set_xlabel("key (attended to)", fontsize=9)
@@ -165,14 +174,28 @@ def plot_vit_architecture(model, title: str | None = None):
     pool = "class token" if model.pool == "cls" else "mean of tokens"
     boxes = [
         ("image", [f"{c} x {ih} x {iw}", "(c x H x W)"]),
-        ("patches", [f"{embed.grid[0]} x {embed.grid[1]} = {embed.num_patches}",
-                     f"of {ph}x{pw} pixels", f"{c * ph * pw} numbers each"]),
-        ("tokens", [shape_text(tokens.shape), "linear map E"]
-         + (["+ class token"] if model.num_prefix_tokens else [])
-         + ["+ position emb."]),
-        ("encoder", [f"{len(model.blocks)} x block",
-                     f"{block.attn.heads} heads, MLP {block.mlp.fc1.out_features}",
-                     shape_text(encoded.shape)]),
+        (
+            "patches",
+            [
+                f"{embed.grid[0]} x {embed.grid[1]} = {embed.num_patches}",
+                f"of {ph}x{pw} pixels",
+                f"{c * ph * pw} numbers each",
+            ],
+        ),
+        (
+            "tokens",
+            [shape_text(tokens.shape), "linear map E"]
+            + (["+ class token"] if model.num_prefix_tokens else [])
+            + ["+ position emb."],
+        ),
+        (
+            "encoder",
+            [
+                f"{len(model.blocks)} x block",
+                f"{block.attn.heads} heads, MLP {block.mlp.fc1.out_features}",
+                shape_text(encoded.shape),
+            ],
+        ),
         ("pool", ["LayerNorm", pool, shape_text(pooled.shape)]),
         ("head", ["linear", f"{shape_text(logits.shape)} logits"]),
     ]
@@ -246,7 +269,9 @@ def plot_attention(
     ]
     columns.append(("rollout", query_row(rollout)))
     fig, axes = plt.subplots(
-        b, len(columns), figsize=(1.7 * len(columns) + 0.6, 1.8 * b + 0.5),
+        b,
+        len(columns),
+        figsize=(1.7 * len(columns) + 0.6, 1.8 * b + 0.5),
         squeeze=False,
     )
     for i in range(b):
@@ -269,7 +294,8 @@ def plot_attention(
             axes[i, 0].set_title(titles[i] if i else f"image\n{titles[i]}", fontsize=8)
     query = "class token" if num_prefix_tokens else "mean of the patch tokens"
     fig.suptitle(
-        caption or f"attention of the {query} to each patch (mean of heads); "
+        caption
+        or f"attention of the {query} to each patch (mean of heads); "
         "each panel scaled to its own range",
         fontsize=9,
     )
