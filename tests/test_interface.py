@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from vitbook import NaViT, Swin, Twins, ViT, data
+from vitbook.models import CNN
 from vitbook.layers import trunc_normal_init
 from vitbook.models.swin import window_partition
 from vitbook.train import param_groups
@@ -59,6 +60,7 @@ MODELS = {
         token_budget=64,
         channels=1,
     ),
+    "cnn": lambda n=10: CNN(num_classes=n, channels=1, widths=(8, 16)),
 }
 # what forward_intermediates yields: ViT the tokens after each block, Swin each stage's map
 INTERMEDIATES = {
@@ -67,6 +69,7 @@ INTERMEDIATES = {
     "swin": [(2, 16, 8, 8), (2, 32, 4, 4)],
     "twins": [(2, 16, 8, 8), (2, 32, 4, 4)],
     "navit": [(1, 32, 32)] * 2,  # packed tokens (sequences, length, dim)
+    "cnn": [(2, 8, 8, 8), (2, 16, 8, 8)],
 }
 
 
@@ -268,3 +271,12 @@ def test_importing_the_models_does_not_import_matplotlib():
         [sys.executable, "-c", code], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_cnn_refuses_an_even_kernel_and_an_empty_stage_list():
+    with pytest.raises(ValueError, match=r"kernel_size=4 must be odd"):
+        CNN(num_classes=2, kernel_size=4)
+    with pytest.raises(ValueError, match=r"stages=0 must be >= 1"):
+        CNN(num_classes=2, widths=())
+    with pytest.raises(ValueError, match=r"widths\[1\]=0 must be >= 1"):
+        CNN(num_classes=2, widths=(8, 0))

@@ -130,3 +130,183 @@ def test_navit_figures_draw_packing_masks_utilization_and_accuracy():
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["8x8", "8x16"]
     fig = viz.plot_sizes([torch.rand(1, 8, 16), torch.rand(3, 16, 8)], ["x", "y"])
     assert len(fig.axes) == 2
+# ------------------------------------------------------------------ every figure is readable
+# One entry per name in vitbook.viz.__all__: a figure function maps to a callable that
+# draws an example (given small models); a helper that draws nothing maps to None. A new
+# figure function without an entry fails test_every_viz_name_has_an_example.
+def _small_vit():
+    torch.manual_seed(0)
+    return ViT(
+        image_size=28, patch_size=7, num_classes=10, dim=32, depth=2, heads=2,
+        channels=1,
+    ).eval()
+
+
+def _small_swin():
+    torch.manual_seed(0)
+    return vitbook.Swin(
+        image_size=28, patch_size=7, num_classes=10, dim=16, depths=(2, 2),
+        heads=(2, 4), window_size=2, channels=1,
+    ).eval()
+
+
+def _attention_maps(model, x):
+    with record_attention(model) as maps, torch.no_grad():
+        model(x)
+    return [m[0] for m in maps.values()]
+
+
+def _history():
+    return vitbook.train.History(
+        steps=[{"step": i, "loss": 1 / i, "acc": 0.5} for i in range(1, 30)],
+        evals=[{"step": 29, "test_acc": 0.8, "test_loss": 0.5}],
+    )
+
+
+_IMAGES = torch.rand(2, 1, 28, 28)
+_PHOTO = torch.rand(3, 64, 64)
+_COST = {
+    "sides": [4, 8],
+    "tokens": [16, 64],
+    "dim": 8,
+    "window_size": 4,
+    "seconds": {"global": [1e-4, 4e-4], "window": [1e-4, 2e-4]},
+    "flops": {"global": [1e4, 1e5], "window": [1e4, 4e4]},
+}
+
+FIGURES = {
+    "image_grid": lambda: viz.image_grid(_IMAGES, ["a", "b"]),
+    "plot_confusion": lambda: viz.plot_confusion(
+        torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]), ["a", "b"]
+    ),
+    "plot_history": lambda: viz.plot_history(_history()),
+    "plot_pipeline": lambda: viz.plot_pipeline([("a", ["1"]), ("b", ["2", "3"])]),
+    "plot_patches": lambda: viz.plot_patches(_IMAGES[0], 7),
+    "plot_position_similarity": lambda: viz.plot_position_similarity(
+        _small_vit().pos_embed, (4, 4), num_prefix_tokens=1
+    ),
+    "plot_attention": lambda: viz.plot_attention(
+        _IMAGES, _attention_maps(_small_vit(), _IMAGES), (4, 4)
+    ),
+    "plot_attention_heads": lambda: viz.plot_attention_heads(
+        _IMAGES[0], [m[0] for m in _attention_maps(_small_vit(), _IMAGES)], (4, 4)
+    ),
+    "plot_attention_weights": lambda: viz.plot_attention_weights(
+        torch.rand(2, 4, 4).softmax(-1), list("abcd")
+    ),
+    "plot_vit_architecture": lambda: viz.plot_vit_architecture(_small_vit()),
+    "plot_windows": lambda: viz.plot_windows(_PHOTO, 8, 4),
+    "plot_cyclic_shift": lambda: viz.plot_cyclic_shift(_PHOTO, 8, 4),
+    "plot_shift_masks": lambda: viz.plot_shift_masks(4, 2),
+    "plot_relative_position_bias": lambda: viz.plot_relative_position_bias(
+        _small_swin()
+    ),
+    "plot_swin_architecture": lambda: viz.plot_swin_architecture(_small_swin()),
+    "plot_attention_cost": lambda: viz.plot_attention_cost(_COST),
+    # helpers that compute or convert, and draw nothing
+    "to_image": None,
+    "patch_grid": None,
+    "shape_text": None,
+    "position_similarity": None,
+    "attention_rollout": None,
+    "measure_attention_cost": None,
+}
+DRAWN = sorted(k for k, v in FIGURES.items() if v is not None)
+
+
+def test_every_viz_name_has_an_example():
+    missing = sorted(set(viz.__all__) - set(FIGURES))
+    assert not missing, (
+        f"add an example for {missing} to FIGURES in tests/test_viz.py (None for a "
+        "function that draws nothing)"
+    )
+    for name, example in FIGURES.items():
+        if example is None:  # a helper must not quietly draw
+            assert not name.startswith("plot_"), f"{name} is a figure: give an example"
+
+
+def _colorbars(fig):
+    return [ax._colorbar for ax in fig.axes if getattr(ax, "_colorbar", None)]
+
+
+def _value_images(ax):
+    """Images whose colour encodes something: a 2-D array through a colour map
+    (greyscale pictures and RGB(A) images excluded), and whether the map is
+    categorical (a handful of colours, explained by a legend, not a colour bar)."""
+    for im in ax.images:
+        array = im.get_array()
+        if array is None or array.ndim != 2 or im.cmap.name in ("gray", "Greys_r"):
+            continue
+        yield im, im.cmap.N <= 16
+
+
+@pytest.mark.parametrize("name", DRAWN)
+def test_figure_labels_its_axes_and_explains_its_colours(name):
+    fig = FIGURES[name]()
+    try:
+        bars = _colorbars(fig)
+        bar_axes = {id(b.ax) for b in bars}
+        legends = bool(fig.legends) or any(ax.get_legend() for ax in fig.axes)
+        sup_x = fig._supxlabel is not None and fig._supxlabel.get_text()
+        sup_y = fig._supylabel is not None and fig._supylabel.get_text()
+        for ax in fig.axes:
+            if id(ax) in bar_axes:
+                continue
+            if ax.axison and ax.get_visible():  # a plot with axes: both are labelled
+                where = f"{name}: panel {ax.get_title()!r}"
+                assert ax.get_xlabel() or sup_x, f"{where} has no x-axis label"
+                assert ax.get_ylabel() or sup_y, f"{where} has no y-axis label"
+            for im, categorical in _value_images(ax):
+                if categorical:
+                    assert legends, f"{name}: categorical colours without a legend"
+                    continue
+                same = [
+                    b for b in bars
+                    if b.mappable.cmap.name == im.cmap.name
+                    and np.isclose(b.mappable.norm.vmin, im.norm.vmin)
+                    and np.isclose(b.mappable.norm.vmax, im.norm.vmax)
+                ]
+                assert same, (
+                    f"{name}: panel {ax.get_title()!r} encodes values in colour "
+                    f"({im.cmap.name}, {im.norm.vmin:.3g}..{im.norm.vmax:.3g}) with no "
+                    "colour bar on that scale"
+                )
+        for bar in bars:
+            assert bar.ax.get_ylabel() or bar.ax.get_xlabel() or name == "plot_confusion"
+    finally:
+        plt.close(fig)
+
+
+def test_relative_position_bias_uses_one_scale_for_every_head_and_stage():
+    model = _small_swin()
+    with torch.no_grad():
+        model.stages[1].blocks[0].attn.relative_position_bias_table.mul_(50)
+    fig = viz.plot_relative_position_bias(model, stage=0)
+    limits = {(im.norm.vmin, im.norm.vmax) for ax in fig.axes for im in ax.images}
+    biggest = model.stages[1].blocks[0].attn.relative_position_bias_table.abs().max()
+    assert len(limits) == 1 and np.isclose(limits.pop()[1], biggest.item())
+    plt.close(fig)
+
+
+def test_position_similarity_colours_span_the_values_not_minus_one_to_one():
+    fig = viz.plot_position_similarity(
+        vitbook.layers.posemb_sincos_2d(7, 7, 64), (7, 7)
+    )
+    sim = viz.position_similarity(vitbook.layers.posemb_sincos_2d(7, 7, 64), (7, 7))
+    norm = fig.axes[0].images[0].norm
+    assert np.isclose(norm.vmin, sim.min().item()) and norm.vmax == 1
+    assert [ax.get_title() for ax in fig.axes[:8]] == [str(i) for i in range(8)]
+    plt.close(fig)
+
+
+def test_architecture_diagrams_print_the_models_own_shapes():
+    fig = viz.plot_vit_architecture(_small_vit())
+    text = " ".join(t.get_text() for t in fig.axes[0].texts)
+    assert "17 x 32" in text and "2 x block" in text and "10 logits" in text
+    assert "4 x 4 = 16" in text and "49 numbers each" in text
+    plt.close(fig)
+    fig = viz.plot_swin_architecture(_small_swin())
+    text = " ".join(t.get_text() for t in fig.axes[0].texts)
+    assert "map 4 x 4" in text and "width 16" in text and "map 2 x 2" in text
+    assert "width 32" in text and "window 2x2 (all)" in text and "shift 1x1" in text
+    plt.close(fig)

@@ -43,6 +43,28 @@ HIDDEN_TAGS = {"remove-cell", "remove-output", "remove_cell", "remove_output"}
 TRACEBACK_MARKS = ("Traceback (most recent call last)",)
 
 
+# Every block of code or output in the article; an element whose content is wider
+# than its box shows a horizontal scrollbar and hides the end of its lines.
+WIDE_SELECTOR = ", ".join(
+    f"article.bd-article {s}"
+    for s in ("pre", "div.highlight", "div.cell_output", "div.output")
+)
+WIDE_BLOCKS = """els => els
+  .filter(e => e.clientWidth > 0 && e.scrollWidth > e.clientWidth + 1)
+  .map(e => [e.scrollWidth, e.clientWidth, e.tagName.toLowerCase() + "." +
+             e.className, (e.innerText.split("\\n")
+               .reduce((a, b) => (b.length > a.length ? b : a), "")).slice(0, 120)])"""
+# Solutions sit in dropdowns (sphinx-togglebutton, <details>): open them all first, so
+# that their code is measured too.
+SHOW_HIDDEN = """() => {
+  document.querySelectorAll("details").forEach(d => { d.open = true; });
+  document.querySelectorAll(".toggle-hidden").forEach(
+    e => e.classList.remove("toggle-hidden"));
+  document.querySelectorAll("button.toggle-button").forEach(b => {
+    if (b.getAttribute("aria-expanded") === "false") b.click(); });
+}"""
+
+
 def expected_figures(chapter: str, staged) -> int:
     """Image outputs the executed notebook shows (cells removed from the page not counted)."""
     nb = nbformat.read(staged / f"{chapter}.ipynb", as_version=4)
@@ -103,6 +125,9 @@ class Visit:
     links: list = field(default_factory=list)  # every href on the page, absolute
     next_href: str | None = None
     screenshot: str = ""
+    # code blocks and outputs that need a horizontal scrollbar: (scrollWidth,
+    # clientWidth, first wide line)
+    wide_blocks: list = field(default_factory=list)
 
 
 def offline_context(browser, base: str, external: list | None = None):
@@ -162,6 +187,8 @@ def visit(browser, base: str, url: str, shot: str) -> Visit:
             else ""
         )
         v.links = page.eval_on_selector_all("a[href]", "els => els.map(a => a.href)")
+        page.evaluate(SHOW_HIDDEN)
+        v.wide_blocks = page.eval_on_selector_all(WIDE_SELECTOR, WIDE_BLOCKS)
         nxt = page.locator("a.right-next")
         v.next_href = nxt.first.evaluate("a => a.href") if nxt.count() else None
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -241,6 +268,21 @@ def test_page_shows_no_traceback(visits, docname):
             pytest.fail(
                 f"{docname}: the page shows a traceback:\n{v.text[max(0, where - 300) : where + 700]}"
             )
+
+
+@pytest.mark.parametrize("docname", PAGES)
+def test_no_code_block_or_output_needs_horizontal_scrolling(visits, docname):
+    """At the 1280-pixel viewport, every code cell, output and table fits its column:
+    nothing hides behind a scrollbar (notebook lines are kept within 88 characters,
+    tests/test_notebooks.py; this checks what the browser really shows)."""
+    v = visits(docname)
+    wide = [
+        f"{kind}: content {sw}px in a {cw}px box, e.g. {line!r}"
+        for sw, cw, kind, line in v.wide_blocks
+    ]
+    assert not wide, f"{docname}: {len(wide)} blocks scroll sideways:\n" + "\n".join(
+        wide[:10]
+    )
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)

@@ -3,8 +3,9 @@ papers' vocabulary, ``forward(x) -> logits``, ``forward_features(x)``,
 ``forward_head(features)``."""
 
 from .navit import NaViT
+from .cnn import CNN
 from .swin import Swin
 from .twins import Twins
 from .vit import ViT
 
-__all__ = ["ViT", "Swin", "Twins", "NaViT"]
+__all__ = ["ViT", "Swin", "Twins", "NaViT", "CNN"]

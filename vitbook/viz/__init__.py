@@ -1,13 +1,23 @@
 """Every figure the book draws: one function each, each returning its matplotlib
 Figure."""
 
-from .common import image_grid, patch_grid, plot_confusion, plot_history, to_image
+from .common import (
+    image_grid,
+    patch_grid,
+    plot_confusion,
+    plot_history,
+    plot_pipeline,
+    shape_text,
+    to_image,
+)
 from .vit import (
     attention_rollout,
     plot_attention,
     plot_attention_heads,
+    plot_attention_weights,
     plot_patches,
     plot_position_similarity,
+    plot_vit_architecture,
     position_similarity,
 )
 from .dino import (
@@ -23,6 +33,7 @@ from .swin import (
     plot_cyclic_shift,
     plot_relative_position_bias,
     plot_shift_masks,
+    plot_swin_architecture,
     plot_windows,
 )
 from .twins import (
@@ -53,6 +64,8 @@ __all__ = [
     "patch_grid",
     "plot_confusion",
     "plot_history",
+    "plot_pipeline",
+    "shape_text",
     "to_image",
     "plot_patches",
     "plot_position_similarity",
@@ -60,10 +73,13 @@ __all__ = [
     "attention_rollout",
     "plot_attention",
     "plot_attention_heads",
+    "plot_attention_weights",
+    "plot_vit_architecture",
     "plot_windows",
     "plot_cyclic_shift",
     "plot_shift_masks",
     "plot_relative_position_bias",
+    "plot_swin_architecture",
     "measure_attention_cost",
     "plot_attention_cost",
     "dense_lsa_weights",

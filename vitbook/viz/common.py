@@ -149,3 +149,59 @@ def plot_confusion(
     fig.colorbar(im, ax=ax, shrink=0.8)
     fig.tight_layout()
     return fig
+
+
+def shape_text(shape) -> str:
+    """``(17, 64)`` -> ``"17 x 64"``: a tensor's shape as a diagram prints it."""
+    return " x ".join(str(int(s)) for s in shape)
+
+
+def plot_pipeline(boxes, title: str | None = None, width: float = 1.5):
+    """A left-to-right block diagram: ``boxes`` is a list of ``(name, lines)``, each
+    drawn as a box with its name on top and ``lines`` (shapes, sizes) below, joined by
+    arrows. The architecture diagrams of every chapter are drawn with it."""
+    n = len(boxes)
+    rows = max(len(lines) for _, lines in boxes) + 1
+    height = 0.32 * rows + 0.5
+    fig, ax = plt.subplots(figsize=(width * n + 0.2, height + 0.7))
+    gap = 0.25
+    for i, (name, lines) in enumerate(boxes):
+        x = i * (width + gap)
+        ax.add_patch(
+            plt.Rectangle(
+                (x, 0), width, height, fc=plt.cm.Pastel1(i % 9), ec="0.3", lw=1.2
+            )
+        )
+        ax.text(
+            x + width / 2,
+            height - 0.25,
+            name,
+            ha="center",
+            va="top",
+            fontsize=9,
+            weight="bold",
+        )
+        for k, line in enumerate(lines):
+            ax.text(
+                x + width / 2,
+                height - 0.62 - 0.32 * k,
+                line,
+                ha="center",
+                va="top",
+                fontsize=8,
+            )
+        if i:
+            ax.annotate(
+                "",
+                xy=(x, height / 2),
+                xytext=(x - gap, height / 2),
+                arrowprops=dict(arrowstyle="->", lw=1.5),
+            )
+    ax.set_xlim(-0.1, n * (width + gap) - gap + 0.1)
+    ax.set_ylim(-0.1, height + 0.1)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=11)
+    fig.tight_layout()
+    return fig

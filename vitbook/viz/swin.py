@@ -19,7 +19,7 @@ from ..models.swin import (
     shift_mask,
     shift_regions,
 )
-from .common import patch_grid, to_image
+from .common import patch_grid, plot_pipeline, to_image
 
 # region 0 stays where it was; A, B, C are the paper's names (Fig. 4) for what wrapped
 # around
@@ -91,10 +91,13 @@ def plot_cyclic_shift(
     image: torch.Tensor, patch_size: int, window_size: int, shift: int | None = None
 ):
     """Left: the next layer's windows, displaced by ``shift`` patches (paper Fig. 2),
-    which leaves partial windows at the edges. Right: the same partition done cheaply:
-    roll the map by ``-shift`` and cut the regular windows; the strips that wrapped
-    around (A, B, C) share windows with tokens that were never their neighbours, and the
-    mask keeps them apart."""
+    which leaves
+    partial windows at the edges. Right: the same partition done cheaply: roll the map
+    by
+    ``-shift`` and cut the regular windows; the strips that wrapped around (A, B, C)
+    share
+    windows with tokens that were never their neighbours, and the mask keeps them
+    apart."""
     gh, gw = patch_grid(image, patch_size)
     shift = window_size // 2 if shift is None else shift
     _check_window((gh, gw), window_size, shift)
@@ -149,7 +152,8 @@ def plot_cyclic_shift(
 def plot_shift_masks(window_size: int, shift: int | None = None):
     """The SW-MSA masks of the four kinds of window on a 2M x 2M map: inside (no mask),
     right edge (split by column), bottom edge (split by row), corner (four regions).
-    Dark = blocked (-100)."""
+    Top: each window's tokens, numbered and coloured by region; bottom: its mask,
+    queries down and keys across, dark = blocked (``MASK_FILL``)."""
     m = window_size
     shift = m // 2 if shift is None else shift
     if not 0 < shift < m:
@@ -161,61 +165,84 @@ def plot_shift_masks(window_size: int, shift: int | None = None):
     regions = shift_regions(2 * m, 2 * m, shift)
     names = ["inside", "right edge", "bottom edge", "corner"]
     fig, axes = plt.subplots(
-        2, 4, figsize=(12, 6.4), gridspec_kw={"height_ratios": [1, 2.2]}
+        2, 4, figsize=(10, 6.2), gridspec_kw={"height_ratios": [1, 1.6]}
     )
-    cmap = ListedColormap(
-        ["white", REGION_COLORS[1], REGION_COLORS[2], REGION_COLORS[3]]
-    )
+    colors = {0: "white", **REGION_COLORS}
+    regions_cmap = ListedColormap([colors[k] for k in range(4)])
+    mask_cmap = ListedColormap(["white", "0.3"])
+    n = m * m
     for k in range(4):
         r, c = divmod(k, 2)
         window_regions = regions[r * m : (r + 1) * m, c * m : (c + 1) * m]
-        axes[0, k].imshow(window_regions.numpy(), cmap=cmap, vmin=0, vmax=3)
+        ax = axes[0, k]
+        ax.imshow(window_regions.numpy(), cmap=regions_cmap, vmin=0, vmax=3, alpha=0.6)
         for (y, x), label in np.ndenumerate(window_regions.numpy()):
-            axes[0, k].text(
-                x, y, str(y * m + x), ha="center", va="center", fontsize=max(5, 10 - m)
+            ax.text(
+                x, y, str(y * m + x), ha="center", va="center", fontsize=max(6, 12 - m)
             )
-        axes[0, k].set_title(f"window {k}: {names[k]}", fontsize=10)
-        axes[1, k].imshow(
-            (masks[k] == MASK_FILL).numpy(), cmap="Greys", vmin=0, vmax=1.4
-        )
-        blocked = int((masks[k] == MASK_FILL).sum())
-        axes[1, k].set_title(f"mask: {blocked} of {m**4} pairs blocked", fontsize=9)
-        axes[1, k].set_xlabel("key token")
-        if k == 0:
-            axes[1, k].set_ylabel("query token")
-        for ax in axes[:, k]:
-            ax.set_xticks([])
-            ax.set_yticks([])
+        ax.set_title(f"window {k}: {names[k]}", fontsize=10)
+        ax.set_xticks(range(m))
+        ax.set_yticks(range(m))
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("column in window", fontsize=8)
+        ax.set_ylabel("row in window", fontsize=8)
+        ax = axes[1, k]
+        blocked = (masks[k] == MASK_FILL).int()
+        ax.imshow(blocked.numpy(), cmap=mask_cmap, vmin=0, vmax=1)
+        ax.set_title(f"{int(blocked.sum())} of {n * n} pairs blocked", fontsize=9)
+        step = 1 if n <= 16 else -(-n // 8)
+        ax.set_xticks(range(0, n, step))
+        ax.set_yticks(range(0, n, step))
+        ax.tick_params(labelsize=6)
+        ax.set_xlabel("key token", fontsize=8)
+        ax.set_ylabel("query token", fontsize=8)
+    handles = [
+        Patch(fc=colors[0], ec="0.5", label="not wrapped"),
+        *[
+            Patch(color=REGION_COLORS[j], alpha=0.6, label=REGION_NAMES[j])
+            for j in (3, 2, 1)
+        ],
+        Patch(fc="white", ec="0.5", label="mask: may attend"),
+        Patch(color="0.3", label=f"mask: blocked ({MASK_FILL:g})"),
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, fontsize=8)
     fig.suptitle(
-        f"window {m}x{m}, shift {shift}: top, each window's tokens coloured by region; "
-        f"bottom, its {m * m}x{m * m} attention mask",
-        fontsize=11,
+        f"window {m}x{m}, shift {shift}: top, each window's tokens by region; "
+        f"bottom, its {n}x{n} attention mask",
+        fontsize=10,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
 
-def plot_relative_position_bias(model, stage: int = 0, title: str | None = None):
-    """The learned bias tables of one stage: one ``(2M-1) x (2M-1)`` map per block and
-    head, the centre being "key = query", each pixel a relative offset (dy, dx) of the
-    key."""
-    blocks = model.stages[stage].blocks
-    heads = blocks[0].attn.heads
-    wh, ww = blocks[0].window_size
+def plot_relative_position_bias(model, stage: int | None = None, title=None):
+    """The learned bias tables: one ``(2M-1) x (2M-1)`` map per block and head (rows:
+    blocks, columns: heads), the centre (+) being "key = query", each pixel an offset
+    (dy, dx) = query - key. ``stage=None`` draws every stage. One colour scale for
+    every table of the model (all stages), so panels and figures compare."""
+    stages = range(len(model.stages)) if stage is None else [stage]
+    rows = [(s, i, b) for s in stages for i, b in enumerate(model.stages[s].blocks)]
+    every = [b for st in model.stages for b in st.blocks]
+    limit = max(
+        b.attn.relative_position_bias_table.detach().abs().max().item() for b in every
+    )
+    heads = max(b.attn.heads for _, _, b in rows)
     fig, axes = plt.subplots(
-        len(blocks),
+        len(rows),
         heads,
-        figsize=(2.1 * heads + 0.8, 2.2 * len(blocks)),
+        figsize=(1.9 * heads + 1.2, 1.9 * len(rows) + 0.4),
         squeeze=False,
     )
-    for i, block in enumerate(blocks):
-        table = (
-            block.attn.relative_position_bias_table.detach().float().cpu()
-        )  # ((2wh-1)(2ww-1), heads)
-        table = table.reshape(2 * wh - 1, 2 * ww - 1, heads)
-        limit = table.abs().max().item()
+    for r, (s, i, block) in enumerate(rows):
+        wh, ww = block.window_size
+        h = block.attn.heads
+        table = block.attn.relative_position_bias_table.detach().float().cpu()
+        table = table.reshape(2 * wh - 1, 2 * ww - 1, h)  # ((2wh-1), (2ww-1), heads)
         for j in range(heads):
-            ax = axes[i, j]
+            ax = axes[r, j]
+            if j >= h:
+                ax.axis("off")
+                continue
             im = ax.imshow(
                 table[..., j].numpy(),
                 cmap="RdBu_r",
@@ -226,18 +253,62 @@ def plot_relative_position_bias(model, stage: int = 0, title: str | None = None)
             ax.plot(0, 0, "k+", ms=8)
             ax.set_xticks(range(-ww + 1, ww))
             ax.set_yticks(range(-wh + 1, wh))
+            kind = "SW" if block.shifted else "W"
             ax.set_title(
-                f"block {i + 1} ({'SW' if block.shifted else 'W'}-MSA), head {j + 1}",
-                fontsize=8,
+                f"stage {s + 1} block {i + 1} ({kind}), head {j + 1}", fontsize=7
             )
             ax.tick_params(labelsize=7)
-            if j == 0:
-                ax.set_ylabel("dy (query - key)", fontsize=8)
-            if i == len(blocks) - 1:
-                ax.set_xlabel("dx (query - key)", fontsize=8)
-        fig.colorbar(im, ax=axes[i].tolist(), shrink=0.8)
-    fig.suptitle(title or f"relative position bias, stage {stage + 1}", fontsize=11)
+            ax.set_xlabel("dx", fontsize=8)
+            ax.set_ylabel("dy", fontsize=8)
+    fig.suptitle(
+        (title or "relative position bias")
+        + "\n(offset = query - key; one colour scale for every table)",
+        fontsize=10,
+    )
+    fig.tight_layout(rect=(0, 0, 0.88, 1))
+    bar = fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, fraction=0.04)
+    bar.set_label("bias added to the attention logit", fontsize=8)
     return fig
+
+
+def plot_swin_architecture(model, title: str | None = None):
+    """Swin as a block diagram: patch partition, then each stage with its map size,
+    width, window and shift, then the head; sizes measured on a zero image of the
+    model's ``image_size``, so the diagram cannot drift from the code."""
+    embed = model.patch_embed
+    (ih, iw), (ph, pw), c = model.image_size, embed.patch_size, embed.channels
+    x = torch.zeros(1, c, ih, iw)
+    with torch.no_grad():
+        tokens = embed(x)[0]  # (h, w, dim)
+        maps = [m[0] for m in model.forward_intermediates(x)]  # (d_i, h_i, w_i)
+        logits = model(x)[0]
+    boxes = [
+        ("image", [f"{c} x {ih} x {iw}", "(c x H x W)"]),
+        (
+            "patches",
+            [
+                f"{ph}x{pw} pixels",
+                f"map {tokens.shape[0]} x {tokens.shape[1]}",
+                f"width {tokens.shape[2]}",
+            ],
+        ),
+    ]
+    for s, (stage, fmap) in enumerate(zip(model.stages, maps)):
+        d, h, w = fmap.shape
+        shifts = sorted({b.shift_size for b in stage.blocks if b.shifted})
+        wh, ww = stage.window_size
+        lines = (["merge 2x2 -> 1"] if s else []) + [
+            f"map {h} x {w}",
+            f"width {d}",
+            f"{len(stage.blocks)} blocks, {stage.blocks[0].attn.heads} heads",
+            f"window {wh}x{ww}" + (" (all)" if (wh, ww) == (h, w) else ""),
+            "shift " + (", ".join(f"{a}x{b}" for a, b in shifts) if shifts else "none"),
+        ]
+        boxes.append((f"stage {s + 1}", lines))
+    boxes.append(
+        ("head", ["LayerNorm", "average pool", f"linear -> {logits.shape[0]}"])
+    )
+    return plot_pipeline(boxes, title or "Swin: the map after each stage")
 
 
 def measure_attention_cost(
@@ -248,8 +319,9 @@ def measure_attention_cost(
     repeats: int = 7,
 ) -> dict:
     """Time one forward of global attention (ViT) and windowed attention (Swin) on a
-    ``side x side`` map of tokens, interleaved, the median of ``repeats``. Returns
-    tokens, seconds and multiply-adds.
+    ``side x side``
+    map of tokens, interleaved, the median of ``repeats``. Returns tokens, seconds and
+    multiply-adds.
 
     Runs on one thread, so that other work on a shared machine disturbs the two sides
     alike."""
@@ -299,8 +371,9 @@ def _measure(sides, dim, heads, window_size, repeats) -> dict:
 
 def plot_attention_cost(cost: dict | None = None, **measure_kw):
     """Measured time and the paper's multiply-add count (eq. 1, 2) of global and
-    windowed attention against the number of tokens. ``cost`` from
-    :func:`measure_attention_cost` (measured if None)."""
+    windowed attention
+    against the number of tokens. ``cost`` from :func:`measure_attention_cost` (measured
+    if None)."""
     cost = measure_attention_cost(**measure_kw) if cost is None else cost
     n = np.array(cost["tokens"])
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -351,6 +424,7 @@ __all__ = [
     "plot_cyclic_shift",
     "plot_shift_masks",
     "plot_relative_position_bias",
+    "plot_swin_architecture",
     "measure_attention_cost",
     "plot_attention_cost",
 ]

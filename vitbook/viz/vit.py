@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ..layers import pair
-from .common import patch_grid, to_image
+from .common import patch_grid, plot_pipeline, shape_text, to_image
 
 
 def plot_patches(image: torch.Tensor, patch_size, max_tokens_shown: int = 49):
@@ -90,24 +90,116 @@ def plot_position_similarity(
     title: str = "cosine similarity of position embeddings",
 ):
     """ViT paper Fig. 7 (centre): for each patch position, its embedding's cosine
-    similarity to all others."""
+    similarity to all others.
+
+    Panel ``(row, column)`` belongs to token ``row * gw + column`` (its title) and
+    shows that token's similarity to every token, laid out on the same grid. One
+    colour scale for all panels, from the smallest similarity to 1."""
     gh, gw = grid
     sim = position_similarity(pos_embed, grid, num_prefix_tokens)
+    low = float(sim.min())
     fig, axes = plt.subplots(
-        gh, gw, figsize=(0.55 * gw + 1.2, 0.55 * gh + 0.6), squeeze=False
+        gh, gw, figsize=(0.6 * gw + 1.6, 0.62 * gh + 0.9), squeeze=False
     )
     for r in range(gh):
         for c in range(gw):
-            im = axes[r, c].imshow(sim[r, c].numpy(), vmin=-1, vmax=1, cmap="viridis")
-            axes[r, c].set_xticks([])
-            axes[r, c].set_yticks([])
+            ax = axes[r, c]
+            im = ax.imshow(sim[r, c].numpy(), vmin=low, vmax=1, cmap="viridis")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(str(r * gw + c), fontsize=6, pad=1.5)
     for r in range(gh):
-        axes[r, 0].set_ylabel(str(r + 1), rotation=0, fontsize=7, labelpad=8)
+        axes[r, 0].set_ylabel(str(r), rotation=0, fontsize=7, labelpad=6)
     for c in range(gw):
-        axes[-1, c].set_xlabel(str(c + 1), fontsize=7)
+        axes[-1, c].set_xlabel(str(c), fontsize=7)
+    fig.supxlabel("column of the patch (panel title: its token number)", fontsize=8)
+    fig.supylabel("row of the patch", fontsize=8)
     fig.colorbar(im, ax=axes, shrink=0.6, label="cosine similarity")
-    fig.suptitle(title)
+    fig.suptitle(title, fontsize=10)
     return fig
+
+
+def plot_attention_weights(weights: torch.Tensor, tokens=None, title=None):
+    """Attention weights as a heatmap, queries down and keys across, each weight
+    written in its cell. ``weights``: ``(n, n)`` or ``(heads, n, n)`` (one panel per
+    head, one colour scale from 0 to 1 for all)."""
+    weights = weights.detach().float().cpu()
+    if weights.ndim == 2:
+        weights = weights[None]
+    heads, n, _ = weights.shape
+    tokens = [str(i) for i in range(n)] if tokens is None else list(tokens)
+    fig, axes = plt.subplots(
+        1,
+        heads,
+        figsize=(0.55 * n * heads + 1.4 * heads + 0.8, 0.55 * n + 1.2),
+        squeeze=False,
+    )
+    for h, ax in enumerate(axes[0]):
+        im = ax.imshow(weights[h].numpy(), cmap="Blues", vmin=0, vmax=1)
+        for (i, j), w in np.ndenumerate(weights[h].numpy()):
+            ax.text(
+                j,
+                i,
+                f"{w:.2f}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if w > 0.6 else "black",
+            )
+        ax.set_xticks(range(n), tokens, fontsize=8, rotation=30 if n > 4 else 0)
+        ax.set_yticks(range(n), tokens, fontsize=8)
+        ax.set_xlabel("key (attended to)", fontsize=9)
+        ax.set_ylabel("query (attending)", fontsize=9)
+        if heads > 1:
+            ax.set_title(f"head {h + 1}", fontsize=9)
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.85, label="attention weight")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_vit_architecture(model, title: str | None = None):
+    """ViT as a block diagram, patches -> tokens -> encoder -> head, with the shapes
+    of one image going through ``model`` (measured on a zero image, so the diagram
+    cannot drift from the code)."""
+    embed = model.patch_embed
+    (ih, iw), (ph, pw), c = embed.image_size, embed.patch_size, embed.channels
+    x = torch.zeros(1, c, ih, iw)
+    with torch.no_grad():
+        tokens = model.embed(x)[0]  # (prefix + n, dim)
+        encoded = model.forward_intermediates(x)[-1][0]
+        pooled = model.forward_head(model.forward_features(x), pre_logits=True)[0]
+        logits = model(x)[0]
+    block = model.blocks[0]
+    pool = "class token" if model.pool == "cls" else "mean of tokens"
+    boxes = [
+        ("image", [f"{c} x {ih} x {iw}", "(c x H x W)"]),
+        (
+            "patches",
+            [
+                f"{embed.grid[0]} x {embed.grid[1]} = {embed.num_patches}",
+                f"of {ph}x{pw} pixels",
+                f"{c * ph * pw} numbers each",
+            ],
+        ),
+        (
+            "tokens",
+            [shape_text(tokens.shape), "linear map E"]
+            + (["+ class token"] if model.num_prefix_tokens else [])
+            + ["+ position emb."],
+        ),
+        (
+            "encoder",
+            [
+                f"{len(model.blocks)} x block",
+                f"{block.attn.heads} heads, MLP {block.mlp.fc1.out_features}",
+                shape_text(encoded.shape),
+            ],
+        ),
+        ("pool", ["LayerNorm", pool, shape_text(pooled.shape)]),
+        ("head", ["linear", f"{shape_text(logits.shape)} logits"]),
+    ]
+    return plot_pipeline(boxes, title or "ViT: one image on its way through")
 
 
 def attention_rollout(maps: list[torch.Tensor], residual: float = 0.5) -> torch.Tensor:
@@ -151,6 +243,7 @@ def plot_attention(
     num_prefix_tokens: int = 1,
     titles=None,
     layers=None,
+    caption: str | None = None,
 ):
     """What the class token looks at: per-layer attention (head mean) and the rollout
     through all layers.
@@ -173,7 +266,10 @@ def plot_attention(
     ]
     columns.append(("rollout", query_row(rollout)))
     fig, axes = plt.subplots(
-        b, len(columns), figsize=(1.7 * len(columns), 1.8 * b), squeeze=False
+        b,
+        len(columns),
+        figsize=(1.7 * len(columns) + 0.6, 1.8 * b + 0.5),
+        squeeze=False,
     )
     for i in range(b):
         img = to_image(images[i])
@@ -193,8 +289,29 @@ def plot_attention(
             ax.axis("off")
         if titles is not None:
             axes[i, 0].set_title(titles[i] if i else f"image\n{titles[i]}", fontsize=8)
-    fig.tight_layout()
+    query = "class token" if num_prefix_tokens else "mean of the patch tokens"
+    fig.suptitle(
+        caption
+        or f"attention of the {query} to each patch (mean of heads); "
+        "each panel scaled to its own range",
+        fontsize=9,
+    )
+    fig.tight_layout(rect=(0, 0, 0.9, 1))
+    _relative_colorbar(fig, axes)
     return fig
+
+
+def _relative_colorbar(fig, axes):
+    """The colour bar of the attention overlays: 0 is a panel's smallest weight, 1 its
+    largest."""
+    bar = fig.colorbar(
+        plt.cm.ScalarMappable(plt.Normalize(0, 1), "inferno"),
+        ax=np.ravel(axes).tolist(),
+        shrink=0.7,
+        fraction=0.04,
+    )
+    bar.set_label("attention, panel min (0) to max (1)", fontsize=8)
+    return bar
 
 
 def plot_attention_heads(
@@ -239,5 +356,6 @@ def plot_attention_heads(
     for ax in axes:
         ax.axis("off")
     fig.suptitle("mean of heads" if head == -1 else f"head {head}", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.92, 1))
+    _relative_colorbar(fig, axes)
     return fig
