@@ -19,6 +19,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from .train import get_device
 
@@ -240,13 +241,38 @@ def matmul_peak(device, n: int = 2048, repeats: int = 5) -> float:
 
 def count_flops(fn) -> int:
     """Floating-point operations of one call of ``fn``, counted by PyTorch's dispatcher
-    (``FlopCounterMode``: matmuls, convolutions and attention; elementwise work is not
-    counted, as in every FLOP count of these models)."""
+    with ``FlopCounterMode``'s formulas (matmuls, convolutions and attention;
+    elementwise work is not counted, as in every FLOP count of these models)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops()
+    try:
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        return counter.get_total_flops()
+    except (RuntimeError, AssertionError):
+        # its per-module bookkeeping trips over some inputs (NaViT's packed batches):
+        # the same formulas, applied without the module hooks
+        with _DispatchFlops() as counter:
+            fn()
+        return counter.total
+
+
+class _DispatchFlops(TorchDispatchMode):
+    """Sum ``FlopCounterMode``'s formulas over every op the dispatcher runs."""
+
+    def __enter__(self):
+        self.total = 0
+        return super().__enter__()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        from torch.utils.flop_counter import flop_registry
+
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.total += formula(*args, **kwargs, out_val=out)
+        return out
 
 
 def _peak_memory(make_step, device) -> float | None:
@@ -274,7 +300,7 @@ def run(
     **config,
 ) -> dict:
     """Measure every contender of ``BENCHMARKS[name]``; returns ``{impl: {metric:
-    value}}`` and, under the key ``"_machine"``, the matmul peak of this run."""
+    value}}`` (:class:`Results`, whose ``machine`` holds this run's matmul peak)."""
     if name not in BENCHMARKS:
         raise ValueError(
             f"no benchmark called {name!r}; there are {sorted(BENCHMARKS)}"
@@ -316,8 +342,8 @@ def run(
     }
     peak = matmul_peak(device)
     names = list(models)
+    flops = {k: {t: count_flops(fn) for t, fn in tasks[k].items()} for k in names}
     for task in ("forward", "train step"):
-        flops = {k: count_flops(tasks[k][task]) for k in names}
         times = {k: [] for k in names}
         for r in range(warmup + rounds):
             # rotate who goes first
@@ -329,18 +355,25 @@ def run(
         for k in names:
             seconds = statistics.median(times[k])
             results[k][f"{task} img/s"] = batch_size / seconds
-            results[k][f"{task} % peak"] = 100 * flops[k] / seconds / peak
+            results[k][f"{task} % peak"] = 100 * flops[k][task] / seconds / peak
             if memory[k][task] is not None:
                 results[k][f"{task} peak MiB"] = memory[k][task]
-    results["_machine"] = {"matmul GFLOP/s": peak / 1e9}
-    return results
+    return Results(results, machine={"matmul GFLOP/s": peak / 1e9})
+
+
+class Results(dict):
+    """``{implementation: {metric: value}}``, and ``machine``: what was measured of the
+    machine in the same run (the matmul peak)."""
+
+    def __init__(self, rows: dict, machine: dict | None = None):
+        super().__init__(rows)
+        self.machine = machine or {}
 
 
 def report(results: dict, baseline: str = "vitbook") -> str:
     """One row per implementation: each number, and its ratio to ``baseline``'s, in
     blocks of three metrics so that no line is wider than 88 characters."""
-    machine = results.get("_machine", {})
-    results = {k: v for k, v in results.items() if k != "_machine"}
+    machine = getattr(results, "machine", {})
     metrics = list(next(iter(results.values())))
     lines = []
     for group in range(0, len(metrics), 3):
@@ -351,6 +384,7 @@ def report(results: dict, baseline: str = "vitbook") -> str:
             f"{machine['matmul GFLOP/s']:.0f} GFLOP/s.\n'% peak': each step's "
             "achieved FLOP/s (counted by FlopCounterMode) against that peak."
         )
+
     lines.append(
         f"ratios are against {baseline}; img/s and % peak: higher is better;\n"
         "peak MiB (CUDA only, each contender alone on the device): lower is leaner"

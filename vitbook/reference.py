@@ -316,6 +316,8 @@ def pretrained_twins(name: str = "twins_svt_small.in1k"):
     import timm
 
     return twins_from_timm(timm.create_model(name, pretrained=True)).eval()
+
+
 # --------------------------------------------------------------------------- MAE
 def _transformers_mae_config(config) -> tuple[dict, dict]:
     """vitbook ``ViT`` and ``MAE`` keyword arguments that describe a Hugging Face
