@@ -9,6 +9,7 @@ from .mae import (
     random_masking,
     unpatchify,
 )
+from .mp3 import MP3, context_mask
 
 __all__ = [
     "MAE",
@@ -17,4 +18,6 @@ __all__ = [
     "patchify",
     "random_masking",
     "unpatchify",
+    "MP3",
+    "context_mask",
 ]
