@@ -128,3 +128,18 @@ def test_positions_come_back_zero_initialized_for_fine_tuning():
     with pytest.raises(ValueError, match="pos_embed='learned'"):
         MP3(ViT(image_size=28, patch_size=7, channels=1, num_classes=0, dim=16,
                 depth=1, heads=2, pos_embed="sincos"))  # fmt: skip
+
+
+def test_position_figures_count_right_and_wrong_places():
+    from vitbook import viz
+
+    predicted = torch.arange(16).repeat(3, 1)
+    predicted[0, 5] = 6  # one token of one image put one column to the right
+    rates = viz.position_confusion(predicted, 16)
+    assert rates[5, 5] == pytest.approx(2 / 3) and rates[5, 6] == pytest.approx(1 / 3)
+    assert torch.allclose(rates.sum(1), torch.ones(16))
+    fig = viz.plot_position_confusion(predicted, (4, 4))
+    assert fig.axes[0].get_xlabel() == "predicted position"
+    fig = viz.plot_position_arrows(torch.rand(2, 1, 28, 28), predicted[:2], (4, 4))
+    assert fig.axes[0].get_title() == "image 0: 15/16 right"
+    assert len([c for c in fig.axes[0].texts]) == 1  # one arrow

@@ -25,6 +25,7 @@ from .mae import (
     plot_pretraining,
     plot_reconstructions,
 )
+from .mp3 import plot_position_arrows, plot_position_confusion, position_confusion
 
 __all__ = [
     "image_grid",
@@ -49,4 +50,7 @@ __all__ = [
     "plot_masking_ratios",
     "plot_pretraining",
     "plot_finetuning",
+    "position_confusion",
+    "plot_position_confusion",
+    "plot_position_arrows",
 ]
