@@ -22,6 +22,7 @@ from .mae import (
     unpatchify,
 )
 from .esvit import EsViT, esvit_loss, match_regions, region_loss
+from .mp3 import MP3, context_mask
 
 __all__ = [
     "DINO",
@@ -45,4 +46,6 @@ __all__ = [
     "patchify",
     "random_masking",
     "unpatchify",
+    "MP3",
+    "context_mask",
 ]

@@ -58,6 +58,7 @@ from .mae import (
     plot_pretraining,
     plot_reconstructions,
 )
+from .mp3 import plot_position_arrows, plot_position_confusion, position_confusion
 
 __all__ = [
     "image_grid",
@@ -104,4 +105,7 @@ __all__ = [
     "plot_collapse_diagnostics",
     "plot_region_correspondences",
     "plot_esvit_diagnostics",
+    "position_confusion",
+    "plot_position_confusion",
+    "plot_position_arrows",
 ]

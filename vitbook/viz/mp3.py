@@ -1,0 +1,107 @@
+"""Figures of chapter 10 (MP3): where the model puts each patch it was given without a
+position."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import matplotlib.pyplot as plt
+import torch
+
+from .common import to_image
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def position_confusion(predicted: torch.Tensor, num_positions: int) -> torch.Tensor:
+    """``predicted (N, n)``: the predicted position of token ``i`` (which sits at
+    position ``i``) for N images -> ``(n, n)`` rates, row = true position, each row
+    summing to 1."""
+    n = predicted.shape[1]
+    true = torch.arange(n).expand_as(predicted)
+    counts = torch.zeros(n, num_positions).index_put_(
+        (true.flatten().cpu(), predicted.flatten().cpu()),
+        torch.ones(predicted.numel()),
+        accumulate=True,
+    )
+    return counts / counts.sum(1, keepdim=True).clamp_min(1)
+
+
+def plot_position_confusion(predicted: torch.Tensor, grid, title: str | None = None):
+    """Left: the confusion matrix of positions (row: true, column: predicted). Right:
+    the fraction of tokens put at their true place, drawn on the patch grid."""
+    gh, gw = grid
+    rates = position_confusion(predicted, gh * gw)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
+    im = left.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    left.set(
+        xlabel="predicted position", ylabel="true position", title="position confusion"
+    )
+    fig.colorbar(im, ax=left, shrink=0.85, label="fraction of tokens")
+    correct = rates.diagonal().reshape(gh, gw)
+    im = right.imshow(correct.numpy(), cmap="viridis", vmin=0, vmax=1)
+    for r in range(gh):
+        for c in range(gw):
+            right.text(
+                c,
+                r,
+                f"{correct[r, c]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="w" if correct[r, c] < 0.6 else "k",
+            )
+    right.set(xlabel="patch column", ylabel="patch row", title="put at the right place")
+    fig.colorbar(im, ax=right, shrink=0.85, label="accuracy")
+    chance = 1 / (gh * gw)
+    fig.suptitle(
+        title
+        or f"{rates.diagonal().mean():.1%} of positions right (chance {chance:.1%})"
+    )
+    fig.tight_layout()
+    return fig
+
+
+def plot_position_arrows(
+    images: torch.Tensor,
+    predicted: torch.Tensor,
+    grid,
+    to_pixels: Callable = _identity,
+    titles=None,
+):
+    """Each image with an arrow from every patch's true place to the place the model
+    predicted for it; a dot where the prediction is right."""
+    gh, gw = grid
+    n = len(images)
+    fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 3.0), squeeze=False)
+    pictures = to_pixels(images).cpu()
+    h, w = images.shape[-2:]
+    ph, pw = h / gh, w / gw
+    for k, ax in enumerate(axes[0]):
+        ax.imshow(to_image(pictures[k]), cmap="gray", vmin=0, vmax=1)
+        right = 0
+        for i, j in enumerate(predicted[k].tolist()):
+            (r0, c0), (r1, c1) = divmod(i, gw), divmod(j, gw)
+            x0, y0 = (c0 + 0.5) * pw - 0.5, (r0 + 0.5) * ph - 0.5
+            if i == j:
+                ax.plot(x0, y0, "o", color="lime", ms=4)
+                right += 1
+            else:
+                ax.annotate(
+                    "",
+                    xy=((c1 + 0.5) * pw - 0.5, (r1 + 0.5) * ph - 0.5),
+                    xytext=(x0, y0),
+                    arrowprops=dict(arrowstyle="->", color="red", lw=1.2),
+                )
+        name = titles[k] if titles is not None else f"image {k}"
+        ax.set_title(f"{name}: {right}/{gh * gw} right", fontsize=9)
+        ax.set_xlabel("x (pixels)")
+        ax.set_ylabel("y (pixels)")
+    fig.suptitle("true place -> predicted place (red); right (green)")
+    fig.tight_layout()
+    return fig
+
+
+__all__ = ["position_confusion", "plot_position_confusion", "plot_position_arrows"]
