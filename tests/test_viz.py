@@ -4,6 +4,8 @@ import pytest
 import torch
 
 import vitbook
+import vitbook.packing
+import vitbook.ssl
 from vitbook import ViT, record_attention, viz
 
 
@@ -163,6 +165,67 @@ def _history():
     )
 
 
+def _packed_features():
+    model = vitbook.NaViT(
+        max_image_size=16, patch_size=4, num_classes=3, dim=16, depth=1, heads=2,
+        token_budget=20, channels=1,
+    )
+    sizes = [(16, 8), (8, 8), (4, 12), (16, 16)]
+    return model.forward_features([torch.randn(1, h, w) for h, w in sizes])
+
+
+def _small_mae():
+    torch.manual_seed(0)
+    backbone = ViT(
+        image_size=28, patch_size=7, channels=1, num_classes=0, dim=16, depth=1,
+        heads=2, pos_embed="sincos",
+    )
+    return vitbook.ssl.MAE(
+        backbone, decoder_dim=12, decoder_depth=1, decoder_heads=3
+    ).eval()
+
+
+def _mae_reconstructions():
+    mae = _small_mae()
+    return viz.plot_reconstructions(_IMAGES, mae.reconstruct(_IMAGES), mae.grid)
+
+
+def _diagnostics():
+    return vitbook.train.History(
+        steps=[
+            {"step": i, "entropy": 1.0 + i / 10, "kl": 0.5, "std": 0.1, "erank": 3.0}
+            for i in range(1, 8)
+        ]
+    )
+
+
+def _small_esvit():
+    torch.manual_seed(0)
+    swin = vitbook.Swin(
+        image_size=16, num_classes=0, channels=1, patch_size=2, dim=8, depths=(1, 1),
+        heads=(1, 2), window_size=4, drop_path=0.0,
+    )
+    return vitbook.ssl.EsViT(
+        swin, total_steps=10, global_size=16, local_size=8, num_local=2, out_dim=32,
+        hidden_dim=32, bottleneck_dim=8,
+    )
+
+
+def _esvit_correspondences():
+    a, b = torch.rand(1, 1, 16, 16), torch.rand(1, 1, 16, 16)
+    index, cosine, grid_a, grid_b = _small_esvit().correspondences(a, b)
+    return viz.plot_region_correspondences(
+        a[0], b[0], index[0], cosine[0], grid_a, grid_b
+    )
+
+
+def _esvit_history():
+    return vitbook.fit(
+        _small_esvit(), [torch.rand(4, 1, 16, 16)] * 3, steps=2, progress=False,
+        device="cpu", loss=vitbook.ssl.method_loss,
+    )
+
+
 _IMAGES = torch.rand(2, 1, 28, 28)
 _PHOTO = torch.rand(3, 64, 64)
 _COST = {
@@ -203,7 +266,66 @@ FIGURES = {
     ),
     "plot_swin_architecture": lambda: viz.plot_swin_architecture(_small_swin()),
     "plot_attention_cost": lambda: viz.plot_attention_cost(_COST),
+    # chapter 3: Twins
+    "plot_receptive_fields": lambda: viz.plot_receptive_fields(
+        _PHOTO, 4, (3, 10), window_size=4, sr_ratio=4
+    ),
+    "plot_local_global_cost": lambda: viz.plot_local_global_cost(
+        viz.measure_local_global_cost(
+            sides=(8, 16), dim=8, heads=2, window_size=4, sr_ratio=4, repeats=1
+        )
+    ),
+    # chapter 5: NaViT
+    "plot_sizes": lambda: viz.plot_sizes(
+        [torch.rand(1, 8, 16), torch.rand(3, 16, 8)], ["x", "y"]
+    ),
+    "plot_packing": lambda: viz.plot_packing(
+        vitbook.packing.pack([64, 64, 64, 16, 16, 16, 16], 100, "ffd")
+    ),
+    "plot_packing_masks": lambda: viz.plot_packing_masks(_packed_features(), 1),
+    "plot_utilization": lambda: viz.plot_utilization(
+        [64, 64, 64, 16, 16, 16, 16], [64, 100, 128]
+    ),
+    "plot_accuracy_vs_resolution": lambda: viz.plot_accuracy_vs_resolution(
+        {"a": {(8, 8): 0.5, (8, 16): 0.7}, "b": {(8, 8): 0.6, (8, 16): 0.4}}
+    ),
+    # chapter 6: MAE
+    "plot_reconstructions": lambda: _mae_reconstructions(),
+    "plot_masking_ratios": lambda: viz.plot_masking_ratios(
+        _small_mae(), _IMAGES, (0.25, 0.75)
+    ),
+    "plot_pretraining": lambda: viz.plot_pretraining(
+        _history(), [(0, torch.rand(3, 1, 28, 28)), (29, torch.rand(3, 1, 28, 28))]
+    ),
+    "plot_finetuning": lambda: viz.plot_finetuning({"a": _history(), "b": _history()}),
+    # chapter 7: DINO
+    "plot_multicrop": lambda: viz.plot_multicrop(
+        torch.rand(3, 48, 48), vitbook.ssl.MultiCrop(24, 12, num_local=3, seed=0)
+    ),
+    "plot_class_token_attention": lambda: viz.plot_class_token_attention(
+        _small_vit(), _IMAGES
+    ),
+    "plot_collapse_diagnostics": lambda: viz.plot_collapse_diagnostics(
+        {"a": _diagnostics(), "b": _diagnostics()}, max_entropy=2.0
+    ),
+    # chapter 8: EsViT
+    "plot_region_correspondences": lambda: _esvit_correspondences(),
+    "plot_esvit_diagnostics": lambda: viz.plot_esvit_diagnostics(_esvit_history()),
+    # chapter 10: MP3
+    "plot_position_confusion": lambda: viz.plot_position_confusion(
+        torch.arange(16).repeat(3, 1), (4, 4)
+    ),
+    "plot_position_arrows": lambda: viz.plot_position_arrows(
+        _IMAGES, torch.arange(16).flip(0).repeat(2, 1), (4, 4)
+    ),
     # helpers that compute or convert, and draw nothing
+    "dense_lsa_weights": None,
+    "receptive_fields": None,
+    "measure_local_global_cost": None,
+    "utilization_table": None,
+    "masked_rgb": None,
+    "class_token_attention": None,
+    "position_confusion": None,
     "to_image": None,
     "patch_grid": None,
     "shape_text": None,
