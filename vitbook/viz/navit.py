@@ -40,6 +40,7 @@ def plot_sizes(images, titles=None, suptitle: str | None = None, scale: float = 
         ax.set_title(label, fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
+        ax.set_frame_on(False)  # the empty space below a short image is not image
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()
