@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from einops import rearrange
-from matplotlib.patches import Patch, Rectangle
+from matplotlib.patches import Patch
 
 from ..layers import Attention, pair
 from ..models.swin import SwinBlock
