@@ -106,7 +106,8 @@ class DINO(nn.Module):
     experiment). ``multicrop`` replaces the default :class:`MultiCrop` built from
     ``global_size``, ``local_size`` and ``num_local``. After each training forward,
     ``dino.metrics`` holds the collapse diagnostics: teacher entropy, KL(teacher ||
-    student), per-dimension std and effective rank of the teacher's output vectors.
+    student), per-dimension std and effective rank of the teacher's distributions
+    across the batch.
     """
 
     def __init__(
@@ -123,6 +124,7 @@ class DINO(nn.Module):
         bottleneck_dim: int = 256,
         nlayers: int = 3,
         norm_last_layer: bool = True,
+        use_bn: bool = False,
         student_temp: float | None = None,
         teacher_temp: float | None = None,
         warmup_teacher_temp: float | None = None,
@@ -173,6 +175,7 @@ class DINO(nn.Module):
             bottleneck_dim=bottleneck_dim,
             nlayers=nlayers,
             norm_last_layer=norm_last_layer,
+            use_bn=use_bn,
         )
         self.student = Projected(backbone, head)
         self.teacher = EMATeacher(
@@ -235,13 +238,15 @@ class DINO(nn.Module):
         entropy = -(p_t * p_t.clamp_min(1e-12).log()).sum(-1).mean()
         # every teacher view meets the same number of student views, so the mean
         # cross-entropy is the mean teacher entropy plus the mean KL. The std and the
-        # rank are taken of the teacher's output vectors (first view): a collapsed
-        # teacher gives every image the same output, std 0 and rank 1
+        # rank are taken of the teacher's distributions over the batch (first view):
+        # a collapsed teacher, uniform or one-hot, gives every image the same one:
+        # std 0 and rank 1 (the raw logits share a large common part in a healthy run
+        # too: centering is what removes it)
         self.metrics = {
             "entropy": entropy,
             "kl": loss.detach() - entropy,
-            "std": embedding_std(teacher_out[0]),
-            "erank": effective_rank(teacher_out[0]),
+            "std": embedding_std(p_t[0]),
+            "erank": effective_rank(p_t[0]),
         }
 
 
