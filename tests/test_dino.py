@@ -321,3 +321,46 @@ def test_dino_without_centering_and_sharpening_collapses_and_with_both_does_not(
     # healthy: the teacher's distributions differ between images and the student
     # still has something to learn
     assert healthy["kl"] > 0.1 and healthy["std"] > 3 * collapsed["std"]
+
+
+def test_seed_variant_student_learns_from_local_crops_only():
+    """vit-pytorch's Dino: the student's loss pairs teacher global 1 with local 2 and
+    teacher global 2 with local 1; the student's global views never enter it."""
+    dino = tiny_dino(variant="seed", num_local=2).eval()
+    images = torch.randn(3, 1, 16, 16)
+    dino.multicrop.reseed()
+    views = dino.multicrop(images)
+    dino.multicrop.reseed()
+    loss = dino(images)
+    _, teacher = dino.teacher(torch.cat(views[:2]))
+    _, student = dino.student(torch.cat(views[2:4]))
+    expected = dino_loss(
+        student.unflatten(0, (2, 3)),
+        teacher.unflatten(0, (2, 3)),
+        dino.center,
+        0.9,
+        0.04,
+    )
+    torch.testing.assert_close(loss, expected)
+    assert dino.student_temp == 0.9 and dino.teacher.momentum == 0.9
+
+
+def test_official_dino_pairs_each_teacher_view_with_every_other_student_view():
+    dino = tiny_dino(num_local=2, warmup_teacher_temp_steps=0).eval()
+    images = torch.randn(3, 1, 16, 16)
+    dino.multicrop.reseed()
+    views = dino.multicrop(images)
+    dino.multicrop.reseed()
+    loss = dino(images)
+    _, teacher = dino.teacher(torch.cat(views[:2]))
+    student = torch.cat(
+        [dino.student(torch.cat(views[:2]))[1], dino.student(torch.cat(views[2:]))[1]]
+    )
+    expected = dino_loss(
+        student.unflatten(0, (4, 3)),
+        teacher.unflatten(0, (2, 3)),
+        dino.center,
+        0.1,
+        0.07,
+    )
+    torch.testing.assert_close(loss, expected)

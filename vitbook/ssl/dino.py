@@ -206,14 +206,14 @@ class DINO(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         views = self.multicrop(images)  # [global 1, global 2, local 1, ...]
         b = len(images)
-        teacher_emb, teacher_out = self.teacher(torch.cat(views[:2]))  # (2b, K)
-        globals_ = self.student(torch.cat(views[:2]))  # same resolution: one pass
-        locals_ = self.student(torch.cat(views[2:])) if len(views) > 2 else None
-        if self.variant == "seed":  # the student sees the local crops only
-            student_out = locals_[1][: 2 * b]
-        else:
-            parts = [globals_[1]] + ([locals_[1]] if locals_ is not None else [])
-            student_out = torch.cat(parts)
+        _, teacher_out = self.teacher(torch.cat(views[:2]))  # (2b, K)
+        if self.variant == "seed":  # the student sees two local crops only
+            _, student_out = self.student(torch.cat(views[2:4]))  # (2b, K)
+        else:  # every crop; the crops of one resolution share a pass
+            parts = [self.student(torch.cat(views[:2]))[1]]  # (2b, K)
+            if len(views) > 2:
+                parts.append(self.student(torch.cat(views[2:]))[1])  # (N b, K)
+            student_out = torch.cat(parts)  # ((2 + N) b, K)
         t_temp = self.current_teacher_temp
         teacher_out = teacher_out.float().unflatten(0, (2, b))  # (2, b, K)
         student_out = student_out.unflatten(0, (-1, b))  # (n_s, b, K)
