@@ -278,3 +278,89 @@ def test_dino_figures_draw_every_view_head_and_diagnostic():
         {"a": History(steps=rows), "b": History(steps=rows)}, max_entropy=2.0
     )
     assert len(fig.axes) == 4 and all(len(ax.lines) >= 2 for ax in fig.axes)
+
+
+# --------------------------------------------------------------------------- collapse
+def short_run(healthy: bool, steps: int = 20):
+    """A tiny DINO on 2048 Fashion-MNIST images: the full method (centering, teacher at
+    0.04 against the student's 0.1, BatchNorm in the head) or none of the three
+    (BatchNorm spreads the batch by itself and only slows the collapse down)."""
+    from vitbook import fit, seed_everything
+    from vitbook.ssl import method_loss
+
+    images = data.fashion_mnist("train").subset(2048)
+    seed_everything(0)
+    temp = 0.04 if healthy else 0.1
+    dino = tiny_dino(
+        total_steps=steps,
+        teacher_temp=temp,
+        warmup_teacher_temp=temp,
+        momentum=0.9,
+        final_momentum=0.9,
+        centering=healthy,
+        use_bn=healthy,
+    )
+    history = fit(
+        dino,
+        images.loader(64, shuffle=True),
+        steps=steps,
+        lr=2e-3,
+        loss=method_loss,
+        progress=False,
+    )
+    last = history.steps[-5:]
+    return {k: sum(r[k] for r in last) / len(last) for k in ("entropy", "kl", "std")}
+
+
+def test_dino_without_centering_and_sharpening_collapses_and_with_both_does_not():
+    # (and without the head's BatchNorm, the third thing that keeps outputs apart)
+    healthy, collapsed = short_run(True), short_run(False)
+    # collapsed: the teacher gives every image the same distribution, which the
+    # student matches exactly: std across the batch ~0 and KL ~0
+    assert collapsed["kl"] < 0.01 and collapsed["std"] < 0.01
+    # healthy: the teacher's distributions differ between images and the student
+    # still has something to learn
+    assert healthy["kl"] > 0.1 and healthy["std"] > 3 * collapsed["std"]
+
+
+def test_seed_variant_student_learns_from_local_crops_only():
+    """vit-pytorch's Dino: the student's loss pairs teacher global 1 with local 2 and
+    teacher global 2 with local 1; the student's global views never enter it."""
+    dino = tiny_dino(variant="seed", num_local=2).eval()
+    images = torch.randn(3, 1, 16, 16)
+    dino.multicrop.reseed()
+    views = dino.multicrop(images)
+    dino.multicrop.reseed()
+    loss = dino(images)
+    _, teacher = dino.teacher(torch.cat(views[:2]))
+    _, student = dino.student(torch.cat(views[2:4]))
+    expected = dino_loss(
+        student.unflatten(0, (2, 3)),
+        teacher.unflatten(0, (2, 3)),
+        dino.center,
+        0.9,
+        0.04,
+    )
+    torch.testing.assert_close(loss, expected)
+    assert dino.student_temp == 0.9 and dino.teacher.momentum == 0.9
+
+
+def test_official_dino_pairs_each_teacher_view_with_every_other_student_view():
+    dino = tiny_dino(num_local=2, warmup_teacher_temp_steps=0).eval()
+    images = torch.randn(3, 1, 16, 16)
+    dino.multicrop.reseed()
+    views = dino.multicrop(images)
+    dino.multicrop.reseed()
+    loss = dino(images)
+    _, teacher = dino.teacher(torch.cat(views[:2]))
+    student = torch.cat(
+        [dino.student(torch.cat(views[:2]))[1], dino.student(torch.cat(views[2:]))[1]]
+    )
+    expected = dino_loss(
+        student.unflatten(0, (4, 3)),
+        teacher.unflatten(0, (2, 3)),
+        dino.center,
+        0.1,
+        0.07,
+    )
+    torch.testing.assert_close(loss, expected)

@@ -234,6 +234,8 @@ class DINOHead(nn.Module):
     a ``bottleneck_dim`` vector that is L2-normalized, then a weight-normalized Linear
     without bias to ``out_dim`` logits. With ``norm_last_layer`` the weight norm's gain
     is fixed at 1, so every output unit is a unit vector: the logits are cosines.
+    ``use_bn`` puts BatchNorm after the hidden layers (the official code's option, off
+    for ViTs by default).
     """
 
     def __init__(
@@ -245,6 +247,7 @@ class DINOHead(nn.Module):
         bottleneck_dim: int = 256,
         nlayers: int = 3,
         norm_last_layer: bool = True,
+        use_bn: bool = False,
     ):
         super().__init__()
         if nlayers < 1:
@@ -254,7 +257,7 @@ class DINOHead(nn.Module):
         for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
             layers.append(nn.Linear(a, b))
             if i < nlayers - 1:
-                layers.append(nn.GELU())
+                layers += [nn.BatchNorm1d(b), nn.GELU()] if use_bn else [nn.GELU()]
         self.mlp = nn.Sequential(*layers)
         self.mlp.apply(trunc_normal_init)  # N(0, 0.02), zero bias, as the official code
         last = nn.Linear(bottleneck_dim, out_dim, bias=False)

@@ -106,7 +106,8 @@ class DINO(nn.Module):
     experiment). ``multicrop`` replaces the default :class:`MultiCrop` built from
     ``global_size``, ``local_size`` and ``num_local``. After each training forward,
     ``dino.metrics`` holds the collapse diagnostics: teacher entropy, KL(teacher ||
-    student), per-dimension std and effective rank of the teacher's output vectors.
+    student), per-dimension std and effective rank of the teacher's distributions
+    across the batch.
     """
 
     def __init__(
@@ -123,6 +124,7 @@ class DINO(nn.Module):
         bottleneck_dim: int = 256,
         nlayers: int = 3,
         norm_last_layer: bool = True,
+        use_bn: bool = False,
         student_temp: float | None = None,
         teacher_temp: float | None = None,
         warmup_teacher_temp: float | None = None,
@@ -173,6 +175,7 @@ class DINO(nn.Module):
             bottleneck_dim=bottleneck_dim,
             nlayers=nlayers,
             norm_last_layer=norm_last_layer,
+            use_bn=use_bn,
         )
         self.student = Projected(backbone, head)
         self.teacher = EMATeacher(
@@ -203,14 +206,14 @@ class DINO(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         views = self.multicrop(images)  # [global 1, global 2, local 1, ...]
         b = len(images)
-        teacher_emb, teacher_out = self.teacher(torch.cat(views[:2]))  # (2b, K)
-        globals_ = self.student(torch.cat(views[:2]))  # same resolution: one pass
-        locals_ = self.student(torch.cat(views[2:])) if len(views) > 2 else None
-        if self.variant == "seed":  # the student sees the local crops only
-            student_out = locals_[1][: 2 * b]
-        else:
-            parts = [globals_[1]] + ([locals_[1]] if locals_ is not None else [])
-            student_out = torch.cat(parts)
+        _, teacher_out = self.teacher(torch.cat(views[:2]))  # (2b, K)
+        if self.variant == "seed":  # the student sees two local crops only
+            _, student_out = self.student(torch.cat(views[2:4]))  # (2b, K)
+        else:  # every crop; the crops of one resolution share a pass
+            parts = [self.student(torch.cat(views[:2]))[1]]  # (2b, K)
+            if len(views) > 2:
+                parts.append(self.student(torch.cat(views[2:]))[1])  # (N b, K)
+            student_out = torch.cat(parts)  # ((2 + N) b, K)
         t_temp = self.current_teacher_temp
         teacher_out = teacher_out.float().unflatten(0, (2, b))  # (2, b, K)
         student_out = student_out.unflatten(0, (-1, b))  # (n_s, b, K)
@@ -235,13 +238,15 @@ class DINO(nn.Module):
         entropy = -(p_t * p_t.clamp_min(1e-12).log()).sum(-1).mean()
         # every teacher view meets the same number of student views, so the mean
         # cross-entropy is the mean teacher entropy plus the mean KL. The std and the
-        # rank are taken of the teacher's output vectors (first view): a collapsed
-        # teacher gives every image the same output, std 0 and rank 1
+        # rank are taken of the teacher's distributions over the batch (first view):
+        # a collapsed teacher, uniform or one-hot, gives every image the same one:
+        # std 0 and rank 1 (the raw logits share a large common part in a healthy run
+        # too: centering is what removes it)
         self.metrics = {
             "entropy": entropy,
             "kl": loss.detach() - entropy,
-            "std": embedding_std(teacher_out[0]),
-            "erank": effective_rank(teacher_out[0]),
+            "std": embedding_std(p_t[0]),
+            "erank": effective_rank(p_t[0]),
         }
 
 
