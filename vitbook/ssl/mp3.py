@@ -10,7 +10,8 @@ Effective Pretraining Strategy"). There is no official code; this follows the pa
       -> cross-entropy of each token's true position, over all tokens
 
 Fine-tuning puts position embeddings back, initialized to zero
-(:meth:`MP3.add_positions`), as the paper does.
+(:meth:`MP3.add_positions`): vitbook's choice, so that fine-tuning starts from the
+pretrained "no positions" model (the paper's fine-tuning recipe was not checked here).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class MP3(nn.Module):
     @torch.no_grad()
     def add_positions(self) -> None:
         """Zero the backbone's position table: fine-tuning starts from "no positions"
-        and learns them, as the paper's fine-tuning does."""
+        and learns them."""
         self.backbone.pos_embed.zero_()
 
     def forward_logits(self, images: torch.Tensor, noise=None) -> torch.Tensor:
