@@ -120,3 +120,46 @@ def test_the_dispatch_fallback_counts_what_flop_counter_mode_counts():
     with bench._DispatchFlops() as counter:
         model(x).sum().backward()
     assert counter.total == bench.count_flops(lambda: model(x).sum().backward()) > 0
+
+
+TINY = dict(image_size=32, patch_size=16, dim=32, depth=1, heads=2)
+
+
+def test_mae_benchmark_pits_vitbook_against_transformers_with_the_same_weights():
+    results = bench.run("mae", batch_size=2, rounds=1, warmup=0, device="cpu",
+                        decoder_dim=16, decoder_depth=1, decoder_heads=2, **TINY)  # fmt: skip
+    assert set(results) == {"vitbook", "transformers", "vit-pytorch"}
+    # vitbook's MAE is converted from the transformers one: equal parameter counts
+    assert results["vitbook"]["params (M)"] == results["transformers"]["params (M)"]
+
+
+def test_a_method_training_step_updates_the_ema_teacher():
+    models = bench.dino_contenders(out_dim=64, hidden_dim=16, **TINY)
+    for name, contender in models.items():
+        teacher = (
+            contender.method.teacher
+            if name == "vitbook"
+            else contender.method._get_teacher_encoder()
+        )
+        before = [p.detach().clone() for p in teacher.parameters()]
+        optimizer = torch.optim.AdamW(contender.parameters(), lr=1e-2)
+        bench._train_step(contender.train(), torch.randn(2, 3, 32, 32), None, optimizer)
+        after = list(teacher.parameters())
+        assert any(not torch.equal(a, b) for a, b in zip(after, before)), name
+
+
+def test_summary_has_one_row_per_reference_and_fits_88_columns():
+    row = {"params (M)": 1.0, "train step img/s": 10.0, "forward img/s": 40.0,
+           "train step % peak": 5.0}  # fmt: skip
+    results = {
+        "vit": {"vitbook": row, "timm": {**row, "train step img/s": 5.0},
+                "vit-pytorch": row},
+        "swin": {"vitbook": row, "timm": row},
+    }  # fmt: skip
+    text = bench.summary(results, {"vit": bench.describe("vit", 8, bench.QUICK["vit"])})
+    rows = [line for line in text.splitlines() if line.startswith(("vit ", "swin "))]
+    assert [r.split()[:2] for r in rows] == [
+        ["vit", "timm"], ["vit", "vit-pytorch"], ["swin", "timm"]
+    ]  # fmt: skip
+    assert "2.00x" in rows[0]  # vitbook's 10 img/s over timm's 5
+    assert max(len(line) for line in text.splitlines()) <= 88

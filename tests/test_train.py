@@ -50,7 +50,10 @@ def run(seed=0, **kw):
 def test_seeded_runs_give_identical_histories():
     _, first = run(seed=1)
     _, second = run(seed=1)
-    strip = lambda h: [{k: v for k, v in r.items()} for r in h.steps] + h.evals
+    # everything but the clock (evaluation rows record the training seconds so far)
+    strip = lambda h: h.steps + [
+        {k: v for k, v in r.items() if k != "seconds"} for r in h.evals
+    ]
     assert strip(first) == strip(second)
 
 
@@ -280,3 +283,28 @@ def test_step_log_names_the_first_non_finite_step():
         log.add({"step": step, "epoch": 1, "lr": 0.1}, torch.tensor(value), {})
     with pytest.raises(FloatingPointError, match="loss became nan at step 2"):
         log.flush(lr=0.1)
+
+
+def test_each_evaluation_records_the_training_seconds_before_it():
+    _, history = run(seed=1)
+    clocks = [r["seconds"] for r in history.evals]
+    assert len(clocks) == 2 and 0 < clocks[0] < clocks[1]  # one per epoch, rising
+    # evaluation time is kept apart: training seconds never include it
+    assert 0 < history.eval_seconds < history.seconds
+    assert clocks[-1] <= history.train_seconds < history.seconds
+
+
+def test_eval_every_adds_evaluations_between_epochs_without_repeating_one():
+    _, history = run(seed=1, eval_every=3)
+    per_epoch = len(history.steps) // 2
+    steps = [r["step"] for r in history.evals]
+    expected = sorted(set(range(3, 2 * per_epoch + 1, 3)) | {per_epoch, 2 * per_epoch})
+    assert steps == expected  # every 3 steps and each epoch's end, each step once
+    seconds = [r["seconds"] for r in history.evals]
+    assert seconds == sorted(seconds)
+
+
+def test_eval_every_needs_an_eval_loader():
+    with pytest.raises(ValueError, match="eval_every=5 needs eval_loader"):
+        train.fit(nn.Linear(2, 2), [(torch.zeros(1, 2), torch.zeros(1).long())],
+            steps=1, eval_every=5)  # fmt: skip

@@ -186,7 +186,8 @@ def variable_images(batch_size, image_size, device, patch_size=16, seed=0):
     """``batch_size`` random images, sides random multiples of ``patch_size`` from a
     quarter of ``image_size`` up to ``image_size``."""
     generator = torch.Generator().manual_seed(seed)
-    sides = list(range(max(patch_size, image_size // 4), image_size + 1, patch_size))
+    smallest = -(-max(patch_size, image_size // 4) // patch_size) * patch_size
+    sides = list(range(smallest, image_size + 1, patch_size))  # multiples of the patch
     draw = torch.randint(len(sides), (batch_size, 2), generator=generator).tolist()
     return [
         torch.randn(3, sides[i], sides[j], generator=generator).to(device)
@@ -194,11 +195,110 @@ def variable_images(batch_size, image_size, device, patch_size=16, seed=0):
     ]
 
 
+class LossOf(nn.Module):
+    """A self-supervised method as a benchmark contender: ``forward(images)`` returns
+    the scalar loss, and ``step_teacher()`` runs whatever the method does after an
+    optimizer step (the EMA teacher's update), so a training step costs the same
+    work on every side."""
+
+    def __init__(self, method: nn.Module, loss: Callable, after_step=None):
+        super().__init__()
+        self.method, self._loss, self._after_step = method, loss, after_step
+
+    def forward(self, images):
+        return self._loss(self.method, images)
+
+    def step_teacher(self):
+        if self._after_step is not None:
+            self._after_step(self.method)
+
+
+def mae_contenders(
+    image_size=224, patch_size=16, dim=192, depth=12, heads=3, decoder_dim=128,
+    decoder_depth=4, decoder_heads=4, num_classes=None,
+) -> dict[str, nn.Module]:  # fmt: skip
+    """MAE on a ViT-Ti/16 encoder (75% masking, normalized-pixel loss) with a
+    ``decoder_depth`` x ``decoder_dim`` decoder: vitbook, Hugging Face transformers'
+    ``ViTMAEForPreTraining`` (the official code's port; vitbook's copy is converted
+    from it, so the weights are equal) and vit-pytorch's ``MAE`` (the seed: learned
+    decoder positions, no normalized pixels, and an encoder without a class token,
+    since its MAE crashes on one)."""
+    import transformers
+    from vit_pytorch import MAE as SeedMAE
+    from vit_pytorch import ViT as SeedViT
+
+    from .reference import mae_from_transformers
+
+    config = transformers.ViTMAEConfig(
+        image_size=image_size, patch_size=patch_size, num_channels=3,
+        hidden_size=dim, num_hidden_layers=depth, num_attention_heads=heads,
+        intermediate_size=4 * dim, decoder_hidden_size=decoder_dim,
+        decoder_num_hidden_layers=decoder_depth,
+        decoder_num_attention_heads=decoder_heads,
+        decoder_intermediate_size=4 * decoder_dim, mask_ratio=0.75,
+        norm_pix_loss=True, layer_norm_eps=1e-6, attn_implementation="sdpa",
+    )  # fmt: skip
+    hf = transformers.ViTMAEForPreTraining(config)
+    seed_encoder = SeedViT(
+        image_size=image_size, patch_size=patch_size, num_classes=1000, dim=dim,
+        depth=depth, heads=heads, mlp_dim=4 * dim, dim_head=dim // heads,
+        pool="mean",  # its MAE crashes on a class-token encoder (chapter 6)
+    )  # fmt: skip
+    seed = SeedMAE(
+        encoder=seed_encoder, decoder_dim=decoder_dim, decoder_depth=decoder_depth,
+        decoder_heads=decoder_heads, decoder_dim_head=decoder_dim // decoder_heads,
+    )  # fmt: skip
+    return {
+        "vitbook": LossOf(mae_from_transformers(hf), lambda m, x: m(x)),
+        "transformers": LossOf(hf, lambda m, x: m(pixel_values=x).loss),
+        "vit-pytorch": LossOf(seed, lambda m, x: m(x)),
+    }
+
+
+def dino_contenders(
+    image_size=224, patch_size=16, dim=192, depth=12, heads=3, out_dim=4096,
+    hidden_dim=256, num_classes=None,
+) -> dict[str, nn.Module]:  # fmt: skip
+    """DINO's training step on a ViT-Ti/16 in the seed's setting, which vit-pytorch's
+    ``Dino`` fixes: the teacher sees two global crops, the student two local crops,
+    every crop resized to ``image_size``, a head of width ``hidden_dim`` onto
+    ``out_dim`` prototypes. vitbook runs ``DINO(variant="seed")``; both update the
+    teacher after each step. The augmentations differ (vit-pytorch adds colour jitter
+    and blur)."""
+    from vit_pytorch import Dino as SeedDino
+    from vit_pytorch import ViT as SeedViT
+
+    from .models.vit import ViT
+    from .ssl.dino import DINO
+
+    shape = dict(patch_size=patch_size, dim=dim, depth=depth, heads=heads,
+                 mlp_dim=4 * dim)  # fmt: skip
+    vitbook = DINO(
+        ViT(image_size=image_size, num_classes=0, **shape), total_steps=1000,
+        global_size=image_size, local_size=image_size, variant="seed",
+        out_dim=out_dim, hidden_dim=hidden_dim, bottleneck_dim=hidden_dim,
+    )  # fmt: skip
+    seed = SeedDino(
+        SeedViT(image_size=image_size, num_classes=1000, dim_head=dim // heads,
+                **shape),
+        image_size=image_size, hidden_layer="to_latent",
+        projection_hidden_size=hidden_dim, num_classes_K=out_dim,
+    )  # fmt: skip
+    return {
+        "vitbook": LossOf(vitbook, lambda m, x: m(x), lambda m: m.step_teacher()),
+        "vit-pytorch": LossOf(
+            seed, lambda m, x: m(x), lambda m: m.update_moving_average()
+        ),
+    }
+
+
 BENCHMARKS: dict[str, Callable[..., dict[str, nn.Module]]] = {
     "vit": vit_contenders,
     "swin": swin_contenders,
     "twins": twins_contenders,
     "navit": navit_contenders,
+    "mae": mae_contenders,
+    "dino": dino_contenders,
 }
 # how each benchmark's input batch is made (default: a (b, 3, size, size) tensor)
 INPUTS: dict[str, Callable] = {"navit": variable_images}
@@ -224,8 +324,13 @@ def _forward_step(model, x):
 
 def _train_step(model, x, y, optimizer):
     optimizer.zero_grad(set_to_none=True)
-    F.cross_entropy(model(x), y).backward()
-    optimizer.step()
+    if isinstance(model, LossOf):  # a self-supervised method: its own loss, no labels
+        model(x).backward()
+        optimizer.step()
+        model.step_teacher()
+    else:
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
 
 
 def matmul_peak(device, n: int = 2048, repeats: int = 5) -> float:
@@ -337,7 +442,11 @@ def run(
     models = {k: m.to(device) for k, m in templates.items()}
     tasks = {k: steps(m) for k, m in models.items()}
     results = {
-        k: {"params (M)": sum(p.numel() for p in m.parameters()) / 1e6}
+        # trainable ones: fixed sin-cos tables and EMA teachers are not counted
+        k: {
+            "params (M)": sum(p.numel() for p in m.parameters() if p.requires_grad)
+            / 1e6
+        }
         for k, m in models.items()
     }
     peak = matmul_peak(device)
@@ -406,42 +515,127 @@ def _report_block(results: dict, metrics: list[str], baseline: str) -> list[str]
     return lines
 
 
+# ``--quick``: every benchmark shrunk (smaller images, shallower) so that ``all``
+# finishes in about a minute on a 2-core CPU; the full run uses each function's
+# defaults, the papers' small sizes at 224 pixels
+QUICK: dict[str, dict] = {
+    "vit": dict(image_size=96, depth=4),
+    "swin": dict(image_size=112, depth=2),
+    "twins": dict(image_size=128, depth=2),
+    "navit": dict(image_size=96, depth=4),
+    "mae": dict(image_size=96, depth=4, decoder_depth=2),
+    "dino": dict(image_size=64, depth=4, out_dim=1024),
+}
+
+
+def summary(results: dict[str, dict], settings: dict[str, str] | None = None) -> str:
+    """One table for many benchmarks: for every reference of every benchmark, the
+    parameters on both sides and vitbook's throughput divided by the reference's
+    (above 1.00x: vitbook is faster), with each side's share of the matmul peak."""
+    head = (
+        f"{'model':<7}{'reference':<16}{'params (M)':>12}{'train step':>16}"
+        f"{'forward':>16}{'% peak, train':>16}\n"
+        f"{'':<7}{'':<16}{'vitbook':>8}{'ref':>6}{'img/s':>9}{'vb/ref':>7}"
+        f"{'img/s':>9}{'vb/ref':>7}{'vitbook':>9}{'ref':>7}"
+    )
+    lines = [head]
+    for name, rows in results.items():
+        vb = rows["vitbook"]
+        for ref, r in rows.items():
+            if ref == "vitbook":
+                continue
+            lines.append(
+                f"{name:<7}{ref:<16}{vb['params (M)']:>8.2f}{r['params (M)']:>6.2f}"
+                f"{r['train step img/s']:>9.1f}"
+                f"{vb['train step img/s'] / r['train step img/s']:>6.2f}x"
+                f"{r['forward img/s']:>9.1f}"
+                f"{vb['forward img/s'] / r['forward img/s']:>6.2f}x"
+                f"{vb['train step % peak']:>9.1f}{r['train step % peak']:>7.1f}"
+            )
+    if settings:
+        lines += [""] + [f"{name}: {text}" for name, text in settings.items()]
+    lines.append(
+        "img/s: the reference's throughput; vb/ref: vitbook's divided by it (medians)"
+    )
+    return "\n".join(lines)
+
+
+# what each benchmark pits against what (the functions' docstrings say more)
+SETTINGS: dict[str, str] = {
+    "vit": "ViT-Ti/16 (DeiT-Tiny), classification",
+    "swin": "Swin-T, window 7, stochastic depth 0.1 on both sides",
+    "twins": "Twins-SVT-S, windows 7, sub-sampling 8, 4, 2, 1",
+    "navit": "ViT-Ti/16 widths on variable-size images, one token budget",
+    "mae": "MAE step, ViT-Ti/16 encoder, 75% masked, normalized pixels",
+    "dino": "DINO step (seed setting: 2+2 crops), ViT-Ti/16, EMA update",
+}
+
+
+def describe(name: str, batch_size: int, config: dict) -> str:
+    """The settings of one benchmark run, for the summary's footnotes."""
+    knobs = "".join(f", {k.replace('_', ' ')} {v}" for k, v in config.items())
+    return f"{SETTINGS[name]}; batch {batch_size}{knobs}"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m vitbook.bench", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("name", choices=sorted(BENCHMARKS))
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("name", choices=sorted(BENCHMARKS) + ["all"])
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes, batch 8, 5 rounds: about a minute for all",
+    )
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument(
         "--depth",
         type=int,
         default=None,
-        help="vit: number of blocks (default 12); swin, twins: depth of the third "
-        "stage (default 6, 10)",
+        help="vit, navit, mae, dino: number of blocks (default 12); swin, twins: "
+        "depth of the third stage (default 6, 10)",
     )
     parser.add_argument("--device", default=None)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # fmt: skip
     device = get_device(args.device)
+    names = sorted(BENCHMARKS) if args.name == "all" else [args.name]
+    batch_size = args.batch_size or (8 if args.quick else 16)
+    rounds = args.rounds or (5 if args.quick else 7)
     print(
-        f"{args.name}: batch {args.batch_size}, {args.rounds} rounds (median), device "
-        f"{device}, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+        f"{args.name}: batch {batch_size}, {rounds} rounds (median), device "
+        f"{device}, torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
-    config = {"image_size": args.image_size}
-    if args.depth is not None:
-        config["depth"] = args.depth
-    results = run(
-        args.name,
-        batch_size=args.batch_size,
-        rounds=args.rounds,
-        device=device,
-        **config,
+    start = time.perf_counter()
+    results, settings = {}, {}
+    for name in names:
+        config = dict(QUICK[name]) if args.quick else {}
+        if args.image_size is not None:
+            config["image_size"] = args.image_size
+        if args.depth is not None:
+            config["depth"] = args.depth
+        results[name] = run(
+            name,
+            batch_size=batch_size,
+            rounds=rounds,
+            warmup=1 if args.quick else 2,
+            device=device,
+            **config,
+        )
+        settings[name] = describe(name, batch_size, config)
+        if len(names) == 1:
+            print(report(results[name]))
+            if name == "navit":
+                size = config.get("image_size", 224)
+                print(navit_utilization(batch_size, size))
+            print()
+    print(summary(results, settings))
+    peaks = [r.machine["matmul GFLOP/s"] for r in results.values()]
+    print(
+        f"float32 matmul peak measured in this run: {statistics.median(peaks):.0f} "
+        f"GFLOP/s; {time.perf_counter() - start:.0f} s in all"
     )
-    print(report(results))
-    if args.name == "navit":
-        print(navit_utilization(args.batch_size, args.image_size))
 
 
 def navit_utilization(batch_size: int, image_size: int, patch_size: int = 16) -> str:

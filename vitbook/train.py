@@ -102,7 +102,14 @@ class History:
 
     steps: list[dict] = field(default_factory=list)
     evals: list[dict] = field(default_factory=list)
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall time of the run, evaluations included
+    eval_seconds: float = 0.0  # of which evaluating
+
+    @property
+    def train_seconds(self) -> float:
+        """Wall time spent training, evaluations excluded (each evaluation row's
+        ``seconds`` is this clock when it was taken: the time-to-accuracy curve)."""
+        return self.seconds - self.eval_seconds
 
     def last(self, key: str, default=None):
         for row in reversed(self.evals + self.steps):
@@ -253,6 +260,7 @@ def fit(
     desc: str = "train",
     checkpoint=None,
     checkpoint_every: int | None = None,
+    eval_every: int | None = None,
 ) -> History:
     """Train ``model`` until the first of ``epochs``, ``steps`` or ``seconds`` runs out.
 
@@ -270,12 +278,20 @@ def fit(
     calling ``fit`` again with the same arguments resumes where the last one stopped and
     ends exactly as an uninterrupted run would. Under ``torchrun`` the same call trains
     data-parallel (:mod:`vitbook.distributed`).
+
+    ``eval_loader`` is evaluated after every epoch and, with ``eval_every=n``, also
+    every ``n`` steps; each row of ``history.evals`` records the training seconds
+    before it (evaluations excluded): accuracy against CPU time.
     """
     if epochs is None and steps is None and seconds is None:
         raise ValueError("fit needs a budget: epochs=, steps= or seconds=")
     for name, value in (("epochs", epochs), ("steps", steps), ("seconds", seconds)):
         if value is not None and value <= 0:
             raise ValueError(f"{name}={value} must be positive")
+    if eval_every is not None and (eval_loader is None or eval_every < 1):
+        raise ValueError(
+            f"eval_every={eval_every} needs eval_loader= and must be >= 1 (steps)"
+        )
     if checkpoint_every is not None and (checkpoint is None or checkpoint_every < 1):
         raise ValueError(
             f"checkpoint_every={checkpoint_every} needs checkpoint=path and must be >= "
@@ -380,6 +396,28 @@ def fit(
             seconds is not None and time.perf_counter() - start >= seconds
         )
 
+    def evaluated_at(step: int) -> bool:
+        return bool(history.evals) and history.evals[-1]["step"] == step
+
+    def run_eval() -> None:
+        trained_for = time.perf_counter() - start - history.eval_seconds
+        began = time.perf_counter()
+        result = evaluate(model, eval_loader, device=device, amp=amp)
+        history.eval_seconds += time.perf_counter() - began
+        history.evals.append(
+            {
+                "step": at["step"],
+                "epoch": at["epoch"],
+                "seconds": trained_for,  # of training so far
+                **{f"test_{k}": v for k, v in result.items()},
+            }
+        )
+        show(
+            history.steps[-1] if history.steps else None,
+            test_acc=f"{result['acc']:.3f}",
+        )
+        model.train()
+
     start = time.perf_counter() - history.seconds
     with bar:  # closed even when a non-finite loss stops the run
         # a run killed after its last step but before its last evaluation only evaluates
@@ -428,6 +466,13 @@ def fit(
                     bar.update(1)
                     if log.due():  # the only place the device is waited for
                         show(log.flush(lr))
+                    if (
+                        eval_every
+                        and at["step"] % eval_every == 0
+                        and not budget_spent()  # the end-of-epoch evaluation follows
+                    ):
+                        show(log.flush(lr))
+                        run_eval()
                     if checkpoint_every and at["step"] % checkpoint_every == 0:
                         log.flush(lr)
                         history.seconds = time.perf_counter() - start
@@ -436,20 +481,8 @@ def fit(
                         done = True
                         break
             show(log.flush(lr))
-            if eval_loader is not None:
-                result = evaluate(model, eval_loader, device=device, amp=amp)
-                history.evals.append(
-                    {
-                        "step": at["step"],
-                        "epoch": at["epoch"],
-                        **{f"test_{k}": v for k, v in result.items()},
-                    }
-                )
-                show(
-                    history.steps[-1] if history.steps else None,
-                    test_acc=f"{result['acc']:.3f}",
-                )
-                model.train()
+            if eval_loader is not None and not evaluated_at(at["step"]):
+                run_eval()
             at["batch"] = 0
             if done:
                 break

@@ -73,7 +73,9 @@ def main():
     out = args.out + (f".rank{distributed.rank()}" if distributed.active() else "")
     torch.save(model.state_dict(), out + ".pt")
     with open(out + ".json", "w") as f:
-        json.dump({"steps": history.steps, "evals": history.evals}, f)
+        # everything but the clock: each evaluation's training seconds differ by run
+        evals = [{k: v for k, v in r.items() if k != "seconds"} for r in history.evals]
+        json.dump({"steps": history.steps, "evals": evals}, f)
 
 
 if __name__ == "__main__":
