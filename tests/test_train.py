@@ -308,3 +308,20 @@ def test_eval_every_needs_an_eval_loader():
     with pytest.raises(ValueError, match="eval_every=5 needs eval_loader"):
         train.fit(nn.Linear(2, 2), [(torch.zeros(1, 2), torch.zeros(1).long())],
             steps=1, eval_every=5)  # fmt: skip
+
+
+def test_a_saved_representation_report_loads_back_equal(tmp_path):
+    rows = {"pretrained": {"knn": 0.7, "linear": 0.72, "note": "600 steps"},
+            "random init": {"knn": 0.6, "linear": 0.58, "note": ""}}  # fmt: skip
+    report = train.RepresentationReport(rows=rows, k=20, n_train=100, n_test=50)
+    report.save("toy", directory=tmp_path)
+    assert (tmp_path / "toy.json").exists()
+    loaded = train.load_reports(tmp_path)
+    assert list(loaded) == ["toy"] and loaded["toy"]["report"] == report
+    assert loaded["toy"]["scale"] in ("small", "full")
+
+
+def test_results_dir_follows_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("VITBOOK_RESULTS", str(tmp_path / "here"))
+    assert train.results_dir() == tmp_path / "here"
+    assert train.results_dir(tmp_path) == tmp_path

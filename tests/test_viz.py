@@ -237,6 +237,20 @@ _COST = {
     "flops": {"global": [1e4, 1e5], "window": [1e4, 4e4]},
 }
 
+_REPORT = vitbook.train.RepresentationReport(
+    rows={
+        "pretrained": {"knn": 0.75, "linear": 0.73},
+        "random init": {"knn": 0.66, "linear": 0.67},
+        "raw pixels": {"knn": 0.82, "linear": 0.83},
+        "supervised": {"knn": 0.82, "linear": 0.82},
+    },
+    k=20, n_train=100, n_test=100,
+)  # fmt: skip
+
+_TIMED = vitbook.train.History(
+    evals=[{"step": s, "seconds": s / 10, "test_acc": 0.5 + s / 100} for s in (5, 10)]
+)
+
 FIGURES = {
     "image_grid": lambda: viz.image_grid(_IMAGES, ["a", "b"]),
     "plot_confusion": lambda: viz.plot_confusion(
@@ -332,6 +346,13 @@ FIGURES = {
     "position_similarity": None,
     "attention_rollout": None,
     "measure_attention_cost": None,
+    # chapter 11: comparison
+    "plot_time_to_accuracy": lambda: viz.plot_time_to_accuracy(
+        {"a": _TIMED, "b": _TIMED}
+    ),
+    "plot_representation_comparison": lambda: viz.plot_representation_comparison(
+        {"MAE": _REPORT, "DINO": _REPORT}
+    ),
 }
 DRAWN = sorted(k for k, v in FIGURES.items() if v is not None)
 

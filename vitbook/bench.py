@@ -416,7 +416,21 @@ def run(
         x = INPUTS[name](batch_size, size, device)
     else:
         x = torch.randn(batch_size, 3, size, size, device=device)
+    contenders = BENCHMARKS[name](**config)
+    return measure(contenders, x, rounds=rounds, warmup=warmup, device=device)
+
+
+def measure(
+    contenders: dict[str, nn.Module], x, rounds: int = 7, warmup: int = 2, device=None
+) -> Results:
+    """Time a forward and a training step of every model of ``contenders`` on the
+    batch ``x`` (a tensor or a list of images), interleaved, the median of
+    ``rounds``; also their FLOP/s as a share of the matmul peak and, on CUDA, their
+    peak memory. The models are copied, never trained themselves."""
+    device = get_device() if device is None else torch.device(device)
+    batch_size = len(x)
     y = torch.randint(0, 10, (batch_size,), device=device)
+    templates = {k: copy.deepcopy(m) for k, m in contenders.items()}
 
     def steps(model):
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -426,7 +440,6 @@ def run(
         }
 
     # peak memory first, each contender alone on the device, built fresh
-    templates = BENCHMARKS[name](**config)
     memory = {
         k: {
             task: _peak_memory(

@@ -12,12 +12,14 @@ reproducible: the same seed gives the same history, number for number.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -674,6 +676,46 @@ class RepresentationReport:
 
     def __repr__(self) -> str:
         return str(self)
+
+    def save(self, method: str, directory=None) -> None:
+        """Write this table to ``<results dir>/<method>.json`` (see
+        :func:`results_dir`), with the time and scale it was measured at, so the
+        comparison chapter can put every method's table side by side."""
+        path = results_dir(directory) / f"{method}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = {
+            "method": method,
+            "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "scale": scale(),
+            **asdict(self),
+        }
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=1))
+        tmp.replace(path)  # atomic: a reader never sees half a file
+
+
+def results_dir(directory=None) -> Path:
+    """Where chapters leave their measured tables: ``directory``, else
+    ``$VITBOOK_RESULTS``, else ``~/.cache/vitbook/results``."""
+    if directory is not None:
+        return Path(directory)
+    default = Path.home() / ".cache" / "vitbook" / "results"
+    return Path(os.environ.get("VITBOOK_RESULTS", default))
+
+
+def load_reports(directory=None) -> dict[str, dict]:
+    """Every table :meth:`RepresentationReport.save` left in :func:`results_dir`:
+    ``{method: {"report": RepresentationReport, "measured": ..., "scale": ...}}``."""
+    found = {}
+    for path in sorted(results_dir(directory).glob("*.json")):
+        record = json.loads(path.read_text())
+        fields = {k: record[k] for k in ("rows", "k", "n_train", "n_test")}
+        found[record["method"]] = {
+            "report": RepresentationReport(**fields),
+            "measured": record["measured"],
+            "scale": record["scale"],
+        }
+    return found
 
 
 def representation_report(

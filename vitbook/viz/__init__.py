@@ -59,6 +59,7 @@ from .mae import (
     plot_reconstructions,
 )
 from .mp3 import plot_position_arrows, plot_position_confusion, position_confusion
+from .compare import plot_representation_comparison, plot_time_to_accuracy
 
 __all__ = [
     "image_grid",
@@ -108,4 +109,6 @@ __all__ = [
     "position_confusion",
     "plot_position_confusion",
     "plot_position_arrows",
+    "plot_time_to_accuracy",
+    "plot_representation_comparison",
 ]

@@ -1,0 +1,73 @@
+"""Chapter 11's figures: the chapters' models and methods side by side."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def plot_time_to_accuracy(histories: dict, title: str | None = None):
+    """Test accuracy against training seconds (left: what a reader waits for on this
+    machine) and against optimizer steps (right: the same runs, free of the clock),
+    one line per model. ``histories``: ``{name: History}`` from ``fit(...,
+    eval_loader=..., eval_every=...)``."""
+    fig, (by_time, by_step) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for name, history in histories.items():
+        rows = history.evals
+        acc = [100 * r["test_acc"] for r in rows]
+        (line,) = by_time.plot([r["seconds"] for r in rows], acc, "o-", ms=3,
+                               label=name)  # fmt: skip
+        by_step.plot([r["step"] for r in rows], acc, "o-", ms=3, color=line.get_color())
+    by_time.set_xlabel("training seconds on this machine (evaluation excluded)")
+    by_step.set_xlabel("optimizer steps")
+    for ax in (by_time, by_step):
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+    by_time.legend(fontsize=9, loc="lower right")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_representation_comparison(reports: dict, title: str | None = None):
+    """Every method's representation table as bars: k-NN (left) and linear probe
+    (right), the pretrained backbone next to the same backbone at random
+    initialization and the supervised model, with raw pixels as a dashed line per
+    method. ``reports``: ``{method: RepresentationReport}``."""
+    methods = list(reports)
+    rows = [("pretrained", "tab:blue"), ("random init", "tab:gray"),
+            ("supervised", "tab:green")]  # fmt: skip
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    x = np.arange(len(methods))
+    width = 0.8 / len(rows)
+    for ax, protocol, label in zip(axes, ("knn", "linear"), ("k-NN", "linear probe")):
+        for i, (row, color) in enumerate(rows):
+            values = [
+                100 * reports[m].rows[row][protocol] if row in reports[m].rows else 0
+                for m in methods
+            ]
+            ax.bar(x + (i - 1) * width, values, width, color=color, label=row)
+        for j, m in enumerate(methods):
+            if "raw pixels" in reports[m].rows:
+                pixels = 100 * reports[m].rows["raw pixels"][protocol]
+                ax.hlines(pixels, j - 0.45, j + 0.45, colors="k", linestyles="--",
+                          label="raw pixels" if j == 0 else None)  # fmt: skip
+        ax.set_xticks(x, methods)
+        ax.set_xlabel("self-supervised method")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{label}, Fashion-MNIST test set", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    low = min(
+        100 * r[p] for rep in reports.values() for r in rep.rows.values()
+        for p in ("knn", "linear")
+    )  # fmt: skip
+    axes[0].set_ylim(max(0, low - 10), 100)
+    axes[1].legend(fontsize=8, loc="upper right", ncol=2)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+__all__ = ["plot_time_to_accuracy", "plot_representation_comparison"]
