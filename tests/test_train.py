@@ -325,3 +325,11 @@ def test_results_dir_follows_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("VITBOOK_RESULTS", str(tmp_path / "here"))
     assert train.results_dir() == tmp_path / "here"
     assert train.results_dir(tmp_path) == tmp_path
+
+
+def test_accuracy_at_reads_the_last_evaluation_within_the_budget():
+    history = train.History(evals=[{"seconds": 10.0, "test_acc": 0.5},
+                                   {"seconds": 20.0, "test_acc": 0.7}])  # fmt: skip
+    assert history.accuracy_at(5) is None
+    assert history.accuracy_at(10) == 0.5 and history.accuracy_at(19.9) == 0.5
+    assert history.accuracy_at(60) == 0.7

@@ -153,19 +153,49 @@ class SeedNaViT(nn.Module):
         )
 
 
+class TimmNaFlex(nn.Module):
+    """timm's NaFlexViT on a list of images: each image patchified on its own grid and
+    padded to the longest one (its collator's layout: one image per row, a validity
+    mask), with the patch coordinates its position embedding reads."""
+
+    def __init__(self, model: nn.Module, patch_size: int):
+        super().__init__()
+        self.model, self.patch_size = model, patch_size
+
+    def forward(self, images):
+        from timm.models.naflexvit import batch_patchify
+
+        p = self.patch_size
+        rows = [batch_patchify(x[None], (p, p))[0][0] for x in images]  # (n_i, ppc)
+        n = max(len(r) for r in rows)
+        patches = torch.stack([F.pad(r, (0, 0, 0, n - len(r))) for r in rows])
+        valid = torch.zeros(len(rows), n, dtype=torch.bool, device=patches.device)
+        coord = torch.zeros(len(rows), n, 2, dtype=torch.long, device=patches.device)
+        for i, x in enumerate(images):
+            h, w = x.shape[-2] // p, x.shape[-1] // p
+            valid[i, : h * w] = True
+            ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+            coord[i, : h * w] = torch.stack([ys.flatten(), xs.flatten()], -1)
+        return self.model(patches, patch_coord=coord, patch_valid=valid)
+
+
 def navit_contenders(
     image_size=224, patch_size=16, dim=192, depth=12, heads=3, num_classes=1000
 ) -> dict[str, nn.Module]:
     """Variable-resolution images up to ``image_size``: vitbook's NaViT (first-fit
     decreasing), the same NaViT with greedy packing, vit-pytorch's NaViT (greedy),
-    and a ViT of the same width and depth on a batch padded to the largest image.
+    timm's NaFlexViT (one image per row, padded; factorized positions, qk-norm and
+    attention pooling as NaViT) and a ViT of the same width and depth on a batch
+    padded to the largest image.
     The token budget is the largest image's token count."""
+    import timm
     from vit_pytorch.na_vit import NaViT as SeedNaViTModel
 
     from .models.navit import NaViT
     from .models.vit import ViT
 
-    budget = (image_size // patch_size) ** 2
+    side = image_size // patch_size
+    budget = side**2
     shape = dict(patch_size=patch_size, num_classes=num_classes, dim=dim, depth=depth,
                  heads=heads, mlp_dim=4 * dim)  # fmt: skip
     navit = dict(max_image_size=image_size, token_budget=budget, **shape)
@@ -176,6 +206,20 @@ def navit_contenders(
             SeedNaViTModel(image_size=image_size, dim_head=dim // heads, **shape),
             budget,
         ),
+        "timm NaFlex": TimmNaFlex(
+            timm.models.naflexvit.NaFlexVit(
+                patch_size=patch_size,
+                embed_dim=dim,
+                depth=depth,
+                num_heads=heads,
+                num_classes=num_classes,
+                pos_embed="factorized",
+                qk_norm=True,
+                global_pool="map",
+                pos_embed_grid_size=(side, side),
+            ),
+            patch_size,
+        ),  # fmt: skip
         "padded ViT": PaddedViT(
             ViT(image_size=image_size, pool="mean", **shape), image_size
         ),  # fmt: skip

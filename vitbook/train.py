@@ -119,6 +119,13 @@ class History:
                 return row[key]
         return default
 
+    def accuracy_at(self, seconds: float) -> float | None:
+        """The test accuracy of the last evaluation taken within ``seconds`` of
+        training (None if there was none yet): one point of the time-to-accuracy
+        curve."""
+        reached = [r["test_acc"] for r in self.evals if r.get("seconds", 0) <= seconds]
+        return reached[-1] if reached else None
+
     def plot(self, smooth: int = 20, title: str | None = None):
         """Loss per step (smoothed) and accuracy, train and test, side by side."""
         from . import viz
