@@ -391,3 +391,39 @@ def test_attention_flops_follow_the_formulas():
 def test_bad_arguments_name_the_argument_the_value_and_the_rule(kw, message):
     with pytest.raises(ValueError, match=message):
         small_model(**kw)
+
+
+# ---------------------------------------------------------------- figures
+def test_receptive_fields_count_window_lim_and_ssa_keys():
+    from vitbook.viz.scalable_vit import scalable_receptive_fields
+
+    # 8x8 map, windows 4, query (3, 4) at a window corner: its 3x3 reaches 3 windows
+    fields = scalable_receptive_fields((8, 8), (3, 4), window_size=4, sr_ratio=2)
+    (window, k2), (lim, n_lim), (covered, keys) = fields.values()
+    assert (k2, n_lim, keys) == (16, 9, 16)
+    assert int((lim & ~window).sum()) == 5 and covered.all()
+    assert window[:4, 4:].all() and not window[4:].any()
+
+
+def test_cost_measures_iwsa_and_ssa_and_says_where_memory_comes_from():
+    from vitbook.viz.twins import attention_memory, measure_local_global_cost
+
+    kinds = ("full", "LSA", "IWSA", "SSA")
+    cost = measure_local_global_cost(
+        sides=(8, 16), dim=8, heads=2, window_size=4, sr_ratio=4, repeats=1,
+        kinds=kinds, c_ratio=0.5,
+    )  # fmt: skip
+    assert set(cost["seconds"]) == set(cost["memory"]) == set(kinds)
+    assert ("measured" if torch.cuda.is_available() else "computed from shapes") in (
+        cost["memory_source"]
+    )
+    assert cost["logits"]["SSA"] == [64 * 4, 256 * 16]
+    # the attention matrix is what grows: full attention holds heads * n^2 weights
+    n = 256
+    full = attention_memory("full", 16, 8, 2, 4, 4)
+    assert full == 4 * (n * 8 * 6 + 2 * n * n)
+    assert attention_memory("IWSA", 16, 8, 2, 4, 4) > attention_memory(
+        "LSA", 16, 8, 2, 4, 4
+    )  # the LIM's output
+    with pytest.raises(ValueError, match="subset of"):
+        measure_local_global_cost(kinds=("full", "PVT"))
