@@ -213,7 +213,7 @@ def scalable_receptive_field_explorer(
         lambda row, col, window_size, sr_ratio, c_ratio: plot_scalable_receptive_fields(
             image, patch_size, (row, col), window_size, sr_ratio, c_ratio, dim
         ),
-        row=ipywidgets.IntSlider(h // 4 - 1, 0, h - 1, description="query row"),
+        row=ipywidgets.IntSlider(max(h // 4 - 1, 0), 0, h - 1, description="query row"),
         col=ipywidgets.IntSlider(w // 4, 0, w - 1, description="query col"),
         window_size=ipywidgets.SelectionSlider(
             options=sizes, value=sizes[len(sizes) // 2], description="window"
