@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from vitbook import NaViT, Swin, Twins, ViT, data
+from vitbook import NaViT, ScalableViT, Swin, Twins, ViT, data
 from vitbook.models import CNN
 from vitbook.layers import trunc_normal_init
 from vitbook.models.swin import window_partition
@@ -49,6 +49,18 @@ MODELS = {
         sr_ratios=(2, 1),
         channels=1,
     ),
+    "scalable_vit": lambda n=10: ScalableViT(
+        image_size=16,
+        patch_size=2,
+        num_classes=n,
+        dims=(16, 32),
+        depths=(2, 2),
+        heads=(2, 4),
+        window_sizes=4,
+        sr_ratios=(2, 1),
+        c_ratios=(1.25, 1),
+        channels=1,
+    ),
     # a (b, c, h, w) batch is b images to NaViT; two 16-token images pack into one sequence
     "navit": lambda n=10: NaViT(
         max_image_size=16,
@@ -68,6 +80,7 @@ INTERMEDIATES = {
     "vit-mean": [(2, 16, 32)] * 2,
     "swin": [(2, 16, 8, 8), (2, 32, 4, 4)],
     "twins": [(2, 16, 8, 8), (2, 32, 4, 4)],
+    "scalable_vit": [(2, 16, 8, 8), (2, 32, 4, 4)],
     "navit": [(1, 32, 32)] * 2,  # packed tokens (sequences, length, dim)
     "cnn": [(2, 8, 8, 8), (2, 16, 8, 8)],
 }

@@ -289,6 +289,10 @@ FIGURES = {
             sides=(8, 16), dim=8, heads=2, window_size=4, sr_ratio=4, repeats=1
         )
     ),
+    # chapter 4: ScalableViT
+    "plot_scalable_receptive_fields": lambda: viz.plot_scalable_receptive_fields(
+        _PHOTO, 4, (3, 4), window_size=4, sr_ratio=4, c_ratio=1.25, dim=16
+    ),
     # chapter 5: NaViT
     "plot_sizes": lambda: viz.plot_sizes(
         [torch.rand(1, 8, 16), torch.rand(3, 16, 8)], ["x", "y"]
@@ -336,6 +340,8 @@ FIGURES = {
     "dense_lsa_weights": None,
     "receptive_fields": None,
     "measure_local_global_cost": None,
+    "attention_memory": None,
+    "scalable_receptive_fields": None,
     "utilization_table": None,
     "masked_rgb": None,
     "class_token_attention": None,

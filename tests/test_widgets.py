@@ -81,6 +81,12 @@ CASES = {
         widgets.receptive_field_explorer(torch.rand(3, 32, 32), patch_size=2),
         {"row": 9, "col": 3, "sr_ratio": 8},
     ),
+    # a 16x16 patch grid: the reader moves the query across a window border and
+    # widens SSA's keys
+    "scalable_receptive_field_explorer": lambda: (
+        widgets.scalable_receptive_field_explorer(torch.rand(3, 32, 32), patch_size=2),
+        {"row": 7, "col": 8, "c_ratio": 2.0},
+    ),
     # ten images of mixed sizes; the reader switches to the seed's greedy packing
     "packing_explorer": lambda: (
         widgets.packing_explorer(

@@ -10,7 +10,7 @@ import importlib
 from . import data, layers, models, packing, train
 from .display import show
 from .layers import record_attention
-from .models import NaViT, Swin, Twins, ViT
+from .models import NaViT, ScalableViT, Swin, Twins, ViT
 from .train import at_scale, evaluate, fit, get_device, scale, seed_everything
 
 __version__ = "0.1.0"
@@ -37,6 +37,7 @@ __all__ = [
     "ViT",
     "Swin",
     "Twins",
+    "ScalableViT",
     "NaViT",
     "at_scale",
     "evaluate",

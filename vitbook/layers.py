@@ -91,6 +91,12 @@ class Attention(nn.Module):
         """``softmax(q k^T * scale + attn_mask) v`` for heads ``(b, h, n, d)`` (``k``
         and ``v`` may have another length ``m``), then the output projection: the
         step every subclass shares, whatever its queries, keys and values are."""
+        return self.proj_drop(self.proj(self.mix(q, k, v, attn_mask)))
+
+    def mix(self, q, k, v, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`attend` without the output projection: the heads' weighted values,
+        concatenated, ``(b, n, h * d_v)`` (``v`` may be wider or narrower than ``q``
+        and ``k``), for a subclass that adds something before projecting."""
         drop = self.attn_drop if self.training else 0.0
         if self.recorded is None:
             out = F.scaled_dot_product_attention(
@@ -100,8 +106,7 @@ class Attention(nn.Module):
             weights = attention_weights(q, k, attn_mask, self.scale)  # (b, h, n, m)
             self.recorded.append(weights.detach())
             out = F.dropout(weights, drop, self.training) @ v
-        out = rearrange(out, "b h n d -> b n (h d)")
-        return self.proj_drop(self.proj(out))
+        return rearrange(out, "b h n d -> b n (h d)")
 
 
 def attention_weights(q, k, attn_mask=None, scale=None) -> torch.Tensor:

@@ -186,6 +186,49 @@ def receptive_field_explorer(
     )
 
 
+def scalable_receptive_field_explorer(
+    image: torch.Tensor,
+    patch_size: int,
+    window_sizes=(2, 4, 8),
+    sr_ratios=(2, 4, 8),
+    c_ratios=(0.25, 0.5, 1.0, 1.25, 2.0),
+    dim: int = 64,
+) -> Explorer:
+    """The keys one query reads under ScalableViT's IWSA (window + LIM) and SSA: move
+    the query, change the window, SSA's reduction ratio and its channel ratio."""
+    import ipywidgets
+
+    from .viz import plot_scalable_receptive_fields
+
+    h, w = image.shape[-2] // patch_size, image.shape[-1] // patch_size
+    sizes = [m for m in window_sizes if 1 <= m <= min(h, w)]
+    ratios = [r for r in sr_ratios if 1 <= r <= min(h, w)]
+    if not sizes or not ratios or not c_ratios:
+        raise ValueError(
+            f"window_sizes {window_sizes} and sr_ratios {sr_ratios} must include one "
+            f"in [1, {min(h, w)}] (the {h}x{w} patch grid), c_ratios {c_ratios} one "
+            "value"
+        )
+    return Explorer(
+        lambda row, col, window_size, sr_ratio, c_ratio: plot_scalable_receptive_fields(
+            image, patch_size, (row, col), window_size, sr_ratio, c_ratio, dim
+        ),
+        row=ipywidgets.IntSlider(max(h // 4 - 1, 0), 0, h - 1, description="query row"),
+        col=ipywidgets.IntSlider(w // 4, 0, w - 1, description="query col"),
+        window_size=ipywidgets.SelectionSlider(
+            options=sizes, value=sizes[len(sizes) // 2], description="window"
+        ),
+        sr_ratio=ipywidgets.SelectionSlider(
+            options=ratios, value=ratios[len(ratios) // 2], description="sr ratio"
+        ),
+        c_ratio=ipywidgets.SelectionSlider(
+            options=list(c_ratios),
+            value=list(c_ratios)[len(c_ratios) // 2],
+            description="c ratio",
+        ),
+    )
+
+
 def packing_explorer(
     sizes, patch_size: int, budgets=(64, 100, 144, 196, 256)
 ) -> Explorer:

@@ -5,7 +5,8 @@ papers' vocabulary, ``forward(x) -> logits``, ``forward_features(x)``,
 from .navit import NaViT
 from .cnn import CNN
 from .swin import Swin
+from .scalable_vit import ScalableViT
 from .twins import Twins
 from .vit import ViT
 
-__all__ = ["ViT", "Swin", "Twins", "NaViT", "CNN"]
+__all__ = ["ViT", "Swin", "Twins", "ScalableViT", "NaViT", "CNN"]

@@ -37,12 +37,14 @@ from .swin import (
     plot_windows,
 )
 from .twins import (
+    attention_memory,
     dense_lsa_weights,
     measure_local_global_cost,
     plot_local_global_cost,
     plot_receptive_fields,
     receptive_fields,
 )
+from .scalable_vit import plot_scalable_receptive_fields, scalable_receptive_fields
 from .navit import (
     plot_accuracy_vs_resolution,
     plot_packing,
@@ -89,6 +91,9 @@ __all__ = [
     "plot_receptive_fields",
     "measure_local_global_cost",
     "plot_local_global_cost",
+    "attention_memory",
+    "scalable_receptive_fields",
+    "plot_scalable_receptive_fields",
     "plot_sizes",
     "plot_packing",
     "plot_packing_masks",

@@ -159,6 +159,9 @@ def plot_receptive_fields(
 
 
 # --------------------------------------------------------------------------- cost
+KINDS = ("full", "swin", "LSA", "GSA", "IWSA", "SSA")
+
+
 def measure_local_global_cost(
     sides=(8, 16, 32, 48, 64),
     dim: int = 32,
@@ -166,33 +169,105 @@ def measure_local_global_cost(
     window_size: int = 8,
     sr_ratio: int = 8,
     repeats: int = 5,
+    kinds=("full", "swin", "LSA", "GSA"),
+    c_ratio: float = 1.25,
 ) -> dict:
-    """Time one forward of full attention, Swin's windowed attention (W-MSA), LSA and
-    GSA on a ``side x side`` map, interleaved, the median of ``repeats``, on one thread
-    (so that other work on a shared machine disturbs them alike). Also counts the
-    multiply-adds and the attention logits each computes (what the explicit path would
-    store: the memory that grows with the map)."""
+    """Time one forward of each attention in ``kinds`` (full attention, Swin's windowed
+    attention W-MSA, Twins' LSA and GSA, ScalableViT's IWSA and SSA, ``c_ratio`` for
+    SSA) on a ``side x side`` map, interleaved, the median of ``repeats``, on one
+    thread (so that other work on a shared machine disturbs them alike). Also counts
+    the multiply-adds, the attention logits each computes (what the explicit path
+    would store) and the peak memory of one forward: measured with
+    ``torch.cuda.max_memory_allocated`` when a GPU is there, otherwise computed from
+    the shapes (``memory_source`` says which)."""
+    unknown = set(kinds) - set(KINDS)
+    if unknown or not kinds:
+        raise ValueError(f"kinds {tuple(kinds)} must be a non-empty subset of {KINDS}")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _measure(sides, dim, heads, window_size, sr_ratio, repeats)
+        return _measure(
+            sides, dim, heads, window_size, sr_ratio, repeats, tuple(kinds), c_ratio
+        )
     finally:
         torch.set_num_threads(threads)
 
 
-@torch.no_grad()
-def _measure(sides, dim, heads, window_size, sr_ratio, repeats) -> dict:
+def _layers(dim, heads, window_size, sr_ratio, c_ratio) -> dict:
+    """One layer of each kind and how to call it on a map ``(b, H, W, dim)``."""
+    from ..models.scalable_vit import InteractiveWindowAttention, ScalableAttention
+
     torch.manual_seed(0)
     full = Attention(dim, heads).eval()
     swin = SwinBlock(dim, heads, window_size).eval()
-    lsa = LocallyGroupedAttention(dim, heads, window_size).eval()
-    gsa = GlobalSubsampledAttention(dim, heads, sr_ratio).eval()
-    runs = {
-        "full": lambda x: full(x.flatten(1, 2)),
-        "swin": swin.attend,
-        "LSA": lsa,
-        "GSA": gsa,
+    modules = {
+        "full": full,
+        "swin": swin,
+        "LSA": LocallyGroupedAttention(dim, heads, window_size).eval(),
+        "GSA": GlobalSubsampledAttention(dim, heads, sr_ratio).eval(),
+        "IWSA": InteractiveWindowAttention(dim, heads, window_size).eval(),
+        "SSA": ScalableAttention(dim, heads, sr_ratio, c_ratio).eval(),
     }
+    calls = dict(modules)
+    calls["full"] = lambda x: full(x.flatten(1, 2))
+    calls["swin"] = swin.attend
+    return modules, calls
+
+
+def attention_memory(
+    kind: str,
+    side: int,
+    dim: int,
+    heads: int,
+    window_size: int,
+    sr_ratio: int,
+    c_ratio: float = 1.25,
+    bytes_per_value: int = 4,
+) -> int:
+    """Bytes one attention layer holds at its peak on a ``side x side`` map of width C,
+    computed from the shapes (batch 1, float32): its input, its queries, keys and
+    values, the attention weights of the explicit softmax (``heads`` x queries x keys,
+    what training keeps for the backward pass), its output before and after the
+    projection. A lower bound on what the allocator really uses."""
+    n, c, k2 = side * side, dim, window_size**2
+    m = (side // sr_ratio) ** 2
+    if kind == "full":
+        values = n * c + 3 * n * c + heads * n * n + 2 * n * c
+    elif kind in ("swin", "LSA"):  # padding ignored: the sides used are multiples
+        values = n * c + 3 * n * c + heads * n * k2 + 2 * n * c
+    elif kind == "IWSA":  # + the LIM's output
+        values = n * c + 3 * n * c + heads * n * k2 + 3 * n * c
+    elif kind == "GSA":  # q for all, summary and k, v for the m cells
+        summary = m * c if sr_ratio > 1 else 0
+        values = n * c + n * c + summary + 2 * m * c + heads * n * m + 2 * n * c
+    elif kind == "SSA":
+        if sr_ratio > 1:
+            w = int(c * c_ratio)  # reduced map (depthwise, then 1x1), q, k at C'
+            values = n * c + m * c + m * w + n * w + m * w + m * c + heads * n * m
+        else:
+            values = n * c + 3 * n * c + heads * n * n
+        values += 2 * n * c
+    else:
+        raise ValueError(f"kind {kind!r} is not one of {KINDS}")
+    return int(values * bytes_per_value)
+
+
+@torch.no_grad()
+def _cuda_peak(call, x) -> int:
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    call(x)
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base
+
+
+@torch.no_grad()
+def _measure(sides, dim, heads, window_size, sr_ratio, repeats, kinds, c_ratio):
+    from ..models.scalable_vit import attention_flops as scalable_flops
+
+    modules, calls = _layers(dim, heads, window_size, sr_ratio, c_ratio)
+    runs = {k: calls[k] for k in kinds}
     times = {k: {s: [] for s in sides} for k in runs}
     for side in sides:  # warm up every shape once
         for run in runs.values():
@@ -205,28 +280,60 @@ def _measure(sides, dim, heads, window_size, sr_ratio, repeats) -> dict:
                 run(x)
                 times[name][side].append(time.perf_counter() - start)
     tokens = [s * s for s in sides]
-    keys = (s // sr_ratio for s in sides)
+    keys = [(s // sr_ratio) ** 2 for s in sides]
+    flops = {
+        "full": [attention_flops(s, s, dim) for s in sides],
+        "swin": [swin_flops(n, dim, window_size) for n in tokens],
+        "LSA": [attention_flops(s, s, dim, window=window_size) for s in sides],
+        "GSA": [attention_flops(s, s, dim, sr_ratio=sr_ratio) for s in sides],
+        "IWSA": [scalable_flops(s, s, dim, window=window_size) for s in sides],
+        "SSA": [
+            scalable_flops(s, s, dim, sr_ratio=sr_ratio, c_ratio=c_ratio) for s in sides
+        ],
+    }
+    windowed = [n * window_size**2 for n in tokens]
+    logits = {
+        "full": [n * n for n in tokens],
+        "swin": windowed,
+        "LSA": windowed,
+        "IWSA": windowed,
+        "GSA": [n * m for n, m in zip(tokens, keys)],
+        "SSA": [n * m for n, m in zip(tokens, keys)],
+    }
+    if torch.cuda.is_available():
+        source = "measured: torch.cuda.max_memory_allocated, one forward"
+        memory = {}
+        for k in kinds:
+            modules[k].cuda()  # in place: calls[k] now runs on the GPU
+            memory[k] = [
+                _cuda_peak(calls[k], torch.randn(1, s, s, dim, device="cuda"))
+                for s in sides
+            ]
+            modules[k].cpu()
+    else:
+        source = "computed from shapes (no GPU): tensors held, float32"
+        memory = {
+            k: [
+                attention_memory(k, s, dim, heads, window_size, sr_ratio, c_ratio)
+                for s in sides
+            ]
+            for k in kinds
+        }
     return {
         "sides": list(sides),
         "tokens": tokens,
         "dim": dim,
+        "heads": heads,
         "window_size": window_size,
         "sr_ratio": sr_ratio,
+        "c_ratio": c_ratio,
         "seconds": {
             k: [float(np.median(v[s])) for s in sides] for k, v in times.items()
         },
-        "flops": {
-            "full": [attention_flops(s, s, dim) for s in sides],
-            "swin": [swin_flops(n, dim, window_size) for n in tokens],
-            "LSA": [attention_flops(s, s, dim, window=window_size) for s in sides],
-            "GSA": [attention_flops(s, s, dim, sr_ratio=sr_ratio) for s in sides],
-        },
-        "logits": {
-            "full": [n * n for n in tokens],
-            "swin": [n * window_size**2 for n in tokens],
-            "LSA": [n * window_size**2 for n in tokens],
-            "GSA": [n * k * k for n, k in zip(tokens, keys)],
-        },
+        "flops": {k: flops[k] for k in kinds},
+        "logits": {k: logits[k] for k in kinds},
+        "memory": memory,
+        "memory_source": source,
     }
 
 
@@ -235,32 +342,48 @@ COST_STYLE = {
     "swin": ("C0", "o-", "Swin W-MSA"),
     "LSA": ("C2", "s--", "Twins LSA"),
     "GSA": ("C1", "o-", "Twins GSA"),
+    "IWSA": ("C4", "^:", "ScalableViT IWSA"),
+    "SSA": ("C5", "v-.", "ScalableViT SSA"),
 }
 
 
 def plot_local_global_cost(cost: dict | None = None, **measure_kw):
-    """Measured time, multiply-adds and attention logits of one layer of each kind
-    against the number of tokens. ``cost`` from :func:`measure_local_global_cost`."""
+    """Measured time, peak memory, multiply-adds and attention logits of one layer of
+    each kind against the number of tokens. ``cost`` from
+    :func:`measure_local_global_cost`; the memory panel says whether it was measured
+    (GPU) or computed from shapes (CPU)."""
     cost = measure_local_global_cost(**measure_kw) if cost is None else cost
     n = np.array(cost["tokens"])
     m, r = cost["window_size"], cost["sr_ratio"]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    panels = (
-        ("seconds", 1e3, "ms per forward (median)", "measured on this machine"),
+    panels = [
+        ("seconds", 1e3, "ms per forward (median)", "time, measured on this machine"),
+    ]
+    if "memory" in cost:
+        source = cost.get("memory_source", "")
+        panels.append(("memory", 2**-20, "MiB", f"peak memory, {source}"))
+    panels += [
         ("flops", 1e-6, "million multiply-adds", "formulas (multiply-adds)"),
         ("logits", 1e-6, "million attention logits", "attention matrix size"),
-    )
+    ]
+    if len(panels) == 4:
+        fig, axes = plt.subplots(2, 2, figsize=(13, 8.5))
+        axes = axes.ravel()
+    else:
+        fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     for ax, (key, scale, ylabel, title) in zip(axes, panels):
         for kind, (color, style, label) in COST_STYLE.items():
-            ax.plot(
-                n, np.array(cost[key][kind]) * scale, style, color=color, label=label
-            )
+            if kind not in cost[key]:
+                continue
+            values = np.array(cost[key][kind]) * scale
+            ax.plot(n, values, style, color=color, label=label)
         ax.set(xscale="log", yscale="log", xlabel="tokens (h x w)", ylabel=ylabel)
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title, fontsize=9 if key == "memory" else 10)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=8)
+    extra = f", SSA c_ratio {cost['c_ratio']:g}" if "SSA" in cost["seconds"] else ""
     fig.suptitle(
-        f"one attention layer, C = {cost['dim']}, windows {m}x{m}, sub-sampling {r}",
+        f"one attention layer, C = {cost['dim']}, windows {m}x{m}, sub-sampling {r}"
+        f"{extra}",
         fontsize=11,
     )
     fig.tight_layout()
@@ -272,5 +395,6 @@ __all__ = [
     "receptive_fields",
     "plot_receptive_fields",
     "measure_local_global_cost",
+    "attention_memory",
     "plot_local_global_cost",
 ]
