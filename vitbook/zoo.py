@@ -1,5 +1,6 @@
 """The classifiers the chapters train on Fashion-MNIST, in one place, so the comparison
-chapter races exactly the models the chapters built.
+chapter races exactly the models the chapters built (chapters 1-4; NaViT,
+chapter 5, reads lists of images of any size and is not raced here).
 
 ``CHAPTER_MODELS[name]`` is ``(chapter, class, small config, full config)``: the small
 configuration is the one each chapter uses on a CPU, the full one on a GPU
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .models import CNN, Swin, Twins, ViT
+from .models import CNN, ScalableViT, Swin, Twins, ViT
 from .train import at_scale
 
 CHAPTER_MODELS: dict[str, tuple[int, type, dict, dict]] = {
@@ -65,6 +66,29 @@ CHAPTER_MODELS: dict[str, tuple[int, type, dict, dict]] = {
             heads=(2, 4, 8),
             window_sizes=7,
             sr_ratios=(4, 2, 1),
+            drop_path=0.1,
+        ),
+    ),  # fmt: skip
+    "ScalableViT": (
+        4,
+        ScalableViT,
+        dict(
+            patch_size=7,
+            dims=(32, 64),
+            depths=(2, 2),
+            heads=(2, 4),
+            window_sizes=2,
+            sr_ratios=(2, 1),
+            c_ratios=(1.25, 1),
+        ),
+        dict(
+            patch_size=2,
+            dims=(64, 128, 256),
+            depths=(2, 2, 2),
+            heads=(2, 4, 8),
+            window_sizes=(7, 7, 4),
+            sr_ratios=(4, 2, 1),
+            c_ratios=(1.25, 1.25, 1),
             drop_path=0.1,
         ),
     ),  # fmt: skip
