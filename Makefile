@@ -86,9 +86,12 @@ test: data browser mathjax
 	$(BIN)/python tests/book_html/stage.py
 	$(BIN)/python -m pytest tests $(STAGED)/book --nbmake --overwrite --nbmake-timeout=$(CELL_TIMEOUT) --durations=15
 
+# Every benchmark in one table of vitbook/reference ratios; `make bench BENCH_ARGS=--quick`
+# for the one-minute version, `make bench BENCH=vit` for one benchmark with its details.
+BENCH ?= all
+BENCH_ARGS ?=
 bench: venv
-	$(BIN)/python -m vitbook.bench vit
-	$(BIN)/python -m vitbook.bench swin
+	$(BIN)/python -m vitbook.bench $(BENCH) $(BENCH_ARGS)
 
 # Notebooks are committed without outputs; the build and nbmake execute them.
 strip: venv
