@@ -44,8 +44,9 @@ MODES = {
 def byol_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``2 - 2 cos(prediction, target)`` per row ``(b,)``: the squared distance of the
     L2-normalized vectors. ``target`` is detached here, whatever the caller passed."""
-    p = F.normalize(prediction.float(), dim=-1)
-    z = F.normalize(target.detach().float(), dim=-1)
+    dtype = torch.promote_types(prediction.dtype, torch.float32)  # no half cosines
+    p = F.normalize(prediction.to(dtype), dim=-1)
+    z = F.normalize(target.detach().to(dtype), dim=-1)
     return 2 - 2 * (p * z).sum(dim=-1)
 
 
