@@ -308,7 +308,7 @@ def test_online_returns_representation_and_projection():
     assert isinstance(byol.online, Online)
 
 
-# --------------------------------------------------------------------------- SyncBatchNorm
+# ------------------------------------------------------------------------ SyncBatchNorm
 def batchnorms(module):
     return [
         m for m in module.modules() if isinstance(m, nn.modules.batchnorm._NormBase)
