@@ -347,3 +347,32 @@ def test_sync_batchnorm_can_be_forced_and_keeps_the_parameters():
     a, b = plain.state_dict(), synced.state_dict()
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_torchrun_ranks_end_with_identical_online_and_target_weights(tmp_path):
+    """Data-parallel BYOL on two CPU processes (gloo): the gradients are averaged, so
+    every parameter, the EMA target's included, is the same on both ranks. Under gloo
+    the heads keep plain BatchNorm (PyTorch's SyncBatchNorm runs on accelerators only),
+    so each rank normalizes over its own half of the batch."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    worker = Path(__file__).parent / "workers" / "train_byol.py"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    run = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node=2", str(worker),
+         str(tmp_path / "byol")],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    rank0, rank1 = (torch.load(tmp_path / f"byol.rank{r}.pt") for r in (0, 1))
+    assert rank0["norms"] == rank1["norms"] == ["BatchNorm1d"]
+    params = rank0["params"]
+    assert any(k.startswith("target.") for k in params)
+    for key in params:
+        assert torch.equal(params[key], rank1["params"][key]), f"ranks differ in {key}"
+    online = params["online.projector.0.weight"]
+    assert not torch.equal(online, params["target.module.projector.0.weight"])
