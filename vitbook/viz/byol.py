@@ -1,0 +1,56 @@
+"""BYOL's figure: the loss and the collapse diagnostics of several runs side by
+side."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .common import _smooth
+
+PANELS = (
+    ("loss", "loss (2 - 2 cos, both views)"),
+    ("std", "std of normalized projection"),
+    ("erank", "effective rank of projection"),
+    ("rep_erank", "effective rank of backbone output"),
+)
+
+
+def plot_byol_diagnostics(histories: dict, smooth: int = 5, projection_dim=None):
+    """The loss and three collapse diagnostics over training, one line per run
+    (``histories`` maps a run's name to its ``fit`` History, trained with
+    ``loss=vitbook.ssl.method_loss`` so its steps hold ``BYOL.metrics``).
+    ``projection_dim`` draws ``1/sqrt(P)`` as a dashed line on the std panel: the
+    std of unit vectors spread evenly in ``P`` dimensions; a collapsed run's is 0."""
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(3.4 * len(PANELS), 3))
+    for ax, (key, label) in zip(axes, PANELS):
+        for j, (name, history) in enumerate(histories.items()):
+            rows = [r for r in history.steps if key in r]
+            if not rows:
+                raise ValueError(
+                    f"run {name!r} has no {key!r} in its history: train with "
+                    "fit(..., loss=vitbook.ssl.method_loss)"
+                )
+            values = np.asarray([r[key] for r in rows])
+            steps = [r["step"] for r in rows]
+            ax.plot(steps, _smooth(values, smooth), color=f"C{j}", label=name)
+        if key == "std" and projection_dim:
+            ax.axhline(
+                1 / math.sqrt(projection_dim),
+                color="gray",
+                ls="--",
+                lw=1,
+                label="1/sqrt(P)",
+            )
+        ax.set_xlabel("step")
+        ax.set_ylabel(label)
+        ax.set_ylim(bottom=0)
+    axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+__all__ = ["plot_byol_diagnostics"]
