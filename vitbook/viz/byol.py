@@ -23,7 +23,8 @@ def plot_byol_diagnostics(histories: dict, smooth: int = 5, projection_dim=None)
     (``histories`` maps a run's name to its ``fit`` History, trained with
     ``loss=vitbook.ssl.method_loss`` so its steps hold ``BYOL.metrics``).
     ``projection_dim`` draws ``1/sqrt(P)`` as a dashed line on the std panel: the
-    std of unit vectors spread evenly in ``P`` dimensions; a collapsed run's is 0."""
+    std of unit vectors spread evenly in ``P`` dimensions; a collapsed run's is 0. The
+    effective ranks are on a log scale, down to 1 (every vector the same)."""
     fig, axes = plt.subplots(1, len(PANELS), figsize=(3.4 * len(PANELS), 3))
     for ax, (key, label) in zip(axes, PANELS):
         for j, (name, history) in enumerate(histories.items()):
@@ -37,18 +38,24 @@ def plot_byol_diagnostics(histories: dict, smooth: int = 5, projection_dim=None)
             steps = [r["step"] for r in rows]
             ax.plot(steps, _smooth(values, smooth), color=f"C{j}", label=name)
         if key == "std" and projection_dim:
-            ax.axhline(
-                1 / math.sqrt(projection_dim),
+            level = 1 / math.sqrt(projection_dim)
+            ax.axhline(level, color="gray", ls="--", lw=1)
+            ax.annotate(
+                "1/sqrt(P)",
+                (0.02, level),
+                xycoords=("axes fraction", "data"),
+                va="bottom",
+                fontsize=8,
                 color="gray",
-                ls="--",
-                lw=1,
-                label="1/sqrt(P)",
             )
         ax.set_xlabel("step")
         ax.set_ylabel(label)
-        ax.set_ylim(bottom=0)
+        if "erank" in key:  # from about the dimension down to 1 (collapse): log scale
+            ax.set_yscale("log")
+            ax.set_ylim(bottom=1)
+        else:
+            ax.set_ylim(bottom=0)
     axes[0].legend(fontsize=8)
-    axes[1].legend(fontsize=8)
     fig.tight_layout()
     return fig
 
