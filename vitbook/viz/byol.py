@@ -44,7 +44,7 @@ def plot_byol_diagnostics(histories: dict, smooth: int = 5, projection_dim=None)
                 "1/sqrt(P)",
                 (0.02, level),
                 xycoords=("axes fraction", "data"),
-                va="bottom",
+                va="top",  # under the line, inside the axes
                 fontsize=8,
                 color="gray",
             )
