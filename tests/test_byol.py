@@ -225,6 +225,20 @@ def test_training_moves_the_target_slower_than_the_online_network():
     assert 0 < moved["target"] < moved["online"]
 
 
+def test_momentum_zero_makes_the_target_the_online_network_of_the_step():
+    """With tau = 0 the target is copied after every step, so it computes what the
+    online network computes (detached): SimSiam with BYOL's heads."""
+    byol = tiny_byol(momentum=0.0, final_momentum=0.0)
+    randomize_(byol.target.module)
+    with torch.no_grad():
+        for p in byol.online.parameters():
+            p.add_(torch.randn_like(p))
+    byol.step_teacher()
+    v1, v2 = torch.rand(2, 5, 1, 16, 16)
+    _, target, projection, _ = byol.outputs(v1, v2)
+    torch.testing.assert_close(target, projection.detach())
+
+
 # --------------------------------------------------------------------------- SimSiam
 def test_simsiam_mode_has_no_target_copy():
     byol = tiny_byol(
@@ -370,6 +384,8 @@ def test_two_torchrun_ranks_end_with_identical_online_and_target_weights(tmp_pat
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     rank0, rank1 = (torch.load(tmp_path / f"byol.rank{r}.pt") for r in (0, 1))
     assert rank0["norms"] == rank1["norms"] == ["BatchNorm1d"]
+    # the diagnostics reach the history through the DDP wrapper, averaged over ranks
+    assert {"std", "erank"} <= set(rank0["logged"])
     params = rank0["params"]
     assert any(k.startswith("target.") for k in params)
     for key in params:

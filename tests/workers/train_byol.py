@@ -41,7 +41,7 @@ def main():
         predictor_hidden_dim=16,
         momentum=0.9,
     )
-    train.fit(
+    history = train.fit(
         byol,
         toy_set().loader(16, shuffle=True, seed=3),
         steps=args.steps,
@@ -58,7 +58,14 @@ def main():
             if "Norm" in type(m).__name__ and "Layer" not in type(m).__name__
         }
     )
-    torch.save({"params": dict(byol.named_parameters()), "norms": norms}, out + ".pt")
+    torch.save(
+        {
+            "params": dict(byol.named_parameters()),
+            "norms": norms,
+            "logged": sorted(history.steps[-1]),
+        },
+        out + ".pt",
+    )
 
 
 if __name__ == "__main__":

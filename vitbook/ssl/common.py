@@ -370,9 +370,13 @@ def embedding_std(embeddings: torch.Tensor) -> torch.Tensor:
 
 def method_loss(method: nn.Module, batch) -> tuple[torch.Tensor, dict]:
     """``fit(..., loss=method_loss)``: the method's loss plus the diagnostics it left
-    in ``method.metrics`` (tensors; ``fit`` reads them only when it logs)."""
+    in ``method.metrics`` (tensors; ``fit`` reads them only when it logs). Under
+    ``torchrun`` ``fit`` passes the method wrapped in DDP: the metrics are read from the
+    wrapped module."""
     images = batch[0] if isinstance(batch, (tuple, list)) else batch
     loss = method(images)
+    if isinstance(method, nn.parallel.DistributedDataParallel):
+        method = method.module
     return loss, dict(getattr(method, "metrics", {}))
 
 
