@@ -219,6 +219,18 @@ def _esvit_correspondences():
     )
 
 
+def _byol_history():
+    from vitbook.ssl import BYOL, method_loss
+
+    torch.manual_seed(0)
+    vit = ViT(image_size=16, patch_size=4, num_classes=0, dim=16, depth=1, heads=2,
+              channels=1)
+    byol = BYOL(vit, total_steps=2, image_size=16, projection_dim=8, hidden_dim=16,
+                predictor_hidden_dim=16)
+    return vitbook.fit(byol, [torch.rand(4, 1, 16, 16)] * 3, steps=2, progress=False,
+                       loss=method_loss, device="cpu")
+
+
 def _esvit_history():
     return vitbook.fit(
         _small_esvit(), [torch.rand(4, 1, 16, 16)] * 3, steps=2, progress=False,
@@ -329,6 +341,10 @@ FIGURES = {
     # chapter 8: EsViT
     "plot_region_correspondences": lambda: _esvit_correspondences(),
     "plot_esvit_diagnostics": lambda: viz.plot_esvit_diagnostics(_esvit_history()),
+    # chapter 9: BYOL
+    "plot_byol_diagnostics": lambda: viz.plot_byol_diagnostics(
+        {"a": _byol_history(), "b": _byol_history()}, projection_dim=8
+    ),
     # chapter 10: MP3
     "plot_position_confusion": lambda: viz.plot_position_confusion(
         torch.arange(16).repeat(3, 1), (4, 4)

@@ -1,8 +1,16 @@
 """Self-supervised methods: each wraps a backbone, ``loss = method(images)``,
 ``method.step_teacher()`` where there is a teacher, ``method.backbone`` to evaluate."""
 
+from .byol import BYOL, byol_loss
 from .common import (
     DINOHead,
+    bn_mlp,
+    byol_mlp,
+    embed,
+    maybe_sync_batchnorm,
+    simsiam_predictor,
+    simsiam_projector,
+    use_sync_batchnorm,
     EMATeacher,
     MultiCrop,
     cosine_schedule,
@@ -25,6 +33,15 @@ from .esvit import EsViT, esvit_loss, match_regions, region_loss
 from .mp3 import MP3, context_mask
 
 __all__ = [
+    "BYOL",
+    "byol_loss",
+    "bn_mlp",
+    "byol_mlp",
+    "embed",
+    "maybe_sync_batchnorm",
+    "simsiam_predictor",
+    "simsiam_projector",
+    "use_sync_batchnorm",
     "DINO",
     "dino_loss",
     "EsViT",

@@ -4,6 +4,7 @@ projection heads, and the collapse diagnostics.
     teacher = EMATeacher(student, base=0.996, final=1.0, total_steps=1000)
     views = MultiCrop(global_size=28, local_size=14, num_local=6, seed=0)(images)
     head = DINOHead(64, out_dim=1024)
+    projector, predictor = byol_mlp(64), byol_mlp(256)  # BYOL; SimSiam's below
 
 A method built from them returns its loss from ``forward`` and has ``step_teacher()``,
 which ``vitbook.train.fit`` calls after every optimizer step.
@@ -272,6 +273,83 @@ class DINOHead(nn.Module):
         return self.last_layer(x)  # (b, out_dim)
 
 
+def bn_mlp(dims, *, bias: bool = True, last_norm: bool = False) -> nn.Sequential:
+    """The BatchNorm MLP of BYOL and SimSiam: ``Linear-BN-ReLU`` between consecutive
+    ``dims``, a plain ``Linear`` at the end (followed by a BatchNorm without affine
+    parameters when ``last_norm``, SimSiam's projector). ``bias=False`` drops the bias
+    of every Linear that a BatchNorm follows (it would be cancelled by the mean
+    subtraction). PyTorch's default initialization, as byol-pytorch and the SimSiam
+    code.
+
+    ``bn_mlp([in_dim, hidden, out])`` is BYOL's projector and predictor; its layer
+    indices (``0`` Linear, ``1`` BN, ``2`` ReLU, ``3`` Linear) are byol-pytorch's
+    ``MLP``, so weights load across by name.
+    """
+    dims = list(dims)
+    if len(dims) < 2:
+        raise ValueError(f"dims={dims} needs at least an input and an output size")
+    layers: list[nn.Module] = []
+    for a, b in zip(dims[:-2], dims[1:-1]):  # hidden layers
+        layers += [nn.Linear(a, b, bias=bias), nn.BatchNorm1d(b), nn.ReLU(inplace=True)]
+    layers.append(nn.Linear(dims[-2], dims[-1], bias=bias or not last_norm))
+    if last_norm:
+        layers.append(nn.BatchNorm1d(dims[-1], affine=False))
+    return nn.Sequential(*layers)
+
+
+def byol_mlp(in_dim: int, out_dim: int = 256, hidden_dim: int = 4096) -> nn.Sequential:
+    """BYOL's projector (``in_dim -> 4096 -> 256``) and predictor (``256 -> 4096 ->
+    256``): Linear-BN-ReLU-Linear."""
+    return bn_mlp([in_dim, hidden_dim, out_dim])
+
+
+def simsiam_projector(
+    in_dim: int, out_dim: int = 2048, hidden_dim: int = 2048
+) -> nn.Sequential:
+    """SimSiam's projector: three Linear layers, BatchNorm after each (the last one
+    without affine parameters), ReLU after the first two."""
+    return bn_mlp([in_dim, hidden_dim, hidden_dim, out_dim], bias=False, last_norm=True)
+
+
+def simsiam_predictor(dim: int = 2048, hidden_dim: int = 512) -> nn.Sequential:
+    """SimSiam's predictor, a bottleneck: ``dim -> 512 -> dim``, Linear-BN-ReLU-Linear
+    (the first Linear without bias, as the official code)."""
+    return bn_mlp([dim, hidden_dim, dim], bias=False)
+
+
+def use_sync_batchnorm() -> bool:
+    """True when BatchNorm should synchronize its statistics across ranks: a process
+    group of more than one rank whose backend can run ``SyncBatchNorm`` (PyTorch's runs
+    on accelerators only, so not under gloo, the CPU backend: there each rank
+    normalizes over its own part of the batch)."""
+    import torch.distributed as dist
+
+    return (
+        dist.is_available()
+        and dist.is_initialized()
+        and dist.get_world_size() > 1
+        and dist.get_backend() != "gloo"
+    )
+
+
+def maybe_sync_batchnorm(module: nn.Module, enabled: bool | None = None) -> nn.Module:
+    """``module`` with every BatchNorm turned into ``SyncBatchNorm`` when ``enabled``
+    (``None``: :func:`use_sync_batchnorm`), else ``module`` unchanged. The parameters
+    and running statistics are kept (the same tensors)."""
+    if enabled is None:
+        enabled = use_sync_batchnorm()
+    return nn.SyncBatchNorm.convert_sync_batchnorm(module) if enabled else module
+
+
+def embed(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """One vector per image ``(b, d)``: a vitbook (or timm) backbone's
+    ``forward_head(forward_features(x), pre_logits=True)``, or ``backbone(x)`` for any
+    other network (a torchvision ResNet with ``fc = nn.Identity()``)."""
+    if hasattr(backbone, "forward_features") and hasattr(backbone, "forward_head"):
+        return backbone.forward_head(backbone.forward_features(x), pre_logits=True)
+    return backbone(x)
+
+
 # ------------------------------------------------------------------------- diagnostics
 @torch.no_grad()
 def effective_rank(embeddings: torch.Tensor) -> torch.Tensor:
@@ -292,9 +370,13 @@ def embedding_std(embeddings: torch.Tensor) -> torch.Tensor:
 
 def method_loss(method: nn.Module, batch) -> tuple[torch.Tensor, dict]:
     """``fit(..., loss=method_loss)``: the method's loss plus the diagnostics it left
-    in ``method.metrics`` (tensors; ``fit`` reads them only when it logs)."""
+    in ``method.metrics`` (tensors; ``fit`` reads them only when it logs). Under
+    ``torchrun`` ``fit`` passes the method wrapped in DDP: the metrics are read from the
+    wrapped module."""
     images = batch[0] if isinstance(batch, (tuple, list)) else batch
     loss = method(images)
+    if isinstance(method, nn.parallel.DistributedDataParallel):
+        method = method.module
     return loss, dict(getattr(method, "metrics", {}))
 
 
@@ -305,6 +387,13 @@ __all__ = [
     "EMATeacher",
     "MultiCrop",
     "DINOHead",
+    "bn_mlp",
+    "byol_mlp",
+    "simsiam_projector",
+    "simsiam_predictor",
+    "use_sync_batchnorm",
+    "maybe_sync_batchnorm",
+    "embed",
     "effective_rank",
     "embedding_std",
     "method_loss",

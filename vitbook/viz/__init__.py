@@ -26,6 +26,7 @@ from .dino import (
     plot_collapse_diagnostics,
     plot_multicrop,
 )
+from .byol import plot_byol_diagnostics
 from .esvit import plot_esvit_diagnostics, plot_region_correspondences
 from .swin import (
     measure_attention_cost,
@@ -64,6 +65,7 @@ from .mp3 import plot_position_arrows, plot_position_confusion, position_confusi
 from .compare import plot_representation_comparison, plot_time_to_accuracy
 
 __all__ = [
+    "plot_byol_diagnostics",
     "image_grid",
     "patch_grid",
     "plot_confusion",
