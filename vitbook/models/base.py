@@ -13,6 +13,10 @@ out);
 - ``forward_intermediates(x, indices=None)``: the model's own intermediate outputs (ViT:
   tokens after each block; Swin and the other hierarchical models: the map after each
   stage), from the model's ``intermediate_layers()`` generator.
+
+The hierarchical models (Swin, Twins-SVT, ScalableViT) subclass
+:class:`PyramidClassifier`, which also writes their shared forward once: an ``embed``
+step, the stages, a final LayerNorm and global average pooling.
 """
 
 from __future__ import annotations
@@ -55,6 +59,9 @@ class Classifier(nn.Module):
     # names (or name prefixes' last parts) of parameters that must not decay, beyond 1-D
     # ones
     no_weight_decay_keys: tuple[str, ...] = ()
+    # names of submodules none of whose parameters decay (Twins' and ScalableViT's PEG,
+    # the position encoding, as in their official code)
+    no_weight_decay_modules: tuple[str, ...] = ()
 
     # a subclass defines forward_features(x), forward_head(features, pre_logits=False)
     # and intermediate_layers(x), the generator behind forward_intermediates.
@@ -85,15 +92,21 @@ class Classifier(nn.Module):
         """Parameter names that AdamW must not decay (``train.fit`` builds its groups
         from this).
 
-        Every 1-D parameter (norm gains, biases) and every parameter whose name's last
+        Every 1-D parameter (norm gains, biases), every parameter whose name's last
         part is in ``no_weight_decay_keys`` (position embeddings, class tokens, bias
-        tables).
+        tables) and every parameter of a submodule named in
+        ``no_weight_decay_modules``.
         """
-        keys = set(self.no_weight_decay_keys)
+        keys, modules = (
+            set(self.no_weight_decay_keys),
+            set(self.no_weight_decay_modules),
+        )
         return {
             name
             for name, p in self.named_parameters()
-            if p.ndim <= 1 or name.rsplit(".", 1)[-1] in keys
+            if p.ndim <= 1
+            or name.rsplit(".", 1)[-1] in keys
+            or modules.intersection(name.split(".")[:-1])
         }
 
     # ----------------------------------------------------------------- intermediates
@@ -123,3 +136,37 @@ class Classifier(nn.Module):
 
 
 __all__ = ["Classifier", "check_num_classes", "check_positive", "check_mlp_ratio"]
+
+
+class PyramidClassifier(Classifier):
+    """A classifier made of stages that each map ``(b, h, w, d_i) -> (b, h_i, w_i,
+    d_{i+1})``, the last one followed by a LayerNorm, pooled by the mean over the map:
+    Swin, Twins-SVT and ScalableViT. A subclass sets ``self.stages``, ``self.norm``,
+    ``self.head`` and defines ``embed(images) -> (b, h, w, c)``, the map the first
+    stage reads (Swin: its patch embedding; Twins and ScalableViT: the pixels
+    themselves, since their stages embed)."""
+
+    stages: nn.ModuleList
+    norm: nn.Module
+
+    def intermediate_layers(self, x: torch.Tensor):
+        """Yield every stage's map ``(b, d_i, h_i, w_i)``, first to last (a feature
+        pyramid for dense tasks); the last one through the final LayerNorm, as timm's
+        ``norm=True``."""
+        x = self.embed(x)  # (b, h, w, c)
+        for i, stage in enumerate(self.stages):
+            x = stage(x)  # (b, h_i, w_i, d_i)
+            out = self.norm(x) if i == len(self.stages) - 1 else x
+            yield out.permute(0, 3, 1, 2)  # (b, d_i, h_i, w_i)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``(b, c, H, W)`` -> the last stage's normalized map ``(b, d, h,
+        w)``."""
+        *_, last = self.intermediate_layers(x)
+        return last
+
+    def forward_head(
+        self, features: torch.Tensor, pre_logits: bool = False
+    ) -> torch.Tensor:
+        x = features.mean(dim=(2, 3))  # (b, d): global average pooling
+        return x if pre_logits else self.head(x)

@@ -53,7 +53,12 @@ from ..layers import (
     pair,
     trunc_normal_init,
 )
-from .base import Classifier, check_mlp_ratio, check_num_classes, check_positive
+from .base import (
+    PyramidClassifier,
+    check_mlp_ratio,
+    check_num_classes,
+    check_positive,
+)
 from .swin import window_partition, window_reverse
 from .twins import PEG, _per_stage, conv_init_
 
@@ -297,7 +302,7 @@ class Stage(nn.Module):
 
 
 # --------------------------------------------------------------------------- the model
-class ScalableViT(Classifier):
+class ScalableViT(PyramidClassifier):
     """ScalableViT. Defaults are ScalableViT-S's (``dims=(64, 128, 256, 512)``,
     ``depths=(2, 2, 20, 2)``, ``heads=(2, 4, 8, 16)``, windows 7, ``sr_ratios=(8, 4, 2,
     1)``, ``c_ratios=(1.25, 1.25, 1.25, 1)``).
@@ -311,6 +316,8 @@ class ScalableViT(Classifier):
     models put a 4096-wide MLP there). ``image_size`` fixes the sizes the arguments are
     checked against; other sizes also run (IWSA pads, nothing else depends on it).
     """
+
+    no_weight_decay_modules = ("peg",)  # the position encoding, as officially
 
     def __init__(
         self,
@@ -422,32 +429,11 @@ class ScalableViT(Classifier):
                 kernel = math.prod(module.kernel_size)
                 conv_init_(module, kernel, groups=module.groups)
 
-    def no_weight_decay(self) -> set[str]:
-        """As the official code: the PEG (the position encoding) is not decayed."""
-        peg = {name for name, _ in self.named_parameters() if ".peg." in name}
-        return super().no_weight_decay() | peg
-
-    def intermediate_layers(self, x: torch.Tensor):
-        """Yield every stage's map ``(b, d_i, h_i, w_i)``; the last one through the
-        final LayerNorm."""
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``(b, c, H, W)`` -> the map of pixels ``(b, H, W, c)`` the first
+        stage's overlapping patch embedding reads."""
         check_image(x, self.channels, multiple_of=self.patch_size)
-        x = rearrange(x, "b c h w -> b h w c")  # the image is a map of pixels
-        for i, stage in enumerate(self.stages):
-            x = stage(x)  # (b, h_i, w_i, d_i)
-            out = self.norm(x) if i == len(self.stages) - 1 else x
-            yield rearrange(out, "b h w d -> b d h w")
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Images ``(b, c, H, W)`` -> the last stage's normalized map ``(b, d, h,
-        w)``."""
-        *_, last = self.intermediate_layers(x)
-        return last
-
-    def forward_head(
-        self, features: torch.Tensor, pre_logits: bool = False
-    ) -> torch.Tensor:
-        x = features.mean(dim=(2, 3))  # (b, d): global average pooling
-        return x if pre_logits else self.head(x)
+        return rearrange(x, "b c h w -> b h w c")
 
 
 def attention_flops(

@@ -42,7 +42,12 @@ from ..layers import (
     pair,
     trunc_normal_init,
 )
-from .base import Classifier, check_mlp_ratio, check_num_classes, check_positive
+from .base import (
+    PyramidClassifier,
+    check_mlp_ratio,
+    check_num_classes,
+    check_positive,
+)
 
 MASK_FILL = (
     -100.0
@@ -385,7 +390,7 @@ class Stage(nn.Module):
 
 
 # --------------------------------------------------------------------------- the model
-class Swin(Classifier):
+class Swin(PyramidClassifier):
     """Swin Transformer. Defaults are Swin-T's (``dim=96, depths=(2, 2, 6, 2), heads=(3,
     6, 12, 24)``).
 
@@ -495,27 +500,9 @@ class Swin(Classifier):
         """The feature map size of every stage for an ``image_size`` input."""
         return [stage.resolution for stage in self.stages]
 
-    def intermediate_layers(self, x: torch.Tensor):
-        """Yield every stage's map ``(b, d_i, h_i, w_i)``, first to last (a feature
-        pyramid for dense tasks); the last one passed through the final LayerNorm, as
-        timm's ``norm=True``."""
-        x = self.patch_embed(x)  # (b, h, w, dim)
-        for i, stage in enumerate(self.stages):
-            x = stage(x)  # (b, h_i, w_i, d_i)
-            out = self.norm(x) if i == len(self.stages) - 1 else x
-            yield rearrange(out, "b h w d -> b d h w")
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Images ``(b, c, H, W)`` -> the last stage's normalized map ``(b, d, h,
-        w)``."""
-        *_, last = self.intermediate_layers(x)
-        return last
-
-    def forward_head(
-        self, features: torch.Tensor, pre_logits: bool = False
-    ) -> torch.Tensor:
-        x = features.mean(dim=(2, 3))  # (b, d): global average pooling
-        return x if pre_logits else self.head(x)
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``(b, c, H, W)`` -> patch embeddings ``(b, h, w, dim)``."""
+        return self.patch_embed(x)
 
 
 def attention_flops(tokens: int, dim: int, window: int | None = None) -> float:

@@ -49,7 +49,12 @@ from ..layers import (
     pair,
     trunc_normal_init,
 )
-from .base import Classifier, check_mlp_ratio, check_num_classes, check_positive
+from .base import (
+    PyramidClassifier,
+    check_mlp_ratio,
+    check_num_classes,
+    check_positive,
+)
 from .swin import window_partition, window_reverse
 
 
@@ -290,7 +295,7 @@ def _per_stage(name: str, value, stages: int) -> tuple:
 
 
 # --------------------------------------------------------------------------- the model
-class Twins(Classifier):
+class Twins(PyramidClassifier):
     """Twins-SVT. Defaults are Twins-SVT-S's (``dims=(64, 128, 256, 512)``, ``depths=(2,
     2, 10, 4)``, ``heads=(2, 4, 8, 16)``, windows 7, ``sr_ratios=(8, 4, 2, 1)``).
 
@@ -302,6 +307,8 @@ class Twins(Classifier):
     the arguments are checked against; other sizes the patch divides also run (LSA pads,
     nothing else depends on the size).
     """
+
+    no_weight_decay_modules = ("peg",)  # the position encoding, as officially
 
     def __init__(
         self,
@@ -408,32 +415,11 @@ class Twins(Classifier):
                 if getattr(block.attn, "sr", None) is not None:
                     conv_init_(block.attn.sr, block.attn.sr_ratio**2)
 
-    def no_weight_decay(self) -> set[str]:
-        """As the official code: the PEG (the position encoding) is not decayed."""
-        peg = {name for name, _ in self.named_parameters() if ".peg." in name}
-        return super().no_weight_decay() | peg
-
-    def intermediate_layers(self, x: torch.Tensor):
-        """Yield every stage's map ``(b, d_i, h_i, w_i)``; the last one through the
-        final LayerNorm, as timm's ``norm=True``."""
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``(b, c, H, W)`` -> the map of pixels ``(b, H, W, c)`` the first
+        stage's patch embedding reads."""
         check_image(x, self.channels, multiple_of=self.patch_size)
-        x = rearrange(x, "b c h w -> b h w c")  # the image is a map of pixels
-        for i, stage in enumerate(self.stages):
-            x = stage(x)  # (b, h_i, w_i, d_i)
-            out = self.norm(x) if i == len(self.stages) - 1 else x
-            yield rearrange(out, "b h w d -> b d h w")
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Images ``(b, c, H, W)`` -> the last stage's normalized map ``(b, d, h,
-        w)``."""
-        *_, last = self.intermediate_layers(x)
-        return last
-
-    def forward_head(
-        self, features: torch.Tensor, pre_logits: bool = False
-    ) -> torch.Tensor:
-        x = features.mean(dim=(2, 3))  # (b, d): global average pooling
-        return x if pre_logits else self.head(x)
+        return rearrange(x, "b c h w -> b h w c")
 
 
 def attention_flops(
