@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from vitbook import bench
@@ -165,3 +166,12 @@ def test_summary_has_one_row_per_reference_and_fits_88_columns():
     ]  # fmt: skip
     assert "2.00x" in rows[0]  # vitbook's 10 img/s over timm's 5
     assert max(len(line) for line in text.splitlines()) <= 88
+
+
+def test_byol_benchmark_pits_vitbook_against_byol_pytorch_with_equal_heads():
+    pytest.importorskip("byol_pytorch")
+    results = bench.run("byol", batch_size=2, rounds=1, warmup=0, device="cpu",
+                        projection_dim=8, hidden_dim=16, **TINY)  # fmt: skip
+    assert set(results) == {"vitbook", "byol-pytorch"}
+    # the same backbone class and head sizes on both sides: the same trainable weights
+    assert results["vitbook"]["params (M)"] == results["byol-pytorch"]["params (M)"]

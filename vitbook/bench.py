@@ -336,6 +336,39 @@ def dino_contenders(
     }
 
 
+def byol_contenders(
+    image_size=224, patch_size=16, dim=192, depth=12, heads=3, projection_dim=256,
+    hidden_dim=4096, num_classes=None,
+) -> dict[str, nn.Module]:  # fmt: skip
+    """BYOL's training step on a ViT-Ti/16 (vitbook's ViT inside both, so only the
+    method differs): vitbook's ``BYOL`` and byol-pytorch's (simplicial embeddings off),
+    the paper's heads (4096 -> ``projection_dim``), two views of ``image_size``, the
+    target's EMA update after each step. Each applies its own augmentations."""
+    from byol_pytorch import BYOL as ReferenceBYOL
+
+    from .models.vit import ViT
+    from .ssl.byol import BYOL
+
+    def backbone():
+        return ViT(image_size=image_size, patch_size=patch_size, num_classes=0,
+                   dim=dim, depth=depth, heads=heads, mlp_dim=4 * dim)  # fmt: skip
+
+    head_sizes = dict(projection_dim=projection_dim, hidden_dim=hidden_dim,
+                      predictor_hidden_dim=hidden_dim)  # fmt: skip
+    vitbook = BYOL(backbone(), total_steps=1000, image_size=image_size, **head_sizes)
+    reference = ReferenceBYOL(
+        backbone(), image_size=image_size, hidden_layer=-1,
+        projection_size=projection_dim, projection_hidden_size=hidden_dim,
+        use_simplicial_embeddings=False,
+    )  # fmt: skip
+    return {
+        "vitbook": LossOf(vitbook, lambda m, x: m(x), lambda m: m.step_teacher()),
+        "byol-pytorch": LossOf(
+            reference, lambda m, x: m(x), lambda m: m.update_moving_average()
+        ),
+    }
+
+
 BENCHMARKS: dict[str, Callable[..., dict[str, nn.Module]]] = {
     "vit": vit_contenders,
     "swin": swin_contenders,
@@ -343,6 +376,7 @@ BENCHMARKS: dict[str, Callable[..., dict[str, nn.Module]]] = {
     "navit": navit_contenders,
     "mae": mae_contenders,
     "dino": dino_contenders,
+    "byol": byol_contenders,
 }
 # how each benchmark's input batch is made (default: a (b, 3, size, size) tensor)
 INPUTS: dict[str, Callable] = {"navit": variable_images}
@@ -582,6 +616,7 @@ QUICK: dict[str, dict] = {
     "navit": dict(image_size=96, depth=4),
     "mae": dict(image_size=96, depth=4, decoder_depth=2),
     "dino": dict(image_size=64, depth=4, out_dim=1024),
+    "byol": dict(image_size=64, depth=4, hidden_dim=1024),
 }
 
 
@@ -625,6 +660,7 @@ SETTINGS: dict[str, str] = {
     "navit": "ViT-Ti/16 widths on variable-size images, one token budget",
     "mae": "MAE step, ViT-Ti/16 encoder, 75% masked, normalized pixels",
     "dino": "DINO step (seed setting: 2+2 crops), ViT-Ti/16, EMA update",
+    "byol": "BYOL step, ViT-Ti/16 in both, paper's heads, EMA update",
 }
 
 
