@@ -156,6 +156,39 @@ def test_region_head_normalizes_each_region_over_features_not_over_tokens():
         assert not torch.allclose(first, seed(head.mlp(other))[:, 0])  # mixes regions
 
 
+def test_region_head_with_batchnorm_normalizes_over_every_region_of_every_image():
+    """``use_bn``: the region head's BatchNorm sees the ``(b, n, d)`` regions as one
+    batch of ``b * n`` rows (the official code flattens them), so the head gives the
+    same output on the tokens and on their flattened rows, in training and in eval
+    mode; and every parameter of both heads, BatchNorm's included, gets a gradient."""
+    torch.manual_seed(0)
+    method = tiny_esvit(tiny_swin(), use_bn=True)
+    head = method.student.region_head
+    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in head.modules()) == 2
+    regions = torch.randn(3, 5, method.backbone.num_features)
+    for training in (True, False):
+        head.train(training)
+        with torch.no_grad():
+            out, flat = head(regions), head(regions.flatten(0, 1))  # (3, 5, K)
+        torch.testing.assert_close(out, flat.unflatten(0, (3, 5)))
+    method.train()
+    loss = method(torch.rand(4, 1, 16, 16))
+    assert torch.isfinite(loss)
+    loss.backward()
+    for head in (method.student.head, method.student.region_head):
+        for name, p in head.named_parameters():
+            if p.requires_grad:
+                assert p.grad is not None and p.grad.abs().sum() > 0, name
+    method.step_teacher()  # BatchNorm statistics travel to the teacher
+
+    def first_bn(module):
+        return next(m for m in module.modules() if isinstance(m, torch.nn.BatchNorm1d))
+
+    student_bn = first_bn(method.student.region_head)
+    teacher_bn = first_bn(method.teacher.module.region_head)
+    torch.testing.assert_close(teacher_bn.running_mean, student_bn.running_mean)
+
+
 def test_esvit_loss_is_half_view_half_region_over_all_cross_pairs():
     torch.manual_seed(0)
     b, k, d = 2, 5, 4

@@ -236,7 +236,7 @@ class DINOHead(nn.Module):
     without bias to ``out_dim`` logits. With ``norm_last_layer`` the weight norm's gain
     is fixed at 1, so every output unit is a unit vector: the logits are cosines.
     ``use_bn`` puts BatchNorm after the hidden layers (the official code's option, off
-    for ViTs by default).
+    for ViTs by default). Takes ``(b, d)`` or, for region tokens, ``(b, n, d)``.
     """
 
     def __init__(
@@ -269,8 +269,14 @@ class DINOHead(nn.Module):
         gain.requires_grad_(not norm_last_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.normalize(self.mlp(x), dim=-1)  # (b, bottleneck_dim), unit length
-        return self.last_layer(x)  # (b, out_dim)
+        """``(..., in_dim)`` -> ``(..., out_dim)``: one vector ``(b, d)`` per image, or
+        one per region ``(b, n, d)``. The leading dimensions are flattened into one
+        batch ``(b * n, d)`` for the MLP, so that BatchNorm takes its statistics over
+        every image and region (as the official EsViT code flattens the regions)."""
+        lead = x.shape[:-1]
+        x = self.mlp(x.reshape(-1, x.shape[-1]))  # (b * n, bottleneck_dim)
+        x = F.normalize(x, dim=-1)  # unit length, each vector by itself
+        return self.last_layer(x).reshape(*lead, -1)  # (..., out_dim)
 
 
 def bn_mlp(dims, *, bias: bool = True, last_norm: bool = False) -> nn.Sequential:

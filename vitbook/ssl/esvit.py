@@ -187,8 +187,11 @@ class EsViT(nn.Module):
     ``total_steps``; view and region centers, each an EMA (``center_momentum``) of
     the teacher's mean output. ``region_weight=0`` leaves only the view task (DINO on
     the same backbone, pooled as the backbone pools); ``match="dot"`` matches regions
-    the seed's way. After each training forward ``esvit.metrics`` holds the collapse
-    diagnostics (as :class:`vitbook.ssl.DINO`'s) and the two halves of the loss.
+    the seed's way. ``use_bn`` puts BatchNorm in the hidden layers of both heads (the
+    official ``--use_bn_in_head``); the region head takes its statistics over every
+    region of every image. After each training forward ``esvit.metrics`` holds the
+    collapse diagnostics (as :class:`vitbook.ssl.DINO`'s) and the two halves of the
+    loss.
     """
 
     def __init__(
@@ -204,6 +207,7 @@ class EsViT(nn.Module):
         bottleneck_dim: int = 256,
         nlayers: int = 3,
         norm_last_layer: bool = False,
+        use_bn: bool = False,
         student_temp: float = 0.1,
         teacher_temp: float = 0.07,
         warmup_teacher_temp: float = 0.04,
@@ -250,6 +254,7 @@ class EsViT(nn.Module):
                 bottleneck_dim=bottleneck_dim,
                 nlayers=nlayers,
                 norm_last_layer=norm_last_layer,
+                use_bn=use_bn,
             )
             for _ in ("view", "region")
         ]
