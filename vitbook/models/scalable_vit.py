@@ -60,7 +60,7 @@ from .base import (
     check_positive,
 )
 from .swin import window_partition, window_reverse
-from .twins import PEG, _per_stage, conv_init_
+from .twins import PEG, _per_stage, check_stages, conv_init_
 
 
 def check_c_ratio(dim: int, heads: int, c_ratio: float) -> int:
@@ -339,46 +339,20 @@ class ScalableViT(PyramidClassifier):
         drop_path: float = 0.0,
     ):
         super().__init__()
-        dims, depths, heads = tuple(dims), tuple(depths), tuple(heads)
-        n = len(depths)
-        if not n or len(dims) != n or len(heads) != n:
-            raise ValueError(
-                f"dims {dims}, depths {depths} and heads {heads} must name the same "
-                "number (>= 1) of stages"
-            )
-        sr_ratios = _per_stage("sr_ratios", sr_ratios, n)
-        c_ratios = _per_stage("c_ratios", c_ratios, n)
-        window_sizes = [pair(w) for w in _per_stage("window_sizes", window_sizes, n)]
-        mlp_ratios = [
-            check_mlp_ratio(r) for r in _per_stage("mlp_ratios", mlp_ratios, n)
-        ]
         check_num_classes(num_classes)
         check_positive(channels=channels)
+        stages = check_stages(image_size, patch_size, dims, depths, heads, sr_ratios,
+                              window_sizes, mlp_ratios)  # fmt: skip
+        (ih, iw), (ph, pw) = stages["image_size"], stages["patch_size"]
+        dims, depths, heads = stages["dims"], stages["depths"], stages["heads"]
+        sr_ratios, window_sizes = stages["sr_ratios"], stages["window_sizes"]
+        mlp_ratios, n = stages["mlp_ratios"], len(depths)
+        c_ratios = _per_stage("c_ratios", c_ratios, n)
         for i in range(n):
-            check_positive(
-                **{
-                    f"dims[{i}]": dims[i],
-                    f"depths[{i}]": depths[i],
-                    f"heads[{i}]": heads[i],
-                    f"sr_ratios[{i}]": sr_ratios[i],
-                    f"window_sizes[{i}]": min(window_sizes[i]),
-                }
-            )
-            if dims[i] % heads[i]:
-                raise ValueError(
-                    f"stage {i + 1} has dim {dims[i]}, not divisible by heads "
-                    f"{heads[i]}"
-                )
             try:
                 check_c_ratio(dims[i], heads[i], c_ratios[i])
             except ValueError as error:
                 raise ValueError(f"c_ratios[{i}]: {error}") from None
-        (ih, iw), (ph, pw) = pair(image_size), pair(patch_size)
-        for side, size, p in (("height", ih, ph), ("width", iw, pw)):
-            if p < 1 or size % p:
-                raise ValueError(
-                    f"image {side} {size} is not divisible by patch_size {p}"
-                )
         resolution, self.resolutions = (ih // ph, iw // pw), []
         for i in range(n):
             if i:  # kernel 3, stride 2, padding 1: ceil(h / 2)

@@ -294,6 +294,49 @@ def _per_stage(name: str, value, stages: int) -> tuple:
     return values
 
 
+def check_stages(
+    image_size, patch_size, dims, depths, heads, sr_ratios, window_sizes, mlp_ratios
+) -> dict:
+    """Validate the per-stage arguments Twins-SVT and ScalableViT share, each error
+    naming the argument, its value and the rule; returns them as per-stage tuples
+    (``window_sizes`` as pairs) with ``image_size`` and ``patch_size`` as pairs."""
+    dims, depths, heads = tuple(dims), tuple(depths), tuple(heads)
+    n = len(depths)
+    if not n or len(dims) != n or len(heads) != n:
+        raise ValueError(
+            f"dims {dims}, depths {depths} and heads {heads} must name the same "
+            "number (>= 1) of stages"
+        )
+    sr_ratios = _per_stage("sr_ratios", sr_ratios, n)
+    window_sizes = tuple(pair(w) for w in _per_stage("window_sizes", window_sizes, n))
+    mlp_ratios = tuple(
+        check_mlp_ratio(r) for r in _per_stage("mlp_ratios", mlp_ratios, n)
+    )
+    for i in range(n):
+        check_positive(
+            **{
+                f"dims[{i}]": dims[i],
+                f"depths[{i}]": depths[i],
+                f"heads[{i}]": heads[i],
+                f"sr_ratios[{i}]": sr_ratios[i],
+                f"window_sizes[{i}]": min(window_sizes[i]),
+            }
+        )
+        if dims[i] % heads[i]:
+            raise ValueError(
+                f"stage {i + 1} has dim {dims[i]}, not divisible by heads {heads[i]}"
+            )
+    (ih, iw), (ph, pw) = pair(image_size), pair(patch_size)
+    for side, size, p in (("height", ih, ph), ("width", iw, pw)):
+        if p < 1 or size % p:
+            raise ValueError(f"image {side} {size} is not divisible by patch_size {p}")
+    return dict(
+        image_size=(ih, iw), patch_size=(ph, pw), dims=dims, depths=depths,
+        heads=heads, sr_ratios=sr_ratios, window_sizes=window_sizes,
+        mlp_ratios=mlp_ratios,
+    )  # fmt: skip
+
+
 # --------------------------------------------------------------------------- the model
 class Twins(PyramidClassifier):
     """Twins-SVT. Defaults are Twins-SVT-S's (``dims=(64, 128, 256, 512)``, ``depths=(2,
@@ -329,41 +372,14 @@ class Twins(PyramidClassifier):
         drop_path: float = 0.0,
     ):
         super().__init__()
-        dims, depths, heads = tuple(dims), tuple(depths), tuple(heads)
-        n = len(depths)
-        if not n or len(dims) != n or len(heads) != n:
-            raise ValueError(
-                f"dims {dims}, depths {depths} and heads {heads} must name the same "
-                "number (>= 1) of stages"
-            )
-        sr_ratios = _per_stage("sr_ratios", sr_ratios, n)
-        window_sizes = [pair(w) for w in _per_stage("window_sizes", window_sizes, n)]
-        mlp_ratios = [
-            check_mlp_ratio(r) for r in _per_stage("mlp_ratios", mlp_ratios, n)
-        ]
         check_num_classes(num_classes)
         check_positive(channels=channels)
-        for i in range(n):
-            check_positive(
-                **{
-                    f"dims[{i}]": dims[i],
-                    f"depths[{i}]": depths[i],
-                    f"heads[{i}]": heads[i],
-                    f"sr_ratios[{i}]": sr_ratios[i],
-                    f"window_sizes[{i}]": min(window_sizes[i]),
-                }
-            )
-            if dims[i] % heads[i]:
-                raise ValueError(
-                    f"stage {i + 1} has dim {dims[i]}, not divisible by heads "
-                    f"{heads[i]}"
-                )
-        (ih, iw), (ph, pw) = pair(image_size), pair(patch_size)
-        for side, size, p in (("height", ih, ph), ("width", iw, pw)):
-            if p < 1 or size % p:
-                raise ValueError(
-                    f"image {side} {size} is not divisible by patch_size {p}"
-                )
+        stages = check_stages(image_size, patch_size, dims, depths, heads, sr_ratios,
+                              window_sizes, mlp_ratios)  # fmt: skip
+        (ih, iw), (ph, pw) = stages["image_size"], stages["patch_size"]
+        dims, depths, heads = stages["dims"], stages["depths"], stages["heads"]
+        sr_ratios, window_sizes = stages["sr_ratios"], stages["window_sizes"]
+        mlp_ratios, n = stages["mlp_ratios"], len(depths)
         resolution, self.resolutions = (ih // ph, iw // pw), []
         for i in range(n):
             if i:
