@@ -102,6 +102,37 @@ class EMATeacher(nn.Module):
 
 
 # --------------------------------------------------------------------------- multi-crop
+class SelfDistillation(nn.Module):
+    """What DINO and EsViT share around their EMA teacher: ``backbone`` (the
+    student's, for evaluation), ``step_teacher()`` (``fit`` calls it after each
+    optimizer step) and the teacher temperature, warmed up linearly from
+    ``warmup_teacher_temp`` to ``teacher_temp`` over ``warmup_teacher_temp_steps``.
+    A subclass sets ``student`` (with a ``backbone``), ``teacher`` (an
+    :class:`EMATeacher` of it) and the three temperature attributes."""
+
+    student: nn.Module
+    teacher: EMATeacher
+    teacher_temp: float
+    warmup_teacher_temp: float
+    warmup_teacher_temp_steps: int
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.student.backbone
+
+    @property
+    def current_teacher_temp(self) -> float:
+        return linear_warmup(
+            self.warmup_teacher_temp,
+            self.teacher_temp,
+            int(self.teacher.step),
+            self.warmup_teacher_temp_steps,
+        )
+
+    def step_teacher(self) -> None:
+        self.teacher.update(self.student)
+
+
 class MultiCrop(nn.Module):
     """2 global and ``num_local`` local views of every image in a batch (DINO, SwAV).
 
@@ -391,6 +422,7 @@ __all__ = [
     "linear_warmup",
     "ema_update_",
     "EMATeacher",
+    "SelfDistillation",
     "MultiCrop",
     "DINOHead",
     "bn_mlp",

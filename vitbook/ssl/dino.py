@@ -25,6 +25,7 @@ from .common import (
     DINOHead,
     EMATeacher,
     MultiCrop,
+    SelfDistillation,
     effective_rank,
     embedding_std,
     linear_warmup,
@@ -95,7 +96,7 @@ class Projected(nn.Module):
         return embedding, self.head(embedding)
 
 
-class DINO(nn.Module):
+class DINO(SelfDistillation):
     """``loss = dino(images)``; ``dino.step_teacher()`` after each optimizer step
     (``fit`` does it); ``dino.backbone`` is the student's backbone, for evaluation.
 
@@ -186,22 +187,6 @@ class DINO(nn.Module):
         )
         self.register_buffer("center", torch.zeros(1, out_dim))
         self.metrics: dict[str, torch.Tensor] = {}
-
-    @property
-    def backbone(self) -> nn.Module:
-        return self.student.backbone
-
-    @property
-    def current_teacher_temp(self) -> float:
-        return linear_warmup(
-            self.warmup_teacher_temp,
-            self.teacher_temp,
-            int(self.teacher.step),
-            self.warmup_teacher_temp_steps,
-        )
-
-    def step_teacher(self) -> None:
-        self.teacher.update(self.student)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         views = self.multicrop(images)  # [global 1, global 2, local 1, ...]

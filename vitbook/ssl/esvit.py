@@ -35,6 +35,7 @@ from .common import (
     DINOHead,
     EMATeacher,
     MultiCrop,
+    SelfDistillation,
     effective_rank,
     embedding_std,
     linear_warmup,
@@ -176,7 +177,7 @@ def esvit_loss(
 
 
 # --------------------------------------------------------------------------- method
-class EsViT(nn.Module):
+class EsViT(SelfDistillation):
     """``loss = esvit(images)``; ``esvit.step_teacher()`` after each optimizer step
     (``fit`` does it); ``esvit.backbone`` is the student's backbone, for evaluation.
 
@@ -265,22 +266,6 @@ class EsViT(nn.Module):
         self.register_buffer("center", torch.zeros(1, out_dim))
         self.register_buffer("region_center", torch.zeros(1, out_dim))
         self.metrics: dict[str, torch.Tensor] = {}
-
-    @property
-    def backbone(self) -> nn.Module:
-        return self.student.backbone
-
-    @property
-    def current_teacher_temp(self) -> float:
-        return linear_warmup(
-            self.warmup_teacher_temp,
-            self.teacher_temp,
-            int(self.teacher.step),
-            self.warmup_teacher_temp_steps,
-        )
-
-    def step_teacher(self) -> None:
-        self.teacher.update(self.student)
 
     def _run(self, net: nn.Module, views: list[torch.Tensor]):
         """``net`` on every view, one pass per resolution (global views together, local
