@@ -47,20 +47,18 @@ from torch import nn
 
 from ..layers import (
     Attention,
-    DropPath,
-    FeedForward,
     check_image,
     pair,
     trunc_normal_init,
 )
 from .base import (
     PyramidClassifier,
-    check_mlp_ratio,
     check_num_classes,
     check_positive,
 )
 from .swin import window_partition, window_reverse
-from .twins import PEG, _per_stage, check_stages, conv_init_
+from .twins import TwinsBlock, _per_stage, check_stages, conv_init_
+from .twins import Stage as TwinsStage
 
 
 def check_c_ratio(dim: int, heads: int, c_ratio: float) -> int:
@@ -216,89 +214,34 @@ class ScalableAttention(Attention):
         return f"sr_ratio={self.sr_ratio}, c_ratio={self.c_ratio}"
 
 
-class ScalableViTBlock(nn.Module):
-    """x + Attn(LN(x)), then x + MLP(LN(x)) on a map ``(b, H, W, dim)``, where Attn is
-    IWSA (``window_size`` given) or SSA (``sr_ratio``, ``c_ratio``)."""
+class ScalableViTBlock(TwinsBlock):
+    """Twins-SVT's pre-norm block (chapter 3) with ScalableViT's attentions: IWSA
+    (``window_size`` given) or SSA (``sr_ratio``, ``c_ratio``)."""
 
-    def __init__(
-        self,
-        dim: int,
-        heads: int,
-        window_size=None,
-        sr_ratio: int = 1,
+    kinds = ("IWSA", "SSA")
+
+    def attention(
+        self, dim, heads, window_size, sr_ratio, qkv_bias, attn_dropout, dropout,
         c_ratio: float = 1.25,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
-        dropout: float = 0.0,
-        attn_dropout: float = 0.0,
-        drop_path: float = 0.0,
-    ):
-        super().__init__()
-        check_mlp_ratio(mlp_ratio)
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+    ) -> nn.Module:  # fmt: skip
+        """IWSA inside ``window_size`` windows, or SSA when ``window_size`` is None."""
         if window_size is None:
-            self.attn = ScalableAttention(
+            return ScalableAttention(
                 dim, heads, sr_ratio, c_ratio, qkv_bias, attn_dropout, dropout
             )
-        else:
-            self.attn = InteractiveWindowAttention(
-                dim, heads, window_size, qkv_bias, attn_dropout, dropout
-            )
-        self.drop_path = DropPath(drop_path)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = FeedForward(dim, int(dim * mlp_ratio), dropout)
-
-    @property
-    def kind(self) -> str:
-        return "IWSA" if isinstance(self.attn, InteractiveWindowAttention) else "SSA"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
-
-
-class Stage(nn.Module):
-    """Overlapping patch embedding, then ``depth`` blocks alternating IWSA and SSA
-    (IWSA first), with the PEG right after the first block."""
-
-    def __init__(
-        self,
-        in_dim: int,
-        dim: int,
-        depth: int,
-        heads: int,
-        patch_size,
-        window_size,
-        sr_ratio: int,
-        c_ratio: float,
-        drop_paths,
-        **block_kw,
-    ):
-        super().__init__()
-        self.patch_embed = OverlapPatchEmbed(patch_size, in_dim, dim)
-        self.blocks = nn.ModuleList(
-            [
-                ScalableViTBlock(
-                    dim,
-                    heads,
-                    window_size=None if i % 2 else window_size,
-                    sr_ratio=sr_ratio,
-                    c_ratio=c_ratio,
-                    drop_path=rate,
-                    **block_kw,
-                )
-                for i, rate in enumerate(drop_paths)
-            ]
+        return InteractiveWindowAttention(
+            dim, heads, window_size, qkv_bias, attn_dropout, dropout
         )
-        self.peg = PEG(dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(x)  # (b, h, w, dim)
-        for i, block in enumerate(self.blocks):
-            x = block(x)
-            if i == 0:
-                x = self.peg(x)  # positions, once the first block has mixed the tokens
-        return x
+
+class Stage(TwinsStage):
+    """Twins-SVT's stage (chapter 3) with ScalableViT's parts: the overlapping patch
+    embedding, then blocks alternating IWSA and SSA (IWSA first), the PEG right after
+    the first block; ``c_ratio`` reaches the SSA blocks with the other block
+    arguments."""
+
+    patch_embedding = OverlapPatchEmbed
+    block = ScalableViTBlock
 
 
 # --------------------------------------------------------------------------- the model
@@ -376,8 +319,8 @@ class ScalableViT(PyramidClassifier):
                 (ph, pw) if i == 0 else 2,
                 window_sizes[i],
                 sr_ratios[i],
-                c_ratios[i],
                 rates[i].tolist(),
+                c_ratio=c_ratios[i],
                 mlp_ratio=mlp_ratios[i],
                 qkv_bias=qkv_bias,
                 dropout=dropout,

@@ -205,7 +205,10 @@ class PEG(nn.Module):
 
 class TwinsBlock(nn.Module):
     """x + Attn(LN(x)), then x + MLP(LN(x)) on a map ``(b, H, W, dim)``, where Attn is
-    LSA (``window_size`` given) or GSA (``sr_ratio``)."""
+    LSA (``window_size`` given) or GSA (``sr_ratio``). ScalableViT's block is this one
+    with its own two attentions (:meth:`attention`)."""
+
+    kinds = ("LSA", "GSA")  # (windowed, global): the names ``kind`` reports
 
     def __init__(
         self,
@@ -218,25 +221,31 @@ class TwinsBlock(nn.Module):
         dropout: float = 0.0,
         attn_dropout: float = 0.0,
         drop_path: float = 0.0,
+        **attention_kw,
     ):
         super().__init__()
         check_mlp_ratio(mlp_ratio)
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        if window_size is None:
-            self.attn = GlobalSubsampledAttention(
-                dim, heads, sr_ratio, qkv_bias, attn_dropout, dropout
-            )
-        else:
-            self.attn = LocallyGroupedAttention(
-                dim, heads, window_size, qkv_bias, attn_dropout, dropout
-            )
+        self.attn = self.attention(
+            dim, heads, window_size, sr_ratio, qkv_bias, attn_dropout, dropout,
+            **attention_kw,
+        )  # fmt: skip
+        self.kind = self.kinds[window_size is None]
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = FeedForward(dim, int(dim * mlp_ratio), dropout)
 
-    @property
-    def kind(self) -> str:
-        return "LSA" if isinstance(self.attn, LocallyGroupedAttention) else "GSA"
+    def attention(
+        self, dim, heads, window_size, sr_ratio, qkv_bias, attn_dropout, dropout
+    ) -> nn.Module:
+        """LSA inside ``window_size`` windows, or GSA when ``window_size`` is None."""
+        if window_size is None:
+            return GlobalSubsampledAttention(
+                dim, heads, sr_ratio, qkv_bias, attn_dropout, dropout
+            )
+        return LocallyGroupedAttention(
+            dim, heads, window_size, qkv_bias, attn_dropout, dropout
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x)))
@@ -245,7 +254,11 @@ class TwinsBlock(nn.Module):
 
 class Stage(nn.Module):
     """Patch embedding, then ``depth`` blocks alternating LSA and GSA (LSA first), with
-    the PEG right after the first block."""
+    the PEG right after the first block. ScalableViT's stage is this one with its own
+    ``patch_embedding`` and ``block`` classes."""
+
+    patch_embedding = PatchEmbed
+    block = TwinsBlock
 
     def __init__(
         self,
@@ -260,10 +273,10 @@ class Stage(nn.Module):
         **block_kw,
     ):
         super().__init__()
-        self.patch_embed = PatchEmbed(patch_size, in_dim, dim)
+        self.patch_embed = self.patch_embedding(patch_size, in_dim, dim)
         self.blocks = nn.ModuleList(
             [
-                TwinsBlock(
+                self.block(
                     dim,
                     heads,
                     window_size=None if i % 2 else window_size,

@@ -28,7 +28,6 @@ from .common import (
     SelfDistillation,
     effective_rank,
     embedding_std,
-    linear_warmup,
 )
 
 VARIANTS = {

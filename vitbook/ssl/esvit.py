@@ -38,7 +38,6 @@ from .common import (
     SelfDistillation,
     effective_rank,
     embedding_std,
-    linear_warmup,
 )
 from .dino import dino_loss
 

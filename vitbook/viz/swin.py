@@ -11,7 +11,7 @@ import torch
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 
-from ..layers import Attention, pair
+from ..layers import Attention
 from ..models.swin import (
     MASK_FILL,
     SwinBlock,
