@@ -11,14 +11,13 @@ import torch
 from vitbook import zoo
 
 BOOK = Path(__file__).parents[1] / "book"
-NOTEBOOK = {1: "01_vit", 2: "02_swin", 3: "03_twins", 4: "04_scalable_vit"}
+NOTEBOOK = {1: "01_vit", 2: "02_swin", 3: "03_twins", 4: "04_scalable_vit",
+            5: "05_navit"}  # fmt: skip
 
 
 def _code(chapter: int) -> ast.Module:
     cells = json.loads((BOOK / f"{NOTEBOOK[chapter]}.ipynb").read_text())["cells"]
-    source = "\n".join(
-        "".join(c["source"]) for c in cells if c["cell_type"] == "code"
-    )
+    source = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
     # notebook-only syntax (magics, trailing semicolons are fine) is dropped
     lines = [line for line in source.splitlines() if not line.startswith(("%", "!"))]
     return ast.parse("\n".join(lines))
@@ -65,6 +64,85 @@ def test_zoo_configuration_is_the_one_its_chapter_trains(name):
     assert notebook_config(chapter, cls.__name__) == (small, full)
 
 
+def _small(tree: ast.Module, variable: str):
+    """The small-scale value of the first ``variable = ...`` (``at_scale`` or a literal;
+    ``a, b = 1, 2`` too)."""
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Assign):
+            continue
+        target, value = node.targets[0], node.value
+        if isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple):
+            names = [getattr(t, "id", "") for t in target.elts]
+            if variable in names:
+                return ast.literal_eval(value.elts[names.index(variable)])
+        elif getattr(target, "id", "") == variable:
+            if _is_at_scale(value):  # only the small value: `full=` may name a variable
+                value = {k.arg: k.value for k in value.keywords}["small"]
+                if isinstance(value, ast.Call):  # dict(...)
+                    return {k.arg: ast.literal_eval(k.value) for k in value.keywords}
+            return ast.literal_eval(value)
+    raise AssertionError(f"no assignment to {variable}")
+
+
+def _fit_keyword(tree: ast.Module, model: str, keyword: str):
+    """A keyword of the first ``fit(model, ...)`` call, as a value (or a variable's)."""
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", "")) == "fit"
+            and node.args
+            and getattr(node.args[0], "id", "") == model
+        ):
+            for k in node.keywords:
+                if k.arg == keyword:
+                    if isinstance(k.value, ast.Name):
+                        return _small(tree, k.value.id)
+                    return ast.literal_eval(k.value)
+    raise AssertionError(f"no fit({model}, ..., {keyword}=...)")
+
+
+@pytest.mark.parametrize("name", list(zoo.CHAPTER_RECIPES))
+def test_zoo_recipe_is_the_one_its_chapter_trains_with(name):
+    chapter = zoo.CHAPTER_MODELS[name][0]
+    tree = _code(chapter)
+    model, epochs = ("cnn", "cnn_epochs") if name == "CNN" else ("model", "epochs")
+    found = dict(
+        lr=_fit_keyword(tree, model, "lr"),
+        batch_size=_small(tree, "batch_size"),
+        epochs=_small(tree, epochs),
+    )
+    assert found == zoo.CHAPTER_RECIPES[name]
+
+
+def test_zoo_navit_is_the_one_chapter_5_trains():
+    tree = _code(5)
+    config = _small(tree, "config")
+    assert {k: zoo.NAVIT[k] for k in config} == config
+    assert zoo.NAVIT["patch_size"] == _small(tree, "patch_size")
+    assert zoo.NAVIT_RECIPE == dict(
+        lr=_fit_keyword(tree, "model", "lr"),
+        batch_size=_small(tree, "batch_size"),
+        steps=_small(tree, "steps"),
+        heights=(_small(tree, "low"), _small(tree, "high")),
+    )
+    for node in ast.walk(tree):  # model = NaViT(token_budget=..., ...)
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "NaViT":
+            budget = {k.arg: k.value for k in node.keywords}["token_budget"]
+            assert ast.literal_eval(budget) == zoo.NAVIT["token_budget"]
+
+
+@pytest.mark.parametrize("name", ["CNN", "NaViT"])
+def test_time_to_accuracy_trains_for_its_budget_and_beats_chance(name):
+    result = zoo.time_to_accuracy(name, seconds=2, device="cpu", progress=False)
+    assert result["steps"] >= 1 and 2 <= result["seconds"] < 10
+    assert result["acc"] > 0.2  # chance is 0.1
+
+
+def test_time_to_accuracy_refuses_an_unknown_model_by_name():
+    with pytest.raises(ValueError, match="name='LeNet': not a chapter model"):
+        zoo.time_to_accuracy("LeNet", seconds=1)
+
+
 @pytest.mark.parametrize("name", list(zoo.CHAPTER_MODELS))
 def test_every_chapter_model_classifies_fashion_mnist_images(name):
     model = zoo.chapter_model(name)
@@ -74,3 +152,22 @@ def test_every_chapter_model_classifies_fashion_mnist_images(name):
 def test_an_unknown_chapter_model_is_refused_by_name():
     with pytest.raises(ValueError, match="name='LeNet': not a chapter model"):
         zoo.chapter_model("LeNet")
+
+
+def test_the_command_line_prints_one_row_per_model_with_the_changes_applied(capsys):
+    zoo.main(
+        ["--models", "CNN", "--seconds", "1", "--set", "lr=1e-3", "widths=(4,8,16)"]
+    )
+    out = capsys.readouterr().out
+    assert "changes {'lr': 0.001, 'widths': (4, 8, 16)}" in out
+    assert out.count("| CNN | ") == 1 and "steps)" in out
+
+
+def test_the_command_line_refuses_a_change_without_a_value(capsys):
+    with pytest.raises(SystemExit):
+        zoo.main(["--models", "CNN", "--seconds", "1", "--set", "lr"])
+    assert "--set 'lr': expected KEY=VALUE" in capsys.readouterr().err
+
+
+def test_chapter_model_applies_changes_to_its_configuration():
+    assert zoo.chapter_model("ViT", patch_size=4).patch_embed.num_patches == 49

@@ -1,19 +1,30 @@
-"""The classifiers the chapters train on Fashion-MNIST, in one place, so the comparison
-chapter races exactly the models the chapters built (chapters 1-4; NaViT,
-chapter 5, reads lists of images of any size and is not raced here).
+"""The classifiers the chapters train on Fashion-MNIST, and how they train them, in one
+place, so the comparison chapter races exactly the models the chapters built (chapters
+1-4; NaViT, chapter 5, reads lists of images of any size and is not raced there).
 
 ``CHAPTER_MODELS[name]`` is ``(chapter, class, small config, full config)``: the small
 configuration is the one each chapter uses on a CPU, the full one on a GPU
-(:func:`vitbook.at_scale`). ``tests/test_zoo.py`` reads the chapters' notebooks and
-checks that these are still their configurations.
+(:func:`vitbook.at_scale`). ``CHAPTER_RECIPES[name]`` is the learning rate, batch
+size and number of epochs each chapter trains with on a CPU (``NAVIT`` and
+``NAVIT_RECIPE`` the same for chapter 5). ``tests/test_zoo.py`` reads the chapters'
+notebooks and checks that both are still theirs.
+
+``python -m vitbook.zoo --seconds 30 60 120`` measures what the README's
+time-to-accuracy table records: the test accuracy each chapter's model and recipe reach
+in a training budget of so many seconds on this machine (chapters 1-5, NaViT included).
 """
 
 from __future__ import annotations
 
+import argparse
+import ast
+
+import torch
 from torch import nn
 
-from .models import CNN, ScalableViT, Swin, Twins, ViT
-from .train import at_scale
+from . import data
+from .models import CNN, NaViT, ScalableViT, Swin, Twins, ViT
+from .train import at_scale, evaluate, fit, get_device, seed_everything
 
 CHAPTER_MODELS: dict[str, tuple[int, type, dict, dict]] = {
     "CNN": (
@@ -95,17 +106,119 @@ CHAPTER_MODELS: dict[str, tuple[int, type, dict, dict]] = {
 }
 
 
-def chapter_model(name: str, num_classes: int = 10, channels: int = 1) -> nn.Module:
+def chapter_model(
+    name: str, num_classes: int = 10, channels: int = 1, **changes
+) -> nn.Module:
     """A fresh model of chapter ``CHAPTER_MODELS[name]``, at the current scale, for
-    28x28 Fashion-MNIST images."""
+    28x28 Fashion-MNIST images; ``changes`` replace entries of its configuration
+    (``chapter_model("ViT", patch_size=4)``)."""
     if name not in CHAPTER_MODELS:
         raise ValueError(f"name={name!r}: not a chapter model; there are "
                          f"{list(CHAPTER_MODELS)}")  # fmt: skip
     _, cls, small, full = CHAPTER_MODELS[name]
-    config = at_scale(small=small, full=full)
+    config = {**at_scale(small=small, full=full), **changes}
     if cls is CNN:
         return CNN(num_classes=num_classes, channels=channels, **config)
     return cls(image_size=28, num_classes=num_classes, channels=channels, **config)
 
 
-__all__ = ["CHAPTER_MODELS", "chapter_model"]
+# The CPU recipe of each chapter: AdamW (weight decay 0.05 on weight matrices), 10%
+# warm-up then cosine decay, seed 0; ``epochs`` is the chapter's own budget.
+CHAPTER_RECIPES: dict[str, dict] = {
+    "CNN": dict(lr=2e-3, batch_size=256, epochs=3),
+    "ViT": dict(lr=2e-3, batch_size=256, epochs=10),
+    "Swin": dict(lr=2e-3, batch_size=256, epochs=8),
+    "Twins-SVT": dict(lr=2e-3, batch_size=256, epochs=8),
+    "ScalableViT": dict(lr=2e-3, batch_size=256, epochs=8),
+}
+
+# Chapter 5: NaViT trains on images of random sizes from 14 to 42 pixels a side (7x7
+# patches, 64-token sequences) and is tested at the native 28x28.
+NAVIT = dict(dim=64, depth=4, heads=4, mlp_dim=128, patch_size=7, token_budget=64)
+NAVIT_RECIPE = dict(lr=3e-3, batch_size=128, steps=2000, heights=(14, 42))
+
+
+def time_to_accuracy(
+    name: str, seconds: float, device=None, progress: bool = True, **changes
+) -> dict:
+    """Train chapter model ``name`` (or ``"NaViT"``) with its chapter's recipe for
+    ``seconds`` of training, the schedule stretched over that budget, and return
+    ``{"acc": test accuracy, "steps": ..., "seconds": ...}`` on the full 28x28
+    Fashion-MNIST test set. Seeded, but the number of steps follows the clock.
+
+    ``changes`` try another recipe: ``lr`` and ``batch_size`` replace the recipe's,
+    anything else an entry of the model's configuration (``patch_size=4``)."""
+    if name not in CHAPTER_RECIPES and name != "NaViT":
+        raise ValueError(f"name={name!r}: not a chapter model; there are "
+                         f"{list(CHAPTER_RECIPES) + ['NaViT']}")  # fmt: skip
+    recipe_changes = {k: changes.pop(k) for k in ("lr", "batch_size") if k in changes}
+    device = device or get_device()
+    train_set, test_set = data.fashion_mnist("train"), data.fashion_mnist("test")
+    seed_everything(0)
+    if name == "NaViT":
+        r, config = {**NAVIT_RECIPE, **recipe_changes}, {**NAVIT, **changes}
+        patch = config["patch_size"]
+        model = NaViT(max_image_size=r["heights"][1], num_classes=10, channels=1,
+                      **config)  # fmt: skip
+        loader = data.VariableResolutionLoader(
+            train_set, r["batch_size"], heights=r["heights"], patch_size=patch,
+            shuffle=True)  # fmt: skip
+        test_loader = data.VariableResolutionLoader(
+            test_set, 1000, heights=(28, 28), patch_size=patch)  # fmt: skip
+    else:
+        r = {**CHAPTER_RECIPES[name], **recipe_changes}
+        model = chapter_model(name, **changes)
+        loader = train_set.loader(r["batch_size"], shuffle=True, device=device)
+        test_loader = test_set.loader(1000, device=device)
+    history = fit(model.to(device), loader, seconds=seconds, lr=r["lr"], device=device,
+                  progress=progress, desc=f"{name} {seconds:g} s")  # fmt: skip
+    acc = evaluate(model, test_loader, device=device)["acc"]
+    return {"acc": acc, "steps": len(history.steps), "seconds": history.train_seconds}
+
+
+def main(argv=None) -> None:
+    names = [*CHAPTER_RECIPES, "NaViT"]
+    parser = argparse.ArgumentParser(
+        prog="python -m vitbook.zoo",
+        description="Test accuracy of each chapter's model and recipe after a "
+        "training budget in seconds (Fashion-MNIST, 28x28 test set).",
+    )
+    parser.add_argument("--seconds", type=float, nargs="+", default=[30, 60, 120])
+    parser.add_argument("--models", nargs="+", default=names, choices=names)
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change the recipe (lr, batch_size) or the model (e.g. patch_size=4)",
+    )
+    args = parser.parse_args(argv)
+    changes = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--set {item!r}: expected KEY=VALUE, e.g. lr=3e-3")
+        try:
+            changes[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            changes[key] = value  # a word, such as pool=mean
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"device {get_device()}" + (f", changes {changes}" if changes else "")
+    )
+    budgets = " | ".join(f"{s:g} s" for s in args.seconds)
+    print(f"| model | {budgets} |\n|---|" + "---|" * len(args.seconds), flush=True)
+    for name in args.models:
+        cells = [time_to_accuracy(name, s, **changes) for s in args.seconds]
+        print(
+            f"| {name} | "
+            + " | ".join(f"{c['acc']:.2%} ({c['steps']} steps)" for c in cells)
+            + " |",
+            flush=True,
+        )
+
+
+__all__ = ["CHAPTER_MODELS", "CHAPTER_RECIPES", "chapter_model", "time_to_accuracy"]
+
+if __name__ == "__main__":
+    main()
