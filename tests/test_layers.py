@@ -1,5 +1,7 @@
 import pytest
 import torch
+import torch.nn.functional as F
+from einops import rearrange
 
 from vitbook.layers import (
     Attention,
@@ -10,6 +12,7 @@ from vitbook.layers import (
     pair,
     posemb_sincos_2d,
     record_attention,
+    sdpa_falls_back,
 )
 
 
@@ -149,3 +152,23 @@ def test_pair():
     assert pair(3) == (3, 3) and pair((2, 5)) == (2, 5)
     with pytest.raises(ValueError):
         pair((1, 2, 3))
+
+
+def test_a_learned_bias_on_the_cpu_takes_the_explicit_path_with_sdpas_results():
+    torch.manual_seed(0)
+    attn = Attention(dim=32, heads=4).double()
+    x = torch.randn(3, 10, 32, dtype=torch.float64)
+    table = torch.randn(4, 10, 10, dtype=torch.float64, requires_grad=True)
+
+    out = attn(x, bias=table[None])
+    assert sdpa_falls_back(x, table)
+    with torch.no_grad():
+        assert not sdpa_falls_back(x, table)
+    (grad_explicit,) = torch.autograd.grad(out.square().sum(), table)
+
+    q, k, v = rearrange(attn.qkv(x), "b n (qkv h d) -> qkv b h n d", qkv=3, h=4)
+    fused = F.scaled_dot_product_attention(q, k, v, attn_mask=table[None])
+    reference = attn.proj(rearrange(fused, "b h n d -> b n (h d)"))
+    (grad_fused,) = torch.autograd.grad(reference.square().sum(), table)
+    torch.testing.assert_close(out, reference, rtol=0, atol=1e-10)
+    torch.testing.assert_close(grad_explicit, grad_fused, rtol=0, atol=1e-10)

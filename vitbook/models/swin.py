@@ -150,7 +150,9 @@ class WindowAttention(Attention):
 
     ``softmax(q k^T / sqrt(d) + B) v`` where ``B[i, j] = table[index[i, j]]`` depends
     only on the offset between tokens i and j. The table is ``((2wh-1)(2ww-1), heads)``.
-    Being an ``Attention``, it runs through SDPA and its weights are recorded by
+    Being an ``Attention``, it runs through SDPA (training on a CPU, through the
+    explicit path, which is faster there for a learned bias: see
+    :func:`vitbook.layers.sdpa_falls_back`) and its weights are recorded by
     ``record_attention``.
     """
 
