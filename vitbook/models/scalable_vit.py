@@ -57,7 +57,13 @@ from .base import (
     check_positive,
 )
 from .swin import window_partition, window_reverse
-from .twins import TwinsBlock, _per_stage, check_stages, conv_init_
+from .twins import (
+    TwinsBlock,
+    _per_stage,
+    check_stages,
+    conv_init_,
+    stage_resolutions,
+)
 from .twins import Stage as TwinsStage
 
 
@@ -284,28 +290,21 @@ class ScalableViT(PyramidClassifier):
         super().__init__()
         check_num_classes(num_classes)
         check_positive(channels=channels)
-        stages = check_stages(image_size, patch_size, dims, depths, heads, sr_ratios,
-                              window_sizes, mlp_ratios)  # fmt: skip
-        (ih, iw), (ph, pw) = stages["image_size"], stages["patch_size"]
-        dims, depths, heads = stages["dims"], stages["depths"], stages["heads"]
-        sr_ratios, window_sizes = stages["sr_ratios"], stages["window_sizes"]
-        mlp_ratios, n = stages["mlp_ratios"], len(depths)
+        (ih, iw), (ph, pw), dims, depths, heads, sr_ratios, window_sizes, mlp_ratios = (
+            check_stages(image_size, patch_size, dims, depths, heads, sr_ratios,
+                         window_sizes, mlp_ratios)
+        )  # fmt: skip
+        n = len(depths)
         c_ratios = _per_stage("c_ratios", c_ratios, n)
         for i in range(n):
             try:
                 check_c_ratio(dims[i], heads[i], c_ratios[i])
             except ValueError as error:
                 raise ValueError(f"c_ratios[{i}]: {error}") from None
-        resolution, self.resolutions = (ih // ph, iw // pw), []
-        for i in range(n):
-            if i:  # kernel 3, stride 2, padding 1: ceil(h / 2)
-                resolution = (-(-resolution[0] // 2), -(-resolution[1] // 2))
-            if min(resolution) < sr_ratios[i]:
-                raise ValueError(
-                    f"stage {i + 1} has a {resolution[0]}x{resolution[1]} map, smaller "
-                    f"than sr_ratios[{i}]={sr_ratios[i]}: SSA would have no key"
-                )
-            self.resolutions.append(resolution)
+        # overlapping patch embeddings (kernel 3, stride 2, padding 1): ceil(h / 2)
+        self.resolutions = stage_resolutions(
+            (ih // ph, iw // pw), sr_ratios, "SSA", ceil=True
+        )
         self.image_size, self.patch_size, self.channels = (ih, iw), (ph, pw), channels
         self.num_classes, self.num_features = num_classes, dims[-1]
 

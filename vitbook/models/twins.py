@@ -35,6 +35,7 @@ the layouts agree; ``vitbook.reference.twins_from_timm`` converts the rest.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -307,9 +308,22 @@ def _per_stage(name: str, value, stages: int) -> tuple:
     return values
 
 
+class StageArgs(NamedTuple):
+    """The per-stage arguments Twins-SVT and ScalableViT share, checked."""
+
+    image_size: tuple[int, int]
+    patch_size: tuple[int, int]
+    dims: tuple
+    depths: tuple
+    heads: tuple
+    sr_ratios: tuple
+    window_sizes: tuple  # of (height, width) pairs
+    mlp_ratios: tuple
+
+
 def check_stages(
     image_size, patch_size, dims, depths, heads, sr_ratios, window_sizes, mlp_ratios
-) -> dict:
+) -> StageArgs:
     """Validate the per-stage arguments Twins-SVT and ScalableViT share, each error
     naming the argument, its value and the rule; returns them as per-stage tuples
     (``window_sizes`` as pairs) with ``image_size`` and ``patch_size`` as pairs."""
@@ -343,11 +357,27 @@ def check_stages(
     for side, size, p in (("height", ih, ph), ("width", iw, pw)):
         if p < 1 or size % p:
             raise ValueError(f"image {side} {size} is not divisible by patch_size {p}")
-    return dict(
-        image_size=(ih, iw), patch_size=(ph, pw), dims=dims, depths=depths,
-        heads=heads, sr_ratios=sr_ratios, window_sizes=window_sizes,
-        mlp_ratios=mlp_ratios,
-    )  # fmt: skip
+    return StageArgs((ih, iw), (ph, pw), dims, depths, heads, sr_ratios, window_sizes,
+                     mlp_ratios)  # fmt: skip
+
+
+def stage_resolutions(first, sr_ratios, attention: str, ceil: bool = False) -> list:
+    """Each stage's ``(h, w)`` map, from the first stage's ``first``: every later
+    stage halves it (rounding up with ``ceil``, as a stride-2 convolution with padding
+    1 does). A map smaller than its stage's ``sr_ratios`` would leave ``attention``
+    (GSA, SSA) without a key, and is refused."""
+    resolution, resolutions = tuple(first), []
+    for i, r in enumerate(sr_ratios):
+        if i:
+            h, w = resolution
+            resolution = (-(-h // 2), -(-w // 2)) if ceil else (h // 2, w // 2)
+        if min(resolution) < r:
+            raise ValueError(
+                f"stage {i + 1} has a {resolution[0]}x{resolution[1]} map, smaller "
+                f"than sr_ratios[{i}]={r}: {attention} would have no key"
+            )
+        resolutions.append(resolution)
+    return resolutions
 
 
 # --------------------------------------------------------------------------- the model
@@ -387,22 +417,12 @@ class Twins(PyramidClassifier):
         super().__init__()
         check_num_classes(num_classes)
         check_positive(channels=channels)
-        stages = check_stages(image_size, patch_size, dims, depths, heads, sr_ratios,
-                              window_sizes, mlp_ratios)  # fmt: skip
-        (ih, iw), (ph, pw) = stages["image_size"], stages["patch_size"]
-        dims, depths, heads = stages["dims"], stages["depths"], stages["heads"]
-        sr_ratios, window_sizes = stages["sr_ratios"], stages["window_sizes"]
-        mlp_ratios, n = stages["mlp_ratios"], len(depths)
-        resolution, self.resolutions = (ih // ph, iw // pw), []
-        for i in range(n):
-            if i:
-                resolution = (resolution[0] // 2, resolution[1] // 2)
-            if min(resolution) < sr_ratios[i]:
-                raise ValueError(
-                    f"stage {i + 1} has a {resolution[0]}x{resolution[1]} map, smaller "
-                    f"than sr_ratios[{i}]={sr_ratios[i]}: GSA would have no key"
-                )
-            self.resolutions.append(resolution)
+        (ih, iw), (ph, pw), dims, depths, heads, sr_ratios, window_sizes, mlp_ratios = (
+            check_stages(image_size, patch_size, dims, depths, heads, sr_ratios,
+                         window_sizes, mlp_ratios)
+        )  # fmt: skip
+        n = len(depths)
+        self.resolutions = stage_resolutions((ih // ph, iw // pw), sr_ratios, "GSA")
         self.image_size, self.patch_size, self.channels = (ih, iw), (ph, pw), channels
         self.num_classes, self.num_features = num_classes, dims[-1]
 
