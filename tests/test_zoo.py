@@ -23,16 +23,17 @@ def _code(chapter: int) -> ast.Module:
     return ast.parse("\n".join(lines))
 
 
+def _value(node):
+    """A literal, or a ``dict(...)`` call of literals, as a Python value."""
+    if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "dict":
+        return {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+    return ast.literal_eval(node)
+
+
 def _scales(call: ast.Call) -> tuple:
     """``at_scale(small=..., full=...)`` as Python values."""
     kw = {k.arg: k.value for k in call.keywords}
-
-    def value(node):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "dict":
-            return {k.arg: ast.literal_eval(k.value) for k in node.keywords}
-        return ast.literal_eval(node)
-
-    return value(kw["small"]), value(kw["full"])
+    return _value(kw["small"]), _value(kw["full"])
 
 
 def _is_at_scale(node) -> bool:
@@ -78,9 +79,7 @@ def _small(tree: ast.Module, variable: str):
         elif getattr(target, "id", "") == variable:
             if _is_at_scale(value):  # only the small value: `full=` may name a variable
                 value = {k.arg: k.value for k in value.keywords}["small"]
-                if isinstance(value, ast.Call):  # dict(...)
-                    return {k.arg: ast.literal_eval(k.value) for k in value.keywords}
-            return ast.literal_eval(value)
+            return _value(value)
     raise AssertionError(f"no assignment to {variable}")
 
 
