@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torchvision.transforms import v2
 from conftest import randomize_
 
 from vitbook import ViT, data
@@ -20,6 +21,7 @@ from vitbook.ssl import (
     ema_update_,
     embedding_std,
 )
+from vitbook.ssl.common import apply_to
 from vitbook.train import param_groups
 
 
@@ -186,6 +188,36 @@ def test_multicrop_is_seeded_and_crops_each_image_differently():
     assert not torch.equal(a[0], c[0])
     # the same image gets a different view in every row of the batch
     assert (a[0][1:] - a[0][:1]).abs().flatten(1).amax(1).min() > 0
+
+
+def test_apply_to_runs_fn_on_the_chosen_images_only_and_keeps_the_rest():
+    images = torch.randn(6, 2, 5, 5)
+    seen = []
+
+    def negate(v):
+        seen.append(len(v))
+        return -v
+
+    chosen = torch.tensor([True, False, True, False, False, True])
+    out = apply_to(chosen, negate, images)
+    assert seen == [3]  # fn saw the three chosen images, not the batch
+    torch.testing.assert_close(out[chosen], -images[chosen], rtol=0, atol=0)
+    torch.testing.assert_close(out[~chosen], images[~chosen], rtol=0, atol=0)
+    assert apply_to(torch.zeros(6, dtype=torch.bool), negate, images) is images
+    everything = apply_to(torch.ones(6, dtype=torch.bool), negate, images)
+    torch.testing.assert_close(everything, -images, rtol=0, atol=0)
+    assert seen == [3, 6]
+
+
+def test_multicrop_blurs_the_drawn_share_of_images_with_torchvision_blur():
+    images = torch.rand(400, 1, 20, 20)
+    settings = dict(num_local=0, flip=0.0, jitter=0.0, sigma=(1.0, 1.0), seed=0)
+    sharp = MultiCrop(16, 8, blur=(0.0, 0.0, 0.0), **settings)(images)[0]
+    mixed = MultiCrop(16, 8, blur=(0.3, 0.0, 0.0), **settings)(images)[0]
+    blurred = (mixed - sharp).flatten(1).abs().amax(1) > 0  # (400,)
+    assert blurred.float().mean().item() == pytest.approx(0.3, abs=0.06)
+    expected = v2.functional.gaussian_blur(sharp[blurred], [5, 5], [1.0, 1.0])
+    torch.testing.assert_close(mixed[blurred], expected)
 
 
 def test_multicrop_crop_box_covers_the_requested_area():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -133,6 +134,35 @@ class SelfDistillation(nn.Module):
         self.teacher.update(self.student)
 
 
+def apply_to(chosen: torch.Tensor, fn: Callable, images: torch.Tensor) -> torch.Tensor:
+    """``fn`` applied to the images that ``chosen`` (``(b,)`` bool, on the CPU) selects,
+    the others unchanged. ``fn`` sees only the chosen ones, so an augmentation drawn
+    for 10% of a batch costs 10% of it (computing all and picking with
+    ``torch.where`` costs all of it)."""
+    index = chosen.nonzero().squeeze(1)
+    if len(index) == len(chosen):
+        return fn(images)
+    if len(index) == 0:
+        return images
+    index = index.to(images.device)
+    return images.index_copy(0, index, fn(images[index]))
+
+
+def contrast_brightness(
+    images: torch.Tensor, contrast: torch.Tensor, brightness: torch.Tensor
+) -> torch.Tensor:
+    """Contrast and brightness jitter of ``images`` ``(b, c, h, w)`` around each image's
+    own mean and std: ``(x - mean) * contrast + mean + brightness * std``, with
+    ``contrast`` and ``brightness`` of shape ``(b,)``. Works for any affine
+    normalization of the pixels."""
+    mean = images.mean(dim=(1, 2, 3), keepdim=True)
+    std = images.std(dim=(1, 2, 3), keepdim=True) + 1e-6
+    contrast, brightness = (
+        t.to(images)[:, None, None, None] for t in (contrast, brightness)
+    )
+    return (images - mean) * contrast + mean + brightness * std
+
+
 class MultiCrop(nn.Module):
     """2 global and ``num_local`` local views of every image in a batch (DINO, SwAV).
 
@@ -142,8 +172,8 @@ class MultiCrop(nn.Module):
     would be invisible at 28). ``torchvision.transforms.v2`` draws one set of
     parameters per call, which on a batched tensor means one crop for the whole batch;
     so the per-image crop boxes are drawn here and cut out with one ``roi_align``
-    (bilinear, any device), and the per-image flips, jitter and blur apply
-    ``v2.functional`` operations through masks.
+    (bilinear, any device), and each flip, jitter and blur (``v2.functional``
+    operations) is computed for the images drawn for it only (:func:`apply_to`).
 
     Input: ``(b, c, h, w)`` uint8 (scaled to [0, 1]) or float (any affine
     normalization: the jitter moves each image around its own mean and std). Output:
@@ -222,23 +252,21 @@ class MultiCrop(nn.Module):
         self.last_boxes.append(crops)
         boxes = torch.cat((torch.arange(b)[:, None].float(), crops), 1)  # (b, 5)
         out = roi_align(x, boxes.to(x), output_size=size, aligned=True)  # (b, c, *size)
-        draws = self._rand(b, 5).to(x.device)  # flip, jitter?, contrast, bright, blur?
-        flipped = v2.functional.horizontal_flip(out)
-        out = torch.where((draws[:, 0] < self.flip)[:, None, None, None], flipped, out)
-        mean = out.mean(dim=(1, 2, 3), keepdim=True)
-        std = out.std(dim=(1, 2, 3), keepdim=True) + 1e-6
-        c = 1 + self.contrast * (2 * draws[:, 2] - 1)[:, None, None, None]
-        shift = self.brightness * (2 * draws[:, 3] - 1)[:, None, None, None] * std
-        jittered = (out - mean) * c + mean + shift
-        out = torch.where(
-            (draws[:, 1] < self.jitter)[:, None, None, None], jittered, out
-        )
+        draws = self._rand(b, 5)  # on the CPU: flip?, jitter?, contrast, bright, blur?
+        out = apply_to(draws[:, 0] < self.flip, v2.functional.horizontal_flip, out)
+        jitter = draws[:, 1] < self.jitter  # (b,)
+        c = 1 + self.contrast * (2 * draws[jitter, 2] - 1)  # one per chosen image
+        s = self.brightness * (2 * draws[jitter, 3] - 1)  # in stds of each image
+        out = apply_to(jitter, lambda v: contrast_brightness(v, c, s), out)
         if blur > 0:  # one sigma per call, blurred images chosen per image
             lo, hi = self.sigma
             sigma = float(lo + (hi - lo) * self._rand(1))
             k = 2 * math.ceil(2 * sigma) + 1  # the kernel covers +-2 sigma
-            blurred = v2.functional.gaussian_blur(out, [k, k], [sigma, sigma])
-            out = torch.where((draws[:, 4] < blur)[:, None, None, None], blurred, out)
+            out = apply_to(
+                draws[:, 4] < blur,
+                lambda v: v2.functional.gaussian_blur(v, [k, k], [sigma, sigma]),
+                out,
+            )
         return out
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
@@ -424,6 +452,8 @@ __all__ = [
     "EMATeacher",
     "SelfDistillation",
     "MultiCrop",
+    "apply_to",
+    "contrast_brightness",
     "DINOHead",
     "bn_mlp",
     "byol_mlp",
