@@ -3,6 +3,7 @@ configurations the chapters train, read here from the notebooks themselves."""
 
 import ast
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -137,6 +138,22 @@ def test_time_to_accuracy_trains_for_its_budget_and_beats_chance(name):
     assert result["acc"] > 0.2  # chance is 0.1
 
 
+def test_an_epochs_budget_is_reproducible_and_its_seed_changes_the_run():
+    def run(seed):
+        return zoo.time_to_accuracy("CNN", epochs=0.05, seed=seed, progress=False)
+
+    first, again, other = run(0), run(0), run(1)
+    assert first["steps"] == int(0.05 * 235)  # 60,000 images in batches of 256
+    assert first["acc"] == again["acc"]  # number for number
+    assert first["acc"] != other["acc"]
+
+
+@pytest.mark.parametrize("budget", [{}, dict(seconds=1, epochs=1)])
+def test_time_to_accuracy_needs_exactly_one_budget(budget):
+    with pytest.raises(ValueError, match="give exactly one budget"):
+        zoo.time_to_accuracy("CNN", **budget)
+
+
 def test_time_to_accuracy_refuses_an_unknown_model_by_name():
     with pytest.raises(ValueError, match="name='LeNet': not a chapter model"):
         zoo.time_to_accuracy("LeNet", seconds=1)
@@ -159,7 +176,22 @@ def test_the_command_line_prints_one_row_per_model_with_the_changes_applied(caps
     )
     out = capsys.readouterr().out
     assert "changes {'lr': 0.001, 'widths': (4, 8, 16)}" in out
-    assert out.count("| CNN | ") == 1 and "steps)" in out
+    assert out.count("| CNN | ") == 1
+    assert re.search(r"\| CNN \| \d+\.\d\d% \([\d,]+ steps, \d+ s\) \|", out)
+
+
+def test_the_command_line_prints_a_row_per_seed_and_their_mean(capsys):
+    zoo.main(["--models", "CNN", "--epochs", "0.02", "--seeds", "0", "1"])
+    out = capsys.readouterr().out
+    assert "| model | 0.02 epochs |" in out
+    rows = [line for line in out.splitlines() if line.startswith("| CNN")]
+    assert [row.split(" | ")[0] for row in rows] == [
+        "| CNN, seed 0", "| CNN, seed 1", "| CNN, mean of 2 seeds"
+    ]  # fmt: skip
+    seeds = [float(row.split(" | ")[1].split("%")[0]) for row in rows[:2]]
+    assert float(rows[2].split(" | ")[1].rstrip(" |%")) == pytest.approx(
+        sum(seeds) / 2, abs=0.006
+    )
 
 
 def test_the_command_line_refuses_a_change_without_a_value(capsys):

@@ -11,7 +11,9 @@ notebooks and checks that both are still theirs.
 
 ``python -m vitbook.zoo --seconds 30 60 120`` measures what the README's
 time-to-accuracy table records: the test accuracy each chapter's model and recipe reach
-in a training budget of so many seconds on this machine (chapters 1-5, NaViT included).
+in a training budget of so many seconds on this machine (chapters 1-5, NaViT included);
+``--epochs 10 --seeds 0 1 2`` trains for a chapter's kind of budget instead, once per
+seed, and prints the mean over the seeds too (how a recipe change is told from noise).
 """
 
 from __future__ import annotations
@@ -139,22 +141,33 @@ NAVIT_RECIPE = dict(lr=3e-3, batch_size=128, steps=2000, heights=(14, 42))
 
 
 def time_to_accuracy(
-    name: str, seconds: float, device=None, progress: bool = True, **changes
+    name: str,
+    seconds: float | None = None,
+    device=None,
+    progress: bool = True,
+    *,
+    epochs: float | None = None,
+    seed: int = 0,
+    **changes,
 ) -> dict:
     """Train chapter model ``name`` (or ``"NaViT"``) with its chapter's recipe for
-    ``seconds`` of training, the schedule stretched over that budget, and return
-    ``{"acc": test accuracy, "steps": ..., "seconds": ...}`` on the full 28x28
-    Fashion-MNIST test set. Seeded, but the number of steps follows the clock.
+    ``seconds`` of training, the schedule stretched over that budget, or for ``epochs``
+    (a chapter's own kind of budget), and return ``{"acc": test accuracy, "steps":
+    ..., "seconds": ...}`` on the full 28x28 Fashion-MNIST test set. ``seed`` seeds the
+    initialization, the order of the batches and the training's draws: an ``epochs``
+    run is reproducible number for number, a ``seconds`` run's steps follow the clock.
 
     ``changes`` try another recipe: ``lr`` and ``batch_size`` replace the recipe's,
     anything else an entry of the model's configuration (``patch_size=4``)."""
     if name not in CHAPTER_RECIPES and name != "NaViT":
         raise ValueError(f"name={name!r}: not a chapter model; there are "
                          f"{list(CHAPTER_RECIPES) + ['NaViT']}")  # fmt: skip
+    if (seconds is None) == (epochs is None):
+        raise ValueError(f"seconds={seconds}, epochs={epochs}: give exactly one budget")
     recipe_changes = {k: changes.pop(k) for k in ("lr", "batch_size") if k in changes}
     device = device or get_device()
     train_set, test_set = data.fashion_mnist("train"), data.fashion_mnist("test")
-    seed_everything(0)
+    seed_everything(seed)
     if name == "NaViT":
         r, config = {**NAVIT_RECIPE, **recipe_changes}, {**NAVIT, **changes}
         patch = config["patch_size"]
@@ -162,16 +175,19 @@ def time_to_accuracy(
                       **config)  # fmt: skip
         loader = data.VariableResolutionLoader(
             train_set, r["batch_size"], heights=r["heights"], patch_size=patch,
-            shuffle=True)  # fmt: skip
+            shuffle=True, seed=seed)  # fmt: skip
         test_loader = data.VariableResolutionLoader(
             test_set, 1000, heights=(28, 28), patch_size=patch)  # fmt: skip
     else:
         r = {**CHAPTER_RECIPES[name], **recipe_changes}
         model = chapter_model(name, **changes)
-        loader = train_set.loader(r["batch_size"], shuffle=True, device=device)
+        loader = train_set.loader(r["batch_size"], shuffle=True, seed=seed,
+                                  device=device)  # fmt: skip
         test_loader = test_set.loader(1000, device=device)
-    history = fit(model.to(device), loader, seconds=seconds, lr=r["lr"], device=device,
-                  progress=progress, desc=f"{name} {seconds:g} s")  # fmt: skip
+    budget = f"{seconds:g} s" if epochs is None else f"{epochs:g} epochs"
+    history = fit(model.to(device), loader, seconds=seconds, epochs=epochs, lr=r["lr"],
+                  seed=seed, device=device, progress=progress,
+                  desc=f"{name} {budget}")  # fmt: skip
     acc = evaluate(model, test_loader, device=device)["acc"]
     return {"acc": acc, "steps": len(history.steps), "seconds": history.train_seconds}
 
@@ -181,10 +197,13 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m vitbook.zoo",
         description="Test accuracy of each chapter's model and recipe after a "
-        "training budget in seconds (Fashion-MNIST, 28x28 test set).",
+        "training budget in seconds or epochs (Fashion-MNIST, 28x28 test set).",
     )
-    parser.add_argument("--seconds", type=float, nargs="+", default=[30, 60, 120])
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--seconds", type=float, nargs="+", help="default: 30 60 120")
+    budget.add_argument("--epochs", type=float, nargs="+")
     parser.add_argument("--models", nargs="+", default=names, choices=names)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument(
         "--set",
         nargs="+",
@@ -202,20 +221,30 @@ def main(argv=None) -> None:
             changes[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             changes[key] = value  # a word, such as pool=mean
+    if args.epochs:
+        unit, budgets = "epochs", [dict(epochs=e) for e in args.epochs]
+    else:
+        unit, budgets = "s", [dict(seconds=s) for s in args.seconds or [30, 60, 120]]
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"device {get_device()}" + (f", changes {changes}" if changes else "")
     )
-    budgets = " | ".join(f"{s:g} s" for s in args.seconds)
-    print(f"| model | {budgets} |\n|---|" + "---|" * len(args.seconds), flush=True)
+    head = " | ".join(f"{next(iter(b.values())):g} {unit}" for b in budgets)
+    print(f"| model | {head} |\n|---|" + "---|" * len(budgets), flush=True)
     for name in args.models:
-        cells = [time_to_accuracy(name, s, **changes) for s in args.seconds]
-        print(
-            f"| {name} | "
-            + " | ".join(f"{c['acc']:.2%} ({c['steps']} steps)" for c in cells)
-            + " |",
-            flush=True,
-        )
+        accs = []
+        for seed in args.seeds:
+            cells = [time_to_accuracy(name, seed=seed, **b, **changes) for b in budgets]
+            accs.append([c["acc"] for c in cells])
+            label = name if len(args.seeds) == 1 else f"{name}, seed {seed}"
+            print(f"| {label} | " + " | ".join(map(_cell, cells)) + " |", flush=True)
+        if len(args.seeds) > 1:
+            means = " | ".join(f"{m:.2%}" for m in torch.tensor(accs).mean(0))
+            print(f"| {name}, mean of {len(args.seeds)} seeds | {means} |", flush=True)
+
+
+def _cell(result: dict) -> str:
+    return f"{result['acc']:.2%} ({result['steps']:,} steps, {result['seconds']:.0f} s)"
 
 
 __all__ = ["CHAPTER_MODELS", "CHAPTER_RECIPES", "chapter_model", "time_to_accuracy"]
