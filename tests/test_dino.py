@@ -21,7 +21,7 @@ from vitbook.ssl import (
     ema_update_,
     embedding_std,
 )
-from vitbook.ssl.common import apply_to
+from vitbook.ssl.common import apply_to, contrast_brightness
 from vitbook.train import param_groups
 
 
@@ -207,6 +207,26 @@ def test_apply_to_runs_fn_on_the_chosen_images_only_and_keeps_the_rest():
     everything = apply_to(torch.ones(6, dtype=torch.bool), negate, images)
     torch.testing.assert_close(everything, -images, rtol=0, atol=0)
     assert seen == [3, 6]
+
+
+def test_apply_to_refuses_a_choice_that_is_not_one_bool_per_image():
+    images = torch.randn(6, 1, 4, 4)
+    rule = r"chosen has shape \(3,\).*must be \(6,\) bool"
+    with pytest.raises(ValueError, match=rule):
+        apply_to(torch.ones(3, dtype=torch.bool), lambda v: v, images)
+    with pytest.raises(ValueError, match="dtype torch.int64"):
+        apply_to(torch.ones(6, dtype=torch.long), lambda v: v, images)
+
+
+def test_contrast_brightness_is_the_formula_per_image_and_identity_at_1_and_0():
+    images = torch.randn(3, 2, 4, 4)
+    unchanged = contrast_brightness(images, torch.ones(3), torch.zeros(3))
+    torch.testing.assert_close(unchanged, images)
+    factor, shift = torch.tensor([0.6, 1.0, 1.4]), torch.tensor([0.2, -0.4, 0.0])
+    out = contrast_brightness(images, factor, shift)
+    for x, y, f, b in zip(images, out, factor, shift):  # each image its own mean, std
+        mean, std = x.mean(), x.std() + 1e-6
+        torch.testing.assert_close(y, (x - mean) * f + mean + b * std)
 
 
 def test_multicrop_blurs_the_drawn_share_of_images_with_torchvision_blur():

@@ -140,7 +140,9 @@ def test_time_to_accuracy_trains_for_its_budget_and_beats_chance(name):
 
 def test_an_epochs_budget_is_reproducible_and_its_seed_changes_the_run():
     def run(seed):
-        return zoo.time_to_accuracy("CNN", epochs=0.05, seed=seed, progress=False)
+        return zoo.time_to_accuracy(
+            "CNN", epochs=0.05, seed=seed, device="cpu", progress=False
+        )
 
     first, again, other = run(0), run(0), run(1)
     assert first["steps"] == int(0.05 * 235)  # 60,000 images in batches of 256
@@ -192,6 +194,19 @@ def test_the_command_line_prints_a_row_per_seed_and_their_mean(capsys):
     assert float(rows[2].split(" | ")[1].rstrip(" |%")) == pytest.approx(
         sum(seeds) / 2, abs=0.006
     )
+
+
+def test_the_command_line_refuses_seconds_and_epochs_together(capsys):
+    with pytest.raises(SystemExit):
+        zoo.main(["--models", "CNN", "--seconds", "1", "--epochs", "1"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key", ["seed", "epochs", "seconds"])
+def test_the_command_line_refuses_a_change_that_has_its_own_option(key, capsys):
+    with pytest.raises(SystemExit):
+        zoo.main(["--models", "CNN", "--seconds", "1", "--set", f"{key}=1"])
+    assert f"--set '{key}=1': {key} has its own option" in capsys.readouterr().err
 
 
 def test_the_command_line_refuses_a_change_without_a_value(capsys):

@@ -12,14 +12,16 @@ notebooks and checks that both are still theirs.
 ``python -m vitbook.zoo --seconds 30 60 120`` measures what the README's
 time-to-accuracy table records: the test accuracy each chapter's model and recipe reach
 in a training budget of so many seconds on this machine (chapters 1-5, NaViT included);
-``--epochs 10 --seeds 0 1 2`` trains for a chapter's kind of budget instead, once per
-seed, and prints the mean over the seeds too (how a recipe change is told from noise).
+``--epochs 10 --seeds 0 1 2`` trains every model listed for 10 epochs instead, once per
+seed, and prints the mean over the seeds too (how a recipe change is told from noise);
+seed 0 with a model's own ``CHAPTER_RECIPES`` epochs is its chapter's run.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import statistics
 
 import torch
 from torch import nn
@@ -152,7 +154,7 @@ def time_to_accuracy(
 ) -> dict:
     """Train chapter model ``name`` (or ``"NaViT"``) with its chapter's recipe for
     ``seconds`` of training, the schedule stretched over that budget, or for ``epochs``
-    (a chapter's own kind of budget), and return ``{"acc": test accuracy, "steps":
+    (the kind of budget the chapters use), and return ``{"acc": test accuracy, "steps":
     ..., "seconds": ...}`` on the full 28x28 Fashion-MNIST test set. ``seed`` seeds the
     initialization, the order of the batches and the training's draws: an ``epochs``
     run is reproducible number for number, a ``seconds`` run's steps follow the clock.
@@ -192,6 +194,9 @@ def time_to_accuracy(
     return {"acc": acc, "steps": len(history.steps), "seconds": history.train_seconds}
 
 
+DEFAULT_SECONDS = [30, 60, 120]
+
+
 def main(argv=None) -> None:
     names = [*CHAPTER_RECIPES, "NaViT"]
     parser = argparse.ArgumentParser(
@@ -200,8 +205,18 @@ def main(argv=None) -> None:
         "training budget in seconds or epochs (Fashion-MNIST, 28x28 test set).",
     )
     budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--seconds", type=float, nargs="+", help="default: 30 60 120")
-    budget.add_argument("--epochs", type=float, nargs="+")
+    budget.add_argument(
+        "--seconds",
+        type=float,
+        nargs="+",
+        help=f"default: {' '.join(map(str, DEFAULT_SECONDS))}",
+    )
+    budget.add_argument(
+        "--epochs",
+        type=float,
+        nargs="+",
+        help="the same number of epochs for every model",
+    )
     parser.add_argument("--models", nargs="+", default=names, choices=names)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument(
@@ -217,29 +232,32 @@ def main(argv=None) -> None:
         key, sep, value = item.partition("=")
         if not sep or not key:
             parser.error(f"--set {item!r}: expected KEY=VALUE, e.g. lr=3e-3")
+        if key in ("seed", "seconds", "epochs"):
+            parser.error(f"--set {item!r}: {key} has its own option, --{key}"
+                         + ("s" if key == "seed" else ""))  # fmt: skip
         try:
             changes[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             changes[key] = value  # a word, such as pool=mean
-    if args.epochs:
-        unit, budgets = "epochs", [dict(epochs=e) for e in args.epochs]
-    else:
-        unit, budgets = "s", [dict(seconds=s) for s in args.seconds or [30, 60, 120]]
+    unit = "epochs" if args.epochs else "seconds"
+    values = args.epochs or args.seconds or DEFAULT_SECONDS
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"device {get_device()}" + (f", changes {changes}" if changes else "")
     )
-    head = " | ".join(f"{next(iter(b.values())):g} {unit}" for b in budgets)
-    print(f"| model | {head} |\n|---|" + "---|" * len(budgets), flush=True)
+    symbol = "epochs" if args.epochs else "s"
+    head = " | ".join(f"{v:g} {symbol}" for v in values)
+    print(f"| model | {head} |\n|---|" + "---|" * len(values), flush=True)
     for name in args.models:
         accs = []
         for seed in args.seeds:
-            cells = [time_to_accuracy(name, seed=seed, **b, **changes) for b in budgets]
+            cells = [time_to_accuracy(name, seed=seed, **{unit: v}, **changes)
+                     for v in values]  # fmt: skip
             accs.append([c["acc"] for c in cells])
-            label = name if len(args.seeds) == 1 else f"{name}, seed {seed}"
+            label = name if args.seeds == [0] else f"{name}, seed {seed}"
             print(f"| {label} | " + " | ".join(map(_cell, cells)) + " |", flush=True)
         if len(args.seeds) > 1:
-            means = " | ".join(f"{m:.2%}" for m in torch.tensor(accs).mean(0))
+            means = " | ".join(f"{statistics.fmean(a):.2%}" for a in zip(*accs))
             print(f"| {name}, mean of {len(args.seeds)} seeds | {means} |", flush=True)
 
 

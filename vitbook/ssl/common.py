@@ -135,10 +135,16 @@ class SelfDistillation(nn.Module):
 
 
 def apply_to(chosen: torch.Tensor, fn: Callable, images: torch.Tensor) -> torch.Tensor:
-    """``fn`` applied to the images that ``chosen`` (``(b,)`` bool, on the CPU) selects,
-    the others unchanged. ``fn`` sees only the chosen ones, so an augmentation drawn
-    for 10% of a batch costs 10% of it (computing all and picking with
-    ``torch.where`` costs all of it)."""
+    """``fn`` applied to the images that ``chosen`` (``(b,)`` bool, best on the CPU: no
+    device sync) selects, the others unchanged. ``fn`` gets the chosen images in batch
+    order and must keep their shape; it sees only those, so an augmentation drawn for
+    10% of a batch costs 10% of it (computing all and picking with ``torch.where``
+    costs all of it)."""
+    if chosen.shape != (len(images),) or chosen.dtype != torch.bool:
+        raise ValueError(
+            f"chosen has shape {tuple(chosen.shape)} and dtype {chosen.dtype}: it must "
+            f"be ({len(images)},) bool, one entry per image"
+        )
     index = chosen.nonzero().squeeze(1)
     if len(index) == len(chosen):
         return fn(images)
@@ -255,9 +261,9 @@ class MultiCrop(nn.Module):
         draws = self._rand(b, 5)  # on the CPU: flip?, jitter?, contrast, bright, blur?
         out = apply_to(draws[:, 0] < self.flip, v2.functional.horizontal_flip, out)
         jitter = draws[:, 1] < self.jitter  # (b,)
-        c = 1 + self.contrast * (2 * draws[jitter, 2] - 1)  # one per chosen image
-        s = self.brightness * (2 * draws[jitter, 3] - 1)  # in stds of each image
-        out = apply_to(jitter, lambda v: contrast_brightness(v, c, s), out)
+        factor = 1 + self.contrast * (2 * draws[jitter, 2] - 1)  # one per chosen image
+        shift = self.brightness * (2 * draws[jitter, 3] - 1)  # in stds of each image
+        out = apply_to(jitter, lambda v: contrast_brightness(v, factor, shift), out)
         if blur > 0:  # one sigma per call, blurred images chosen per image
             lo, hi = self.sigma
             sigma = float(lo + (hi - lo) * self._rand(1))
