@@ -195,6 +195,8 @@ def time_to_accuracy(
 
 
 DEFAULT_SECONDS = [30, 60, 120]
+# arguments of time_to_accuracy that --set may not change: the command line's own
+OWN_OPTIONS = {"seed": "--seeds", "seconds": "--seconds", "epochs": "--epochs"}
 
 
 def main(argv=None) -> None:
@@ -232,20 +234,20 @@ def main(argv=None) -> None:
         key, sep, value = item.partition("=")
         if not sep or not key:
             parser.error(f"--set {item!r}: expected KEY=VALUE, e.g. lr=3e-3")
-        if key in ("seed", "seconds", "epochs"):
-            parser.error(f"--set {item!r}: {key} has its own option, --{key}"
-                         + ("s" if key == "seed" else ""))  # fmt: skip
+        if key in OWN_OPTIONS:
+            option = OWN_OPTIONS[key]
+            parser.error(f"--set {item!r}: {key} has its own option, {option}")
         try:
             changes[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             changes[key] = value  # a word, such as pool=mean
-    unit = "epochs" if args.epochs else "seconds"
+    # the keyword of time_to_accuracy, and its unit in the table's head
+    unit, symbol = ("epochs", "epochs") if args.epochs else ("seconds", "s")
     values = args.epochs or args.seconds or DEFAULT_SECONDS
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"device {get_device()}" + (f", changes {changes}" if changes else "")
     )
-    symbol = "epochs" if args.epochs else "s"
     head = " | ".join(f"{v:g} {symbol}" for v in values)
     print(f"| model | {head} |\n|---|" + "---|" * len(values), flush=True)
     for name in args.models:
