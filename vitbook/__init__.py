@@ -8,7 +8,7 @@ or training it never imports a plotting library.
 import importlib
 
 from . import data, layers, models, packing, train
-from .display import show
+from .display import glue, show
 from .layers import record_attention
 from .models import NaViT, ScalableViT, Swin, Twins, ViT
 from .train import at_scale, evaluate, fit, get_device, scale, seed_everything
@@ -33,6 +33,7 @@ __all__ = [
     "viz",
     "widgets",
     "show",
+    "glue",
     "record_attention",
     "ViT",
     "Swin",

@@ -1,7 +1,9 @@
-"""``show(obj)``: the package's own source, highlighted, inside a notebook.
+"""``show(obj)``: the package's own source, highlighted, inside a notebook, and
+``glue(name, value)``: a number a run produced, for the prose to quote.
 
 The book never copies code into cells; it shows the code that runs, so prose and code
-cannot drift apart.
+cannot drift apart. Nor does it type a measured number into its prose: a chapter glues
+the value and its markdown quotes it with myst-nb's role, ``{glue:text}`name```.
 """
 
 from __future__ import annotations
@@ -10,12 +12,32 @@ import inspect
 from pathlib import Path
 
 
+def _in_notebook() -> bool:
+    """True inside a Jupyter kernel (a notebook, nbmake, Colab), not in a terminal."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and hasattr(shell, "kernel")
+
+
 class Source:
     """Source code with a header naming where it lives; renders as highlighted HTML in
-    Jupyter."""
+    Jupyter, once: :func:`show` displays it when called, so that every ``show`` of a
+    cell appears, not only the last, and the cell's value does not repeat it."""
 
     def __init__(self, code: str, where: str):
         self.code, self.where = code, where
+        self.displayed = False
+
+    def _ipython_display_(self) -> None:
+        if self.displayed:
+            return
+        from IPython.display import display
+
+        self.displayed = True
+        display({"text/plain": str(self), "text/html": self._repr_html_()}, raw=True)
 
     def __str__(self) -> str:
         return f"# {self.where}\n{self.code}"
@@ -39,14 +61,14 @@ class Source:
 
 def show(obj, lines: tuple[int, int] | None = None) -> Source:
     """The source of a vitbook class, function or method, e.g.
-    ``show(vitbook.layers.Attention)``.
+    ``show(vitbook.layers.Attention)``, displayed at once inside a notebook (two calls
+    in one cell show both).
 
     ``lines=(first, last)`` keeps only those lines (1-based, relative to the object's
     source).
     """
-    obj = inspect.unwrap(
-        obj
-    )  # a @contextmanager's source is the generator it wraps, not contextlib's
+    # a @contextmanager's source is the generator it wraps, not contextlib's
+    obj = inspect.unwrap(obj)
     try:
         code, start = inspect.getsourcelines(obj)
         path = Path(inspect.getsourcefile(obj))
@@ -68,4 +90,38 @@ def show(obj, lines: tuple[int, int] | None = None) -> Source:
     except ValueError:
         shown = path.name
     where = f"{shown.as_posix() if hasattr(shown, 'as_posix') else shown}, line {start}"
-    return Source("".join(code).rstrip() + "\n", where)
+    source = Source("".join(code).rstrip() + "\n", where)
+    if _in_notebook():
+        source._ipython_display_()
+    return source
+
+
+GLUE_PREFIX = "application/papermill.record/"
+
+
+def glue(name: str, value, fmt: str | None = None):
+    """Record ``value`` under ``name`` for the prose: ``{glue:text}`name``` in a
+    markdown cell of the same notebook prints it. This is myst-nb's glue without
+    importing myst-nb, so a chapter also runs where myst-nb is not installed (Colab).
+    ``fmt`` formats a number once here: ``glue("acc", 0.8851, "{:.1%}")`` glues
+    ``88.5%``; a string is quoted as it is. Outside a notebook nothing is displayed.
+    Returns the text glued."""
+    if not isinstance(name, str) or not name.replace("_", "").isalnum():
+        raise ValueError(f"glue name {name!r} must be letters, digits and underscores")
+    if isinstance(value, str):
+        text = value
+    elif fmt is not None:
+        text = fmt.format(value)
+    elif isinstance(value, (int, float)) or hasattr(value, "item"):
+        text = repr(value.item() if hasattr(value, "item") else value)
+    else:
+        kind = type(value).__name__
+        raise TypeError(f"glue({name!r}, ...) takes a number or a string, got {kind}")
+    if _in_notebook():
+        from IPython.display import display
+
+        # the bundle myst-nb's glue(name, value, display=False) writes
+        bundle = {GLUE_PREFIX + "text/plain": text}
+        where = {"scrapbook": {"name": name, "mime_prefix": GLUE_PREFIX}}
+        display(bundle, raw=True, metadata=where)
+    return text
