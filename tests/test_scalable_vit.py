@@ -509,6 +509,42 @@ def test_bad_arguments_name_the_argument_the_value_and_the_rule(kw, message):
         small_model(**kw)
 
 
+@pytest.mark.parametrize(
+    "kw, error, message",
+    [
+        (dict(sr_ratios=(2.5, 1)), ValueError, r"sr_ratios\[0\]=2.5 must be a whole"),
+        (dict(window_sizes=(4, 1.5)), ValueError, r"window_sizes\[1\]=1.5 must be"),
+        (dict(window_sizes=None), TypeError, r"window_sizes\[0\]=None must be a"),
+    ],
+)
+def test_fractional_sub_sampling_and_windows_are_refused_not_truncated(
+    kw, error, message
+):
+    with pytest.raises(error, match=message):
+        small_model(**kw)
+    with pytest.raises(ValueError, match=r"sr_ratio=2.5 must be a whole number"):
+        ScalableAttention(8, 2, sr_ratio=2.5, c_ratio=1)
+    with pytest.raises(ValueError, match=r"window_size=3.5 must be a whole number"):
+        InteractiveWindowAttention(8, 2, window_size=3.5)
+
+
+@pytest.mark.parametrize("size, side", [(6, 3), (2, 1)])
+def test_an_image_too_small_for_a_stage_is_refused_as_the_constructor_refuses_it(
+    size, side
+):
+    # built for 32 with sr 4 in stage 1: a 6x6 (2x2) image makes a 3x3 (1x1) map,
+    # which the depthwise 4x4 reduction cannot cover (it raised Conv2d's own error)
+    build = dict(image_size=32, channels=3, sr_ratios=(4, 1))
+    model = small_model(**build).eval()
+    message = rf"stage 1 has a {side}x{side} map.*\[0\]=4: SSA would have no key"
+    with pytest.raises(ValueError, match=message) as raised:
+        model(torch.randn(1, 3, size, size))
+    with pytest.raises(ValueError) as built:
+        small_model(**{**build, "image_size": size})
+    assert str(raised.value) == str(built.value)
+    assert model(torch.randn(1, 3, 8, 8)).shape == (1, 10)  # large enough: runs
+
+
 # ---------------------------------------------------------------- figures
 def test_receptive_fields_count_window_lim_and_ssa_keys():
     from vitbook.viz.scalable_vit import scalable_receptive_fields

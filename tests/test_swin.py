@@ -541,7 +541,7 @@ def test_bad_configurations_are_refused_with_the_rule(kw, message):
     "kw, error, message",
     [
         (dict(window_size=2.5), ValueError, r"window_size=2.5 must be a whole number"),
-        (dict(window_size=(4, 2.5)), ValueError, r"window_size=\(4, 2.5\) must be"),
+        (dict(window_size=(4, 2.5)), ValueError, r"\(4, 2.5\) must be whole numbers"),
         (dict(window_size="4"), TypeError, r"window_size='4' must be a whole number"),
         (dict(patch_size=2.0000001), ValueError, r"patch_size=2.0000001 must be a"),
     ],

@@ -62,13 +62,13 @@ def check_whole(**values) -> None:
     ``pair`` and ``int`` would truncate a window of 2.5 to 2 without a word. A
     TypeError for what is not a number, a ValueError for a fraction."""
     for name, value in values.items():
-        for v in value if isinstance(value, (tuple, list)) else (value,):
+        several = isinstance(value, (tuple, list))
+        rule = "must be whole numbers" if several else "must be a whole number"
+        for v in value if several else (value,):
             if isinstance(v, bool) or not isinstance(v, numbers.Real):
-                raise TypeError(
-                    f"{name}={value!r} must be a whole number, not a {type(v).__name__}"
-                )
+                raise TypeError(f"{name}={value!r} {rule}, not {type(v).__name__}")
             if not math.isfinite(v) or v != int(v):
-                raise ValueError(f"{name}={value!r} must be a whole number")
+                raise ValueError(f"{name}={value!r} {rule}")
 
 
 # --------------------------------------------------------------------------- windows
