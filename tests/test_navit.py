@@ -211,6 +211,32 @@ def test_the_position_embedding_of_a_token_depends_only_on_its_row_and_column():
     assert (0, 0) in seen and (7, 1) in seen and (1, 7) in seen
 
 
+@pytest.mark.parametrize("dropout", [0.0, 0.5], ids=["all-tokens", "token-dropout"])
+def test_every_token_is_its_own_patch_embedded_plus_its_own_position(dropout):
+    # token t of a packed sequence, before any block, must be patch_embed(the pixels
+    # of the patch at positions[t]) + that position's embedding. Patches flattened
+    # column-major while the positions stay row-major would pass every other test:
+    # packing stays exact, only each patch's content sits at another position.
+    model = navit(channels=3, token_budget=256, token_dropout=dropout).train(
+        dropout > 0
+    )
+    p = model.patch_size
+    xs = [torch.randn(3, h, w) for h, w in [(8, 28), (12, 8), (16, 16), (4, 12)]]
+    with torch.no_grad():
+        features = model.embed(xs)
+    real = features.image_ids >= 0
+    ids, positions = features.image_ids[real], features.positions[real]
+    counts = [(ids == i).sum().item() for i in range(len(xs))]
+    assert counts == [model.num_tokens(*x.shape[1:]) for x in xs]
+    for token, i, (r, c) in zip(features.tokens[real], ids, positions.tolist()):
+        patch = xs[i][:, r * p : (r + 1) * p, c * p : (c + 1) * p]  # (3, p, p)
+        pixels = patch.permute(1, 2, 0).flatten()  # (p1 p2 c): the projection's input
+        with torch.no_grad():
+            expected = model.patch_embed(pixels) + model.pos_embed_row[r]
+            expected = expected + model.pos_embed_col[c]
+        torch.testing.assert_close(token, expected)
+
+
 # --------------------------------------------------------------------------- qk-norm
 def test_qk_norm_logits_use_the_standard_one_over_sqrt_d_scale():
     model = navit(heads=2, depth=1)

@@ -2,6 +2,8 @@
 attention may read, what it reduces to in the limit) and by the official code's layout
 (the order in which sub-layers run, the widths, the init)."""
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -44,6 +46,87 @@ def window_of(h, w, k):
 def neighbourhood(h, w, y, x, radius=1):
     ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     return ((ys - y).abs() <= radius) & ((xs - x).abs() <= radius)  # (h, w)
+
+
+# ---------------------------------------------------------------- the official model
+# tests/official_scalable_vit.py transcribes Yangr116/ScalableViT's classifier (plain
+# head); its state dict converts to vitbook's names as a released checkpoint would.
+OFFICIAL = dict(
+    # 8x8, 4x4, 2x2 maps: windows 4, 2, 2 divide them (the official IWSA does not pad);
+    # SSA reduces 4x4 and 2x2 cells, then is full attention (sr 1) with c_ratio 1.5 in
+    # its scale; an odd depth (IWSA, SSA, IWSA), per-stage mlp ratios
+    patch_size=4,
+    in_chans=3,
+    num_classes=10,
+    embed_dims=(16, 32, 48),
+    num_heads=(2, 2, 4),
+    mlp_ratios=(4, 2, 3),
+    depths=(2, 3, 2),
+    sr_ratios=(4, 2, 1),
+    wss=(4, 2, 2),
+    c_ratios=(1.25, 0.5, 1.5),
+)
+OFFICIAL_IMAGE = 32
+
+
+def official_scalable_vit(qkv_bias=True):
+    from official_scalable_vit import ScalableViT as Official
+
+    return Official(**OFFICIAL, qkv_bias=qkv_bias).eval()
+
+
+def scalable_vit_from_official(official, image_size, qkv_bias=True) -> ScalableViT:
+    """vitbook's ScalableViT holding the official model's weights."""
+    c = OFFICIAL
+    model = ScalableViT(
+        image_size=image_size, num_classes=c["num_classes"],
+        patch_size=c["patch_size"], dims=c["embed_dims"], depths=c["depths"],
+        heads=c["num_heads"], window_sizes=c["wss"], sr_ratios=c["sr_ratios"],
+        c_ratios=c["c_ratios"], mlp_ratios=c["mlp_ratios"], channels=c["in_chans"],
+        qkv_bias=qkv_bias,
+    )  # fmt: skip
+    renames = [
+        (r"^patch_embeds\.(\d+)\.", r"stages.\1.patch_embed."),
+        (r"^pos_block\.(\d+)\.proj\.0\.", r"stages.\1.peg.proj."),
+        (r"^stages\.(\d+)\.(\d+)\.", r"stages.\1.blocks.\2."),
+        (r"\.attn\.lim_func\.", ".attn.lim."),
+        (r"\.attn\.reduction\.0\.", ".attn.spatial."),
+        (r"\.attn\.reduction\.1\.", ".attn.channel."),
+        (r"\.attn\.norm_act\.0\.", ".attn.norm."),
+    ]
+    state = {}
+    for key, value in official.state_dict().items():
+        for pattern, replacement in renames:
+            key = re.sub(pattern, replacement, key)
+        if ".attn.kv." in key:  # sr_ratio 1: one kv projection, keys first
+            k, v = value.chunk(2)
+            state[key.replace(".kv.", ".k.")], state[key.replace(".kv.", ".v.")] = k, v
+        else:
+            state[key] = value
+    model.load_state_dict(state)  # strict: every parameter of both is used
+    return model.to(next(official.parameters()).dtype).eval()
+
+
+@pytest.mark.parametrize("qkv_bias", [True, False])
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+def test_logits_match_the_official_model(qkv_bias, dtype, tol):
+    official = randomize_(official_scalable_vit(qkv_bias), std=0.2).to(dtype)
+    model = scalable_vit_from_official(official, OFFICIAL_IMAGE, qkv_bias)
+    x = torch.randn(3, 3, OFFICIAL_IMAGE, OFFICIAL_IMAGE, dtype=dtype)
+    with torch.no_grad():
+        expected = official(x)
+        assert expected.abs().max() > 0.1  # logits large enough for the bound to bite
+        assert (model(x) - expected).abs().max().item() <= tol
+
+
+def test_the_official_configuration_covers_both_ssa_kinds_and_an_odd_depth():
+    model = scalable_vit_from_official(official_scalable_vit(), OFFICIAL_IMAGE)
+    assert model.resolutions == [(8, 8), (4, 4), (2, 2)]
+    kinds = [[b.kind for b in s.blocks] for s in model.stages]
+    assert kinds == [["IWSA", "SSA"], ["IWSA", "SSA", "IWSA"], ["IWSA", "SSA"]]
+    ssa = [s.blocks[1].attn for s in model.stages]
+    assert [a.sr_ratio for a in ssa] == [4, 2, 1] and ssa[2].spatial is None
+    assert ssa[2].scale == pytest.approx((12 * 1.5) ** -0.5)  # c_ratio at sr 1
 
 
 # ---------------------------------------------------------------- SSA
@@ -151,6 +234,39 @@ def test_an_iwsa_token_reads_its_window_and_through_the_lim_its_3x3_neighbours(s
     x.grad = None
     iwsa(x)[0, y0, x0].sum().backward()
     assert torch.equal(x.grad[0].abs().sum(-1) > 0, window.reshape(side, side))
+
+
+def test_on_a_padded_map_the_lim_reads_zeros_past_the_border_not_the_padding():
+    # 10x10 map, windows 4: padded to 12x12. The windows attend on the padded map (the
+    # padded tokens are keys, as in Twins' LSA), but the LIM must read the real values
+    # with zeros past the border, as on a map that needs no padding. A padded token's
+    # value is the qkv bias, not zero: a LIM over the padded map would add it to every
+    # query on the last row and the last column.
+    iwsa = randomize_(InteractiveWindowAttention(8, 2, 4), std=0.3).eval()
+    x = torch.randn(1, 10, 10, 8)
+    with torch.no_grad():
+        qkv = iwsa.qkv(F.pad(x, (0, 0, 0, 2, 0, 2)))  # (1, 12, 12, 24)
+        # (qkv, b, windows, heads, tokens, d): 3x3 windows of 4x4 tokens, 2 heads
+        q, k, v = qkv.view(1, 3, 4, 3, 4, 3, 2, 4).permute(5, 0, 1, 3, 6, 2, 4, 7)
+        q, k, v = (t.reshape(1, 9, 2, 16, 4) for t in (q, k, v))
+        out = (q @ k.transpose(-2, -1) * 4**-0.5).softmax(-1) @ v
+        out = out.view(1, 3, 3, 2, 4, 4, 4).permute(0, 1, 4, 2, 5, 3, 6)
+        out = out.reshape(1, 12, 12, 8)[:, :10, :10]  # the real queries
+
+        def lim(values):  # (1, h, w, 8) -> the depthwise 3x3, zero padding 1
+            feat = values.permute(0, 3, 1, 2)
+            feat = F.conv2d(feat, iwsa.lim.weight, iwsa.lim.bias, padding=1, groups=8)
+            return feat.permute(0, 2, 3, 1)
+
+        expected = iwsa.proj(out + lim(qkv[:, :10, :10, 16:]))
+        over_padding = iwsa.proj(out + lim(qkv[..., 16:])[:, :10, :10])
+        got = iwsa(x)
+    border = torch.zeros(10, 10, dtype=torch.bool)
+    border[-1], border[:, -1] = True, True
+    gap = (over_padding - expected)[0].abs().amax(-1)  # (10, 10)
+    assert gap[border].min() > 1e-3 and gap[~border].max() == 0  # where it shows
+    torch.testing.assert_close(got[0, border], expected[0, border])
+    torch.testing.assert_close(got, expected)
 
 
 def test_the_lim_sees_only_a_3x3_neighbourhood_of_each_channel():
@@ -391,6 +507,42 @@ def test_attention_flops_follow_the_formulas():
 def test_bad_arguments_name_the_argument_the_value_and_the_rule(kw, message):
     with pytest.raises(ValueError, match=message):
         small_model(**kw)
+
+
+@pytest.mark.parametrize(
+    "kw, error, message",
+    [
+        (dict(sr_ratios=(2.5, 1)), ValueError, r"sr_ratios\[0\]=2.5 must be a whole"),
+        (dict(window_sizes=(4, 1.5)), ValueError, r"window_sizes\[1\]=1.5 must be"),
+        (dict(window_sizes=None), TypeError, r"window_sizes\[0\]=None must be a"),
+    ],
+)
+def test_fractional_sub_sampling_and_windows_are_refused_not_truncated(
+    kw, error, message
+):
+    with pytest.raises(error, match=message):
+        small_model(**kw)
+    with pytest.raises(ValueError, match=r"sr_ratio=2.5 must be a whole number"):
+        ScalableAttention(8, 2, sr_ratio=2.5, c_ratio=1)
+    with pytest.raises(ValueError, match=r"window_size=3.5 must be a whole number"):
+        InteractiveWindowAttention(8, 2, window_size=3.5)
+
+
+@pytest.mark.parametrize("size, side", [(6, 3), (2, 1)])
+def test_an_image_too_small_for_a_stage_is_refused_as_the_constructor_refuses_it(
+    size, side
+):
+    # built for 32 with sr 4 in stage 1: a 6x6 (2x2) image makes a 3x3 (1x1) map,
+    # which the depthwise 4x4 reduction cannot cover (it raised Conv2d's own error)
+    build = dict(image_size=32, channels=3, sr_ratios=(4, 1))
+    model = small_model(**build).eval()
+    message = rf"stage 1 has a {side}x{side} map.*\[0\]=4: SSA would have no key"
+    with pytest.raises(ValueError, match=message) as raised:
+        model(torch.randn(1, 3, size, size))
+    with pytest.raises(ValueError) as built:
+        small_model(**{**build, "image_size": size})
+    assert str(raised.value) == str(built.value)
+    assert model(torch.randn(1, 3, 8, 8)).shape == (1, 10)  # large enough: runs
 
 
 # ---------------------------------------------------------------- figures

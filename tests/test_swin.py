@@ -173,6 +173,96 @@ def test_converter_refuses_what_vitbook_does_not_have():
         swin_from_timm(per_stage)
 
 
+# ---------------------------------------------------- parity with the detection code
+# Maps the window does not divide, with shifted blocks: vitbook pads then rolls, as the
+# official detection code (tests/official_swin_det.py transcribes its stage). Every
+# stage of these models is padded and shifted, and on every one timm's roll-then-pad
+# gives another output (test below), so the parity says which order vitbook runs.
+DETECTION_CONFIGS = {
+    # 12x12 then 6x6 tokens, window 5, shift 2: padded by 3, then by 4
+    "12x12-window-5": dict(image_size=24, window_size=5),
+    # 9x14 then 5x7 tokens, window 4, shift 2: padded by 3 rows, then 3 rows, 1 column
+    "9x14-window-4": dict(image_size=(18, 28), window_size=4),
+}
+
+
+def detection_pair(name, dtype):
+    """A vitbook Swin (random weights) and, per stage, the detection code's layer
+    holding the same block weights."""
+    from official_swin_det import BasicLayer
+
+    kw = DETECTION_CONFIGS[name]
+    model = small_swin(channels=3, **kw)
+    model = randomize_(model, std=0.3).to(dtype).eval()
+    layers = []
+    for stage in model.stages:
+        (m, _), heads = stage.window_size, stage.blocks[0].attn.heads
+        layer = BasicLayer(stage.blocks[0].norm1.normalized_shape[0], 2, heads, m)
+        for official, ours in zip(layer.blocks, stage.blocks):
+            official.load_state_dict(ours.state_dict())
+        layers.append(layer.to(dtype))
+    return model, layers
+
+
+@pytest.mark.parametrize("name", DETECTION_CONFIGS)
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+def test_padded_shifted_stages_match_the_official_detection_code(name, dtype, tol):
+    model, layers = detection_pair(name, dtype)
+    x = model.embed(torch.randn(2, 3, *pair_of(model.image_size), dtype=dtype))
+    with torch.no_grad():
+        for stage, layer in zip(model.stages, layers):
+            assert stage.blocks[1].shifted
+            merged = stage.merge(x)  # (b, h, w, c): the detection layer's input
+            b, h, w, c = merged.shape
+            assert h % stage.window_size[0] or w % stage.window_size[1]  # padded
+            theirs = layer(merged.reshape(b, h * w, c), h, w).reshape(b, h, w, c)
+            x = stage(x)
+            assert (x - theirs).abs().max().item() <= tol
+
+
+def pair_of(size):
+    return size if isinstance(size, tuple) else (size, size)
+
+
+def timm_order_stage(stage, x):
+    """The stage's blocks run by timm's block, which rolls the map, then pads it."""
+    from timm.models.swin_transformer import SwinTransformerBlock
+
+    for block in stage.blocks:
+        reference = SwinTransformerBlock(
+            x.shape[-1], x.shape[1:3], block.attn.heads,
+            window_size=block.window_size, shift_size=block.shift_size,
+        ).to(x.dtype).eval()  # fmt: skip
+        missing, unexpected = reference.load_state_dict(
+            block.state_dict(), strict=False
+        )
+        assert not unexpected and all("index" in k for k in missing)  # buffers only
+        x = reference(x)
+    return x
+
+
+@pytest.mark.parametrize(
+    "height, width, window, differ",
+    [(12, 12, 5, True), (9, 14, 4, True), (6, 6, 5, True), (5, 7, 4, True),
+     (10, 10, 4, False), (10, 14, 4, False)],
+)  # fmt: skip
+def test_rolling_before_padding_is_another_model_on_these_maps(
+    height, width, window, differ
+):
+    # the parity above means something only where the two orders differ. They agree
+    # where the padding equals the shift and the window is twice the shift (10x10 and
+    # 10x14 with window 4): the padded and the wrapped rows then swap places, each a
+    # region of its own, and the real tokens see the same keys
+    from vitbook.models.swin import Stage
+
+    stage = Stage(16, 16, 2, 2, (height, width), window, False, [0.0, 0.0])
+    stage = randomize_(stage, std=0.3).double().eval()
+    x = torch.randn(2, height, width, 16, dtype=torch.float64)
+    with torch.no_grad():
+        gap = (stage(x) - timm_order_stage(stage, x)).abs().max().item()
+    assert (gap > 0.1) if differ else (gap < 1e-10)
+
+
 # --------------------------------------------------------------------------- windows
 @pytest.mark.parametrize("window", [2, (3, 2), (6, 4)])
 def test_window_partition_then_reverse_is_identity(window):
@@ -445,6 +535,27 @@ def test_bad_images_are_refused_with_the_rule():
 def test_bad_configurations_are_refused_with_the_rule(kw, message):
     with pytest.raises(ValueError, match=message):
         small_swin(**kw)
+
+
+@pytest.mark.parametrize(
+    "kw, error, message",
+    [
+        (dict(window_size=2.5), ValueError, r"window_size=2.5 must be a whole number"),
+        (dict(window_size=(4, 2.5)), ValueError, r"\(4, 2.5\) must be whole numbers"),
+        (dict(window_size="4"), TypeError, r"window_size='4' must be a whole number"),
+        (dict(patch_size=2.0000001), ValueError, r"patch_size=2.0000001 must be a"),
+    ],
+)
+def test_fractional_windows_are_refused_not_truncated(kw, error, message):
+    # int() would make a window of 2.5 a window of 2 without a word
+    with pytest.raises(error, match=message):
+        small_swin(**kw)
+
+
+def test_whole_floats_are_kept_and_a_fractional_shift_is_refused():
+    assert small_swin(window_size=4.0).stages[0].window_size == (4, 4)
+    with pytest.raises(ValueError, match=r"shift_size=1.5 must be a whole number"):
+        SwinBlock(8, 2, window_size=4, shift_size=1.5)
 
 
 def test_a_shift_outside_the_window_is_refused():

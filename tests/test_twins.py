@@ -433,6 +433,58 @@ def test_bad_configurations_are_refused_with_the_rule(kw, message):
         small_twins(**kw)
 
 
+@pytest.mark.parametrize(
+    "kw, error, message",
+    [
+        (dict(sr_ratios=(2.5, 1)), ValueError, r"sr_ratios\[0\]=2.5 must be a whole"),
+        (dict(window_sizes=(4, 2.5)), ValueError, r"window_sizes\[1\]=2.5 must be"),
+        # one stage's (height, width) pair
+        (dict(window_sizes=((4, 4.5), 4)), ValueError, r"\(4, 4.5\) must be whole"),
+        (dict(sr_ratios=("2", 1)), TypeError, r"sr_ratios\[0\]='2' must be a whole"),
+    ],
+)
+def test_fractional_sub_sampling_and_windows_are_refused_not_truncated(
+    kw, error, message
+):
+    # int() would make a ratio of 2.5 a ratio of 2 without a word
+    with pytest.raises(error, match=message):
+        small_twins(**kw)
+
+
+def test_whole_floats_are_kept_and_the_layers_refuse_fractions_too():
+    model = small_twins(sr_ratios=(2.0, 1), window_sizes=4.0)
+    assert model.stages[0].blocks[1].attn.sr_ratio == 2
+    assert model.stages[0].blocks[0].attn.window_size == (4, 4)
+    with pytest.raises(ValueError, match=r"sr_ratio=1.5 must be a whole number"):
+        GlobalSubsampledAttention(8, 2, sr_ratio=1.5)
+    with pytest.raises(ValueError, match=r"window_size=3.5 must be a whole number"):
+        LocallyGroupedAttention(8, 2, window_size=3.5)
+
+
+@pytest.mark.parametrize(
+    "build, size, message",
+    [
+        # 6x6 and 2x2 images make 3x3 and 1x1 maps, where sr 4 has no whole cell: the
+        # GSA returned the projection's bias for every token at 6x6, and raised a
+        # ZeroDivisionError inside einops at 2x2
+        (dict(patch_size=2, sr_ratios=(4, 1)), 6, r"stage 1 has a 3x3 map.*\[0\]=4"),
+        (dict(patch_size=2, sr_ratios=(4, 1)), 2, r"stage 1 has a 1x1 map.*\[0\]=4"),
+        # a 4x4 image, patch 4: stage 2 would halve a 1x1 map to nothing
+        (dict(patch_size=4, sr_ratios=(1, 1)), 4, r"stage 2 has a 0x0 map.*\[1\]=1"),
+    ],
+)
+def test_an_image_too_small_for_a_stage_is_refused_as_the_constructor_refuses_it(
+    build, size, message
+):
+    model = small_twins(image_size=32, channels=3, **build).eval()
+    with pytest.raises(ValueError, match=message + ": GSA would have no key") as raised:
+        model(torch.randn(1, 3, size, size))
+    with pytest.raises(ValueError) as built:
+        small_twins(image_size=size, channels=3, **build)
+    assert str(raised.value) == str(built.value)
+    assert model(torch.randn(1, 3, 8, 8)).shape == (1, 10)  # large enough: runs
+
+
 def test_bad_images_are_refused_with_the_rule():
     model = small_twins()
     with pytest.raises(ValueError, match="3 channels, the model was built with"):

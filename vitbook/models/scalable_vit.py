@@ -56,7 +56,7 @@ from .base import (
     check_num_classes,
     check_positive,
 )
-from .swin import window_partition, window_reverse
+from .swin import check_whole, window_partition, window_reverse
 from .twins import (
     TwinsBlock,
     _per_stage,
@@ -98,6 +98,12 @@ class OverlapPatchEmbed(nn.Module):
         )
         self.norm = nn.LayerNorm(dim, eps=1e-6)
 
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """The map this embedding makes of a ``height x width`` one: ``ceil(H/p) x
+        ceil(W/p)``."""
+        ph, pw = self.patch_size
+        return -(-height // ph), -(-width // pw)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.proj(rearrange(x, "b h w c -> b c h w"))  # (b, dim, H/p, W/p)
         return self.norm(rearrange(x, "b d h w -> b h w d"))
@@ -122,6 +128,7 @@ class InteractiveWindowAttention(Attention):
         proj_drop: float = 0.0,
     ):
         super().__init__(dim, heads, None, qkv_bias, attn_drop, proj_drop)
+        check_whole(window_size=window_size)
         self.window_size = pair(window_size)
         check_positive(window_size=min(self.window_size))
         self.lim = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)  # depthwise
@@ -176,6 +183,7 @@ class ScalableAttention(Attention):
         proj_drop: float = 0.0,
     ):
         super().__init__(dim, heads, None, qkv_bias, attn_drop, proj_drop)
+        check_whole(sr_ratio=sr_ratio)
         check_positive(sr_ratio=sr_ratio)
         self.sr_ratio, self.c_ratio = int(sr_ratio), float(c_ratio)
         width = check_c_ratio(dim, heads, c_ratio)
@@ -263,7 +271,9 @@ class ScalableViT(PyramidClassifier):
     w)``; ``forward_intermediates`` every stage's map. The head is one linear layer
     on the mean-pooled features (the official code's ``plain_head``; its ImageNet
     models put a 4096-wide MLP there). ``image_size`` fixes the sizes the arguments are
-    checked against; other sizes also run (IWSA pads, nothing else depends on it).
+    checked against; other sizes also run (IWSA pads), as long as every stage's map is
+    at least its ``sr_ratio`` on each side (a smaller one is refused with the
+    constructor's error).
     """
 
     no_weight_decay_modules = ("peg",)  # the position encoding, as officially
@@ -319,6 +329,7 @@ class ScalableViT(PyramidClassifier):
                 window_sizes[i],
                 sr_ratios[i],
                 rates[i].tolist(),
+                index=i,
                 c_ratio=c_ratios[i],
                 mlp_ratio=mlp_ratios[i],
                 qkv_bias=qkv_bias,

@@ -29,6 +29,9 @@ weights convert one to one (``vitbook.reference.swin_from_timm``).
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -52,6 +55,20 @@ from .base import (
 MASK_FILL = (
     -100.0
 )  # the official code's "minus infinity": exp(-100) is ~4e-44, finite in fp16 sums
+
+
+def check_whole(**values) -> None:
+    """Raise for the first argument that is not a whole number (or a pair of them):
+    ``pair`` and ``int`` would truncate a window of 2.5 to 2 without a word. A
+    TypeError for what is not a number, a ValueError for a fraction."""
+    for name, value in values.items():
+        several = isinstance(value, (tuple, list))
+        rule = "must be whole numbers" if several else "must be a whole number"
+        for v in value if several else (value,):
+            if isinstance(v, bool) or not isinstance(v, numbers.Real):
+                raise TypeError(f"{name}={value!r} {rule}, not {type(v).__name__}")
+            if not math.isfinite(v) or v != int(v):
+                raise ValueError(f"{name}={value!r} {rule}")
 
 
 # --------------------------------------------------------------------------- windows
@@ -227,6 +244,7 @@ class SwinBlock(nn.Module):
     ):
         super().__init__()
         check_mlp_ratio(mlp_ratio)
+        check_whole(window_size=window_size, shift_size=shift_size)
         self.window_size, self.shift_size = pair(window_size), pair(shift_size)
         for w, s in zip(self.window_size, self.shift_size):
             if w < 1:
@@ -438,6 +456,7 @@ class Swin(PyramidClassifier):
                 f"every stage needs depth >= 1 and heads >= 1, got depths={depths}, "
                 f"heads={heads}"
             )
+        check_whole(window_size=window_size, patch_size=patch_size)
         if min(pair(window_size)) < 1:
             raise ValueError(f"window_size={window_size} must be positive")
         (ih, iw), (ph, pw) = pair(image_size), pair(patch_size)
@@ -529,5 +548,6 @@ __all__ = [
     "shift_regions",
     "shift_mask",
     "attention_flops",
+    "check_whole",
     "MASK_FILL",
 ]

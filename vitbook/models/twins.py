@@ -18,8 +18,9 @@ Two attentions alternate, both cheap, neither needs a shift or a mask:
 - LSA (locally-grouped self-attention): the map is cut into ``k x k`` sub-windows and
   every token attends only to its own sub-window (Swin's W-MSA without the relative
   bias). A map the window does not divide is padded with zeros at the bottom and the
-  right, as the official code and timm do; the padded tokens are real keys (their key
-  is the projection's bias), which the official code calls "neat" next to masking.
+  right, as timm and the official detection code do; the padded tokens are real keys
+  (their key is the projection's bias). The official classification code never pads
+  (its maps are whole windows); its segmentation code masks the padded keys out.
 - GSA (global sub-sampled attention): every token is a query, but the keys and values
   come from a summary of the whole map: ``r x r`` patches of it, each mapped linearly
   to one vector (a convolution with kernel = stride = r), then a LayerNorm. A query
@@ -56,7 +57,7 @@ from .base import (
     check_num_classes,
     check_positive,
 )
-from .swin import window_partition, window_reverse
+from .swin import check_whole, window_partition, window_reverse
 
 
 def patchify(x: torch.Tensor, patch) -> torch.Tensor:
@@ -91,6 +92,11 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Linear(in_dim * ph * pw, dim)
         self.norm = nn.LayerNorm(dim)  # PyTorch's eps 1e-5, as the official code
 
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """The map this embedding makes of a ``height x width`` one: whole patches."""
+        ph, pw = self.patch_size
+        return height // ph, width // pw
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.proj(patchify(x, self.patch_size)))  # (b, h, w, dim)
 
@@ -112,6 +118,7 @@ class LocallyGroupedAttention(Attention):
         proj_drop: float = 0.0,
     ):
         super().__init__(dim, heads, None, qkv_bias, attn_drop, proj_drop)
+        check_whole(window_size=window_size)
         self.window_size = pair(window_size)
         check_positive(window_size=min(self.window_size))
 
@@ -148,6 +155,7 @@ class GlobalSubsampledAttention(Attention):
         proj_drop: float = 0.0,
     ):
         super().__init__(dim, heads, None, qkv_bias, attn_drop, proj_drop)
+        check_whole(sr_ratio=sr_ratio)
         check_positive(sr_ratio=sr_ratio)
         self.sr_ratio = int(sr_ratio)
         if self.sr_ratio > 1:
@@ -271,9 +279,11 @@ class Stage(nn.Module):
         window_size,
         sr_ratio: int,
         drop_paths,
+        index: int = 0,
         **block_kw,
     ):
         super().__init__()
+        self.index, self.sr_ratio = index, sr_ratio  # for the error on a small map
         self.patch_embed = self.patch_embedding(patch_size, in_dim, dim)
         self.blocks = nn.ModuleList(
             [
@@ -291,6 +301,11 @@ class Stage(nn.Module):
         self.peg = PEG(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # an image smaller than the one the model was built for can leave a stage a map
+        # smaller than its sub-sampling: refused as the constructor refuses it, not
+        # left to return the projection's bias or to fail inside a reshape
+        resolution = self.patch_embed.output_size(*x.shape[1:3])
+        check_stage_map(self.index, resolution, self.sr_ratio, self.block.kinds[1])
         x = self.patch_embed(x)  # (b, h, w, dim)
         for i, block in enumerate(self.blocks):
             x = block(x)
@@ -335,7 +350,14 @@ def check_stages(
             "number (>= 1) of stages"
         )
     sr_ratios = _per_stage("sr_ratios", sr_ratios, n)
-    window_sizes = tuple(pair(w) for w in _per_stage("window_sizes", window_sizes, n))
+    window_sizes = _per_stage("window_sizes", window_sizes, n)
+    for i in range(n):  # 2.5 is refused, not truncated to 2
+        check_whole(
+            **{f"sr_ratios[{i}]": sr_ratios[i], f"window_sizes[{i}]": window_sizes[i]}
+        )
+    check_whole(patch_size=patch_size)
+    sr_ratios = tuple(int(r) for r in sr_ratios)
+    window_sizes = tuple(pair(w) for w in window_sizes)
     mlp_ratios = tuple(
         check_mlp_ratio(r) for r in _per_stage("mlp_ratios", mlp_ratios, n)
     )
@@ -371,13 +393,21 @@ def stage_resolutions(first, sr_ratios, attention: str, ceil: bool = False) -> l
         if i:
             h, w = resolution
             resolution = (-(-h // 2), -(-w // 2)) if ceil else (h // 2, w // 2)
-        if min(resolution) < r:
-            raise ValueError(
-                f"stage {i + 1} has a {resolution[0]}x{resolution[1]} map, smaller "
-                f"than sr_ratios[{i}]={r}: {attention} would have no key"
-            )
+        check_stage_map(i, resolution, r, attention)
         resolutions.append(resolution)
     return resolutions
+
+
+def check_stage_map(index: int, resolution, sr_ratio: int, attention: str) -> None:
+    """Refuse a map of stage ``index`` (from 0) smaller than the stage's ``sr_ratio``:
+    the ``r x r`` sub-sampling would leave ``attention`` (GSA, SSA) without a key.
+    The constructor checks the maps of ``image_size``, the forward those of its
+    input."""
+    if min(resolution) < sr_ratio:
+        raise ValueError(
+            f"stage {index + 1} has a {resolution[0]}x{resolution[1]} map, smaller "
+            f"than sr_ratios[{index}]={sr_ratio}: {attention} would have no key"
+        )
 
 
 # --------------------------------------------------------------------------- the model
@@ -390,8 +420,9 @@ class Twins(PyramidClassifier):
     first stage's patch; every later stage embeds 2 x 2 patches of the previous map.
     ``forward_features`` returns the last map normalized, channels-first ``(b, d, h,
     w)``; ``forward_intermediates`` every stage's map. ``image_size`` fixes the sizes
-    the arguments are checked against; other sizes the patch divides also run (LSA pads,
-    nothing else depends on the size).
+    the arguments are checked against; other sizes the patch divides also run (LSA
+    pads), as long as every stage's map is at least its ``sr_ratio`` on each side (a
+    smaller one is refused with the constructor's error).
     """
 
     no_weight_decay_modules = ("peg",)  # the position encoding, as officially
@@ -437,6 +468,7 @@ class Twins(PyramidClassifier):
                 window_sizes[i],
                 sr_ratios[i],
                 rates[i].tolist(),
+                index=i,
                 mlp_ratio=mlp_ratios[i],
                 qkv_bias=qkv_bias,
                 dropout=dropout,
