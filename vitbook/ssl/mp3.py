@@ -11,11 +11,11 @@ Effective Pretraining Strategy"). There is no official code; this follows the pa
 
 The context tokens are gathered before the key/value projection, so a layer projects
 keys and values for ``prefix + n_keep`` tokens only and its scores are ``(prefix + n)
-x (prefix + n_keep)``: the paper's cost, cheaper than a ViT of the same size
-(``python -m vitbook.bench mp3``). ``attention="mask"`` computes the same thing the
-expensive way, keys and values for every token and the non-context keys masked out of
-the full ``(prefix + n) x (prefix + n)`` scores: the reference the tests hold the
-gathered path to.
+x (prefix + n_keep)``: the paper's cost, fewer FLOPs than a plain ViT of the same size
+(``python -m vitbook.bench mp3`` counts and times both). ``attention="mask"`` computes
+the same thing the expensive way, keys and values for every token and the non-context
+keys masked out of the full ``(prefix + n) x (prefix + n)`` scores: the reference the
+tests hold the gathered path to.
 
 Fine-tuning puts position embeddings back, initialized to zero
 (:meth:`MP3.add_positions`): vitbook's choice, so that fine-tuning starts from the
