@@ -175,3 +175,40 @@ def test_byol_benchmark_pits_vitbook_against_byol_pytorch_with_equal_heads():
     assert set(results) == {"vitbook", "byol-pytorch"}
     # the same backbone class and head sizes on both sides: the same trainable weights
     assert results["vitbook"]["params (M)"] == results["byol-pytorch"]["params (M)"]
+
+
+def test_count_flops_counts_attention_on_the_cpu():
+    # SDPA's CPU kernel is missing from FlopCounterMode's table: count it as its CUDA
+    # kernels are, 2 b h n m d for q k^T and as many for the weighted values
+    b, h, n, m, d = 2, 3, 10, 4, 8
+    q = torch.randn(b, h, n, d, requires_grad=True)
+    k, v = torch.randn(b, h, m, d), torch.randn(b, h, m, d)
+
+    def attend():
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+    assert bench.count_flops(attend) == 4 * b * h * n * m * d
+    # the backward recomputes q k^T and does 4 more products of the same size
+    step = bench.count_flops(lambda: attend().sum().backward())
+    assert step == (4 + 10) * b * h * n * m * d
+
+
+def test_mp3_benchmark_counts_fewer_flops_for_the_gathered_context():
+    b, depth, dim = 2, 2, 32
+    config = dict(image_size=64, patch_size=16, dim=dim, depth=depth, heads=2)
+    results = bench.run("mp3", batch_size=b, rounds=1, warmup=0, device="cpu", **config)
+    assert set(results) == {"vitbook", "masked", "plain ViT"}
+    assert len({r["params (M)"] for r in results.values()}) == 1  # the same weights
+    flops = results.flops
+    assert flops["masked"] == flops["plain ViT"]  # a mask costs no counted FLOPs
+    assert flops["vitbook"]["train step"] < flops["masked"]["train step"]
+    # 17 tokens (class token and a 4x4 grid), 5 of them keys and values (the class
+    # token and 4 context patches): per layer, keys and values are not projected for
+    # 12 tokens (2 projections of dim x dim), and 12 columns of the 17 x 17 scores and
+    # of the weighted sum are not computed
+    t, m = 17, 5
+    saved = depth * (2 * 2 * b * (t - m) * dim * dim + 2 * 2 * b * t * (t - m) * dim)
+    assert flops["masked"]["forward"] - flops["vitbook"]["forward"] == saved
+    text = bench.mp3_costs(results)
+    assert "x the masked one's time" in text and "GFLOP" in text
+    assert max(len(line) for line in text.splitlines()) <= 88

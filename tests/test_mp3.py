@@ -5,15 +5,18 @@ import pytest
 import torch
 
 from vitbook import ViT
-from vitbook.ssl.mp3 import MP3, context_mask
+from vitbook.layers import record_attention
+from vitbook.ssl.mp3 import MP3, context_index, context_mask
 
 
-def tiny_mp3(depth=2, pool="mean", mask_ratio=0.75) -> MP3:
+def tiny_mp3(depth=2, pool="mean", mask_ratio=0.75, attention=None) -> MP3:
+    """A small MP3 with random weights; ``attention=None`` leaves MP3's default."""
     backbone = ViT(
         image_size=28, patch_size=7, channels=1, num_classes=0, dim=16, depth=depth,
         heads=2, pool=pool,
     )  # fmt: skip
-    mp3 = MP3(backbone, mask_ratio=mask_ratio).eval()
+    options = {} if attention is None else {"attention": attention}
+    mp3 = MP3(backbone, mask_ratio=mask_ratio, **options).eval()
     with torch.no_grad():  # no zero weights that could hide a leak
         for name, p in mp3.named_parameters():
             if name != "backbone.pos_embed":
@@ -61,6 +64,61 @@ def test_context_mask_keeps_the_requested_number_of_keys_for_every_query():
     assert mask.shape == (3, 1, 17, 17)
     assert (mask.sum(-1) == 5).all()  # the class token + 4 context patches
     assert mask[..., 0].all()
+
+
+def test_context_index_lists_the_keys_context_mask_lets_through():
+    noise = torch.rand(3, 16)
+    index = context_index(noise, n_keep=4, prefix=1)  # (3, 5)
+    mask = context_mask(noise, n_keep=4, prefix=1)
+    assert index.tolist() == [row.nonzero().flatten().tolist() for row in mask[:, 0, 0]]
+
+
+def logits_loss_and_gradients(mp3, images, noise):
+    mp3.zero_grad()
+    logits = mp3.forward_logits(images, noise)
+    loss = mp3(images, noise)
+    loss.backward()
+    # the position table is unused while pretraining: it gets no gradient
+    grads = {k: p.grad for k, p in mp3.named_parameters() if k != "backbone.pos_embed"}
+    return logits, loss, grads
+
+
+@pytest.mark.parametrize("pool", ["cls", "mean"])
+@pytest.mark.parametrize("mask_ratio", [0.75, 0.5, 0.0])
+def test_gathered_keys_give_the_masked_values_and_gradients(pool, mask_ratio):
+    gathered = tiny_mp3(depth=3, pool=pool, mask_ratio=mask_ratio).double()
+    masked = tiny_mp3(depth=3, pool=pool, mask_ratio=mask_ratio, attention="mask")
+    masked.load_state_dict(gathered.state_dict())
+    masked.double()
+    images, noise = torch.randn(3, 1, 28, 28, dtype=torch.float64), torch.rand(3, 16)
+    ours = logits_loss_and_gradients(gathered, images, noise)
+    reference = logits_loss_and_gradients(masked, images, noise)
+    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-12)
+
+
+def test_gathered_attention_scores_every_query_against_the_context_only():
+    gathered = tiny_mp3(pool="cls")
+    masked = tiny_mp3(pool="cls", attention="mask")
+    masked.load_state_dict(gathered.state_dict())
+    images, noise = torch.randn(2, 1, 28, 28), torch.rand(2, 16)
+    with torch.no_grad(), record_attention(gathered) as few:
+        gathered.forward_logits(images, noise)
+    with torch.no_grad(), record_attention(masked) as full:
+        masked.forward_logits(images, noise)
+    keys = context_index(noise, n_keep=4, prefix=1)  # (2, 5)
+    for layer in few:
+        # (2, heads, 17 queries, 5 keys): the class token and 4 context patches
+        weights = few[layer][0]
+        assert weights.shape == (2, 2, 17, 5)
+        # the masked reference scores all 17 keys and gives the others zero weight
+        picked = full[layer][0].gather(3, keys[:, None, None].expand(-1, 2, 17, -1))
+        torch.testing.assert_close(weights, picked)
+        assert picked.sum(-1).allclose(torch.ones(2, 2, 17))
+
+
+def test_attention_must_be_gather_or_mask():
+    with pytest.raises(ValueError, match=r"attention='flash' is not one of"):
+        tiny_mp3(attention="flash")
 
 
 def test_loss_is_cross_entropy_of_each_tokens_position_by_hand():

@@ -1,5 +1,5 @@
 """``python -m vitbook.bench vit`` (or ``swin``, ``twins``): vitbook against the
-reference implementations.
+reference implementations (``mp3``: MP3's gathered context against its masked form).
 
 Prints throughput (images per second, forward only and a full training step) and, on
 CUDA, peak memory, each as a ratio to vitbook's own number. Implementations are timed
@@ -369,6 +369,42 @@ def byol_contenders(
     }
 
 
+def mp3_contenders(
+    image_size=224, patch_size=16, dim=192, depth=12, heads=3, mask_ratio=0.75,
+    num_classes=None,
+) -> dict[str, nn.Module]:  # fmt: skip
+    """MP3's training step on a ViT-Ti/16 (class token, 75% masked), three ways with
+    the same weights: vitbook's ``MP3``, which projects keys and values for the context
+    tokens only (scores ``(1 + n) x (1 + n_keep)``, the paper's cost); the same model
+    with ``attention="mask"`` (keys and values for every token, the ``(1 + n) x (1 +
+    n)`` scores masked: what vitbook's MP3 did before); and a plain ViT of the same
+    size, every token a key and value, with the same position head and loss. There is
+    no official code to compare with."""
+    from .models.vit import ViT
+    from .ssl.mp3 import MP3
+
+    backbone = ViT(image_size=image_size, patch_size=patch_size, num_classes=0,
+                   dim=dim, depth=depth, heads=heads, mlp_dim=4 * dim)  # fmt: skip
+    gathered = MP3(backbone, mask_ratio=mask_ratio)
+    masked = copy.deepcopy(gathered)
+    masked.attention = "mask"
+
+    def plain(mp3, images):
+        # (b, n, dim): the plain ViT's patch tokens (its position table is zero)
+        tokens = mp3.backbone.forward_features(images)[:, mp3.prefix :]
+        # (b, n, n)
+        logits = mp3.position_head(tokens)
+        target = torch.arange(mp3.num_patches, device=logits.device)
+        target = target.expand(len(images), -1)
+        return F.cross_entropy(logits.flatten(0, 1), target.flatten())
+
+    return {
+        "vitbook": LossOf(gathered, lambda m, x: m(x)),
+        "masked": LossOf(masked, lambda m, x: m(x)),
+        "plain ViT": LossOf(copy.deepcopy(gathered), plain),
+    }
+
+
 BENCHMARKS: dict[str, Callable[..., dict[str, nn.Module]]] = {
     "vit": vit_contenders,
     "swin": swin_contenders,
@@ -377,6 +413,7 @@ BENCHMARKS: dict[str, Callable[..., dict[str, nn.Module]]] = {
     "mae": mae_contenders,
     "dino": dino_contenders,
     "byol": byol_contenders,
+    "mp3": mp3_contenders,
 }
 # how each benchmark's input batch is made (default: a (b, 3, size, size) tensor)
 INPUTS: dict[str, Callable] = {"navit": variable_images}
@@ -422,14 +459,45 @@ def matmul_peak(device, n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / seconds
 
 
+def _sdpa_cpu_flop(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(query, key, value)
+
+
+def _sdpa_cpu_backward_flop(
+    grad_out, query, key, value, *args, out_shape=None, **kwargs
+) -> int:
+    from torch.utils.flop_counter import sdpa_backward_flop_count
+
+    return sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+def _cpu_attention_formulas() -> dict:
+    """SDPA's CPU kernel and its backward, with the formulas ``FlopCounterMode`` applies
+    to the CUDA kernels: its table leaves the CPU kernel out, so that on the CPU
+    attention would count no FLOPs at all."""
+    aten = torch.ops.aten
+    return {
+        aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flop,
+        aten._scaled_dot_product_flash_attention_for_cpu_backward: (
+            _sdpa_cpu_backward_flop
+        ),
+    }
+
+
 def count_flops(fn) -> int:
     """Floating-point operations of one call of ``fn``, counted by PyTorch's dispatcher
-    with ``FlopCounterMode``'s formulas (matmuls, convolutions and attention;
-    elementwise work is not counted, as in every FLOP count of these models)."""
+    with ``FlopCounterMode``'s formulas (matmuls, convolutions and attention, on the
+    CPU too; elementwise work is not counted, as in every FLOP count of these
+    models)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     try:
-        with FlopCounterMode(display=False) as counter:
+        counter = FlopCounterMode(
+            display=False, custom_mapping=_cpu_attention_formulas()
+        )
+        with counter:
             fn()
         return counter.get_total_flops()
     except (RuntimeError, AssertionError):
@@ -444,15 +512,20 @@ class _DispatchFlops(TorchDispatchMode):
     """Sum ``FlopCounterMode``'s formulas over every op the dispatcher runs."""
 
     def __enter__(self):
+        from torch.utils.flop_counter import flop_registry, shape_wrapper
+
         self.total = 0
+        extra = _cpu_attention_formulas()
+        self.formulas = {
+            **flop_registry,
+            **{k: shape_wrapper(f) for k, f in extra.items()},
+        }
         return super().__enter__()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        from torch.utils.flop_counter import flop_registry
-
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        formula = flop_registry.get(func._overloadpacket)
+        formula = self.formulas.get(func._overloadpacket)
         if formula is not None:
             self.total += formula(*args, **kwargs, out_val=out)
         return out
@@ -558,16 +631,20 @@ def measure(
             results[k][f"{task} % peak"] = 100 * flops[k][task] / seconds / peak
             if memory[k][task] is not None:
                 results[k][f"{task} peak MiB"] = memory[k][task]
-    return Results(results, machine={"matmul GFLOP/s": peak / 1e9})
+    return Results(results, machine={"matmul GFLOP/s": peak / 1e9}, flops=flops)
 
 
 class Results(dict):
-    """``{implementation: {metric: value}}``, and ``machine``: what was measured of the
-    machine in the same run (the matmul peak)."""
+    """``{implementation: {metric: value}}``, ``machine``: what was measured of the
+    machine in the same run (the matmul peak), and ``flops``: ``{implementation:
+    {"forward" or "train step": FLOPs counted for one call}}``."""
 
-    def __init__(self, rows: dict, machine: dict | None = None):
+    def __init__(
+        self, rows: dict, machine: dict | None = None, flops: dict | None = None
+    ):
         super().__init__(rows)
         self.machine = machine or {}
+        self.flops = flops or {}
 
 
 def report(results: dict, baseline: str = "vitbook") -> str:
@@ -617,6 +694,7 @@ QUICK: dict[str, dict] = {
     "mae": dict(image_size=96, depth=4, decoder_depth=2),
     "dino": dict(image_size=64, depth=4, out_dim=1024),
     "byol": dict(image_size=64, depth=4, hidden_dim=1024),
+    "mp3": dict(image_size=96, depth=4),
 }
 
 
@@ -661,6 +739,7 @@ SETTINGS: dict[str, str] = {
     "mae": "MAE step, ViT-Ti/16 encoder, 75% masked, normalized pixels",
     "dino": "DINO step (seed setting: 2+2 crops), ViT-Ti/16, EMA update",
     "byol": "BYOL step, ViT-Ti/16 in both, paper's heads, EMA update",
+    "mp3": "MP3 step, ViT-Ti/16, 75% masked, gathered context against masked",
 }
 
 
@@ -687,8 +766,8 @@ def main(argv=None):
         "--depth",
         type=int,
         default=None,
-        help="vit, navit, mae, dino: number of blocks (default 12); swin, twins: "
-        "depth of the third stage (default 6, 10)",
+        help="vit, navit, mae, dino, byol, mp3: number of blocks (default 12); "
+        "swin, twins: depth of the third stage (default 6, 10)",
     )
     parser.add_argument("--device", default=None)
     args = parser.parse_args(argv)  # fmt: skip
@@ -722,6 +801,8 @@ def main(argv=None):
             if name == "navit":
                 size = config.get("image_size", 224)
                 print(navit_utilization(batch_size, size))
+            if name == "mp3":
+                print(mp3_costs(results[name]))
             print()
     print(summary(results, settings))
     peaks = [r.machine["matmul GFLOP/s"] for r in results.values()]
@@ -729,6 +810,27 @@ def main(argv=None):
         f"float32 matmul peak measured in this run: {statistics.median(peaks):.0f} "
         f"GFLOP/s; {time.perf_counter() - start:.0f} s in all"
     )
+
+
+def mp3_costs(results: Results) -> str:
+    """The FLOPs of each MP3 contender's forward and training step (counted by
+    ``FlopCounterMode``) against the gathered context's, and what the gathered context
+    gains in time over the masked one and over the plain ViT (medians, interleaved)."""
+    flops = {
+        k: {f"{task} GFLOP": v / 1e9 for task, v in tasks.items()}
+        for k, tasks in results.flops.items()
+    }
+    lines = ["FLOPs counted by FlopCounterMode (fewer is cheaper):"]
+    lines += _report_block(flops, list(next(iter(flops.values()))), "vitbook")
+    for task in ("forward", "train step"):
+        # the gathered context's time over each one's: their img/s over its img/s
+        time = {k: r[f"{task} img/s"] / results["vitbook"][f"{task} img/s"]
+                for k, r in results.items()}  # fmt: skip
+        lines.append(
+            f"{task}: the gathered context, {time['masked']:.2f}x the masked one's "
+            f"time, {time['plain ViT']:.2f}x the plain ViT's"
+        )
+    return "\n".join(lines)
 
 
 def navit_utilization(batch_size: int, image_size: int, patch_size: int = 16) -> str:
