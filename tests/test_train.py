@@ -484,3 +484,50 @@ def test_new_arguments_resume_a_checkpoint_written_before_them(tmp_path):
         train.fit(WithTeacher(0.0), toy_set().loader(16), weight_decay_end=0.4,
                   **kwargs)
 
+
+# ------------------------------------------------ random draws
+def test_a_single_process_draws_as_before_torch_from_seed_crops_where_they_were():
+    from workers.train_draws import Probe, toy_set
+
+    images = toy_set().normalize(toy_set().images[:4])
+    probe = Probe()
+    probe.multicrop(images)  # a figure drawn before training: the crops go on from it
+    train.fit(probe, toy_set().loader(16, shuffle=True, seed=3), steps=3, seed=5,
+              loss=train.self_supervised_loss, device="cpu", progress=False)
+    expected = Probe()
+    expected.multicrop(images)
+    torch.manual_seed(5)  # fit's seed, as in one process it always was
+    for batch, _ in toy_set().loader(16, shuffle=True, seed=3):
+        expected(batch)
+    for step, (a, b) in enumerate(zip(probe.draws, expected.draws[:3]), start=1):
+        for kind in ("boxes", "dropout", "mae"):
+            assert torch.equal(a[kind], b[kind]), f"{kind} at step {step}"
+
+
+def test_resume_restores_the_multicrop_generator_and_every_draw(tmp_path):
+    from workers.train_draws import Probe, train_probe
+
+    straight = Probe()
+    train_probe(straight, 4)
+    path = tmp_path / "draws.ckpt"
+    with pytest.raises(RuntimeError, match="crash at step 3"):
+        train_probe(Probe(), 4, path, crash_at=3)
+    resumed = Probe()  # a fresh generator, at MultiCrop's seed
+    train_probe(resumed, 4, path)
+    assert len(resumed.draws) == 2  # steps 3 and 4, after the checkpoint at step 2
+    for a, b in zip(straight.draws[2:], resumed.draws):
+        for kind in ("boxes", "dropout", "mae"):
+            assert torch.equal(a[kind], b[kind]), kind
+
+
+def test_a_checkpoint_of_two_ranks_is_refused_by_one_process(tmp_path):
+    from workers.train_toy import WithTeacher, toy_set
+
+    path = tmp_path / "ranks.ckpt"
+    kwargs = dict(steps=2, device="cpu", progress=False, checkpoint=path)
+    train.fit(WithTeacher(0.0), toy_set().loader(16), **kwargs)
+    saved = torch.load(path)
+    saved["extra"]["rng"] = [saved["extra"]["rng"]] * 2  # as two ranks write it
+    torch.save(saved, path)
+    with pytest.raises(ValueError, match="written by 2 data-parallel processes and 1"):
+        train.fit(WithTeacher(0.0), toy_set().loader(16), **kwargs)

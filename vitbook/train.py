@@ -320,11 +320,17 @@ def fit(
     optimizer step; ``model.step_teacher()`` when the model has one (EMA teachers).
 
     ``checkpoint=path``: the whole training state (weights, EMA teachers, optimizer,
-    scaler, schedule position, every RNG, the history) is written every
-    ``checkpoint_every`` steps and at the end, atomically (:mod:`vitbook.checkpoint`);
-    calling ``fit`` again with the same arguments resumes where the last one stopped and
-    ends exactly as an uninterrupted run would. Under ``torchrun`` the same call trains
-    data-parallel (:mod:`vitbook.distributed`).
+    scaler, schedule position, every RNG, the modules' own generators included, the
+    history) is written every ``checkpoint_every`` steps and at the end, atomically
+    (:mod:`vitbook.checkpoint`); calling ``fit`` again with the same arguments resumes
+    where the last one stopped and ends exactly as an uninterrupted run would.
+
+    Under ``torchrun`` the same call trains data-parallel (:mod:`vitbook.distributed`),
+    and every rank draws its own dropout, masks and crops: torch is seeded with
+    ``seed + rank`` and every module with a ``reseed`` method (``MultiCrop``) is
+    reseeded with its own ``seed + rank``, as MAE's code seeds. A single process draws
+    what it always drew: torch seeded with ``seed``, the modules' generators left where
+    they are.
 
     ``eval_loader`` is evaluated after every epoch and, with ``eval_every=n``, also
     every ``n`` steps; each row of ``history.evals`` records the training seconds
@@ -376,7 +382,13 @@ def fit(
     if parallel and hasattr(loader, "shard"):  # each rank its part of every batch
         loader = loader.shard(distributed.rank(), distributed.world_size())
     model.to(device).train()
-    torch.manual_seed(seed)  # dropout, drop-path and masking draws
+    # dropout, drop-path and masking draws: each rank its own (rank 0 or a single
+    # process: seed itself)
+    torch.manual_seed(seed + distributed.rank())
+    if parallel:  # and its own crops: MultiCrop draws from a generator of its own
+        for module in model.modules():
+            if hasattr(module, "reseed"):
+                module.reseed(module.seed + distributed.rank())
     if optimizer is None:
         optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
@@ -414,13 +426,14 @@ def fit(
         if state is not None:
             _check_same_run(state["run"], run, checkpoint)
             history, at = History(**state["history"]), state["at"]
-            ckpt.set_rng_state(state["rng"])
+            ckpt.set_rng_state(_own_rng_state(state["rng"], checkpoint), model)
             if scaler is not None and state["scaler"]:
                 scaler.load_state_dict(state["scaler"])
             if at["finished"]:
                 return history
 
     def save() -> None:
+        rng = _rng_of_every_rank(model)  # every rank takes part in the gathering
         if distributed.is_main():
             ckpt.save_checkpoint(
                 checkpoint,
@@ -429,7 +442,7 @@ def fit(
                 run=run,
                 at=dict(at),
                 history=asdict(history),
-                rng=ckpt.rng_state(),
+                rng=rng,
                 scaler=scaler.state_dict() if scaler is not None else {},
             )
         distributed.barrier()
@@ -588,6 +601,31 @@ def _check_same_run(saved: dict, now: dict, path) -> None:
             f"{path} was written by a different run ({'; '.join(changed)}): pass the "
             f"same arguments to resume it, or delete it to start afresh"
         )
+
+
+def _rng_of_every_rank(model: nn.Module) -> dict | list[dict]:
+    """This process's RNG states (:func:`checkpoint.rng_state`); under torchrun every
+    rank's, a list by rank, since each draws its own."""
+    state = ckpt.rng_state(model)
+    if not distributed.active():
+        return state
+    states = [None] * distributed.world_size()
+    torch.distributed.all_gather_object(states, state)
+    return states
+
+
+def _own_rng_state(saved: dict | list[dict], path) -> dict:
+    """This rank's RNG states from a checkpoint's (one dict: a single process wrote it,
+    or a version that saved rank 0's only)."""
+    if isinstance(saved, dict):
+        return saved
+    if len(saved) != distributed.world_size():
+        raise ValueError(
+            f"{path} was written by {len(saved)} data-parallel processes and "
+            f"{distributed.world_size()} resume it: resume with {len(saved)}, each "
+            "rank's random draws go on from its own"
+        )
+    return saved[distributed.rank()]
 
 
 @torch.no_grad()

@@ -169,7 +169,9 @@ class MultiCrop(nn.Module):
     a list ``[global_1, global_2, local_1, ...]`` of float tensors, globals
     ``global_size`` and locals ``local_size`` square, on the input's device. Draws come
     from the module's own CPU generator, seeded by ``seed``, so the views are the same
-    on every device and from run to run.
+    on every device and from run to run. Under ``torchrun``, ``fit`` reseeds it with
+    ``seed + rank`` (:meth:`reseed`), so that no two ranks crop alike; a ``fit``
+    checkpoint saves and restores its state.
     """
 
     def __init__(
