@@ -333,3 +333,201 @@ def test_accuracy_at_reads_the_last_evaluation_within_the_budget():
     assert history.accuracy_at(5) is None
     assert history.accuracy_at(10) == 0.5 and history.accuracy_at(19.9) == 0.5
     assert history.accuracy_at(60) == 0.7
+
+
+# ------------------------------------------------ DINO's optimizer recipe
+def test_clip_per_tensor_scales_each_gradient_above_the_limit_to_it_alone():
+    big, small, unused = (nn.Parameter(torch.zeros(2)) for _ in range(3))
+    big.grad = torch.tensor([3.0, 4.0])  # norm 5: above the limit
+    small.grad = torch.tensor([0.3, 0.4])  # norm 0.5: below it
+    norms = train.clip_per_tensor_([big, small, unused], max_norm=1.0)
+    torch.testing.assert_close(norms, torch.tensor([5.0, 0.5]))  # before clipping
+    # DINO: grad * max_norm / (norm + 1e-6) when that factor is below 1
+    torch.testing.assert_close(big.grad, torch.tensor([3.0, 4.0]) / (5.0 + 1e-6))
+    assert torch.equal(small.grad, torch.tensor([0.3, 0.4]))  # untouched, bit for bit
+    assert unused.grad is None
+    tiny = nn.Parameter(torch.zeros(2))
+    tiny.grad = torch.tensor([3e-6, 4e-6])  # norm 5e-6: DINO's 1e-6 counts here
+    train.clip_per_tensor_([tiny], max_norm=1e-6)
+    assert float(tiny.grad.norm()) == pytest.approx(1e-6 * 5e-6 / 6e-6)
+    with pytest.raises(ValueError, match="max_norm=0 must be positive"):
+        train.clip_per_tensor_([big], max_norm=0)
+
+
+class _TwoGradients(nn.Module):
+    """A loss whose gradients are (30, 40) for ``big`` and (0.03, 0.04) for ``small``,
+    whatever the batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.big = nn.Parameter(torch.zeros(2))
+        self.small = nn.Parameter(torch.zeros(2))
+
+    def forward(self, x):
+        return (self.big @ torch.tensor([30.0, 40.0])
+                + self.small @ torch.tensor([0.03, 0.04]))
+
+
+@pytest.mark.parametrize("clip_mode", ["per_tensor", "global"])
+def test_fit_clips_as_clip_mode_says(clip_mode):
+    model = _TwoGradients()
+    train.fit(model, [torch.zeros(1)], steps=1, loss=train.self_supervised_loss,
+              optimizer=torch.optim.SGD(model.parameters(), lr=1.0), warmup=0.0,
+              grad_clip=1.0, clip_mode=clip_mode, device="cpu", progress=False)
+    expected = _TwoGradients()
+    expected(None).backward()
+    if clip_mode == "per_tensor":
+        train.clip_per_tensor_(expected.parameters(), 1.0)
+        assert torch.equal(model.small, -expected.small.grad)  # below the limit: as is
+    else:
+        nn.utils.clip_grad_norm_(expected.parameters(), 1.0)
+    for name in ("big", "small"):  # one SGD step of lr 1 from zero: minus the gradient
+        assert torch.equal(getattr(model, name), -getattr(expected, name).grad), name
+
+
+def test_clip_mode_and_weight_decay_end_are_checked():
+    with pytest.raises(ValueError, match=r"clip_mode='layer' must be one of \('glo"):
+        train.fit(toy_vit(), toy_data().loader(32), steps=1, clip_mode="layer",
+                  progress=False)
+    with pytest.raises(ValueError, match="weight_decay_end=-0.1 must be >= 0"):
+        train.fit(toy_vit(), toy_data().loader(32), steps=1, weight_decay_end=-0.1,
+                  progress=False)
+    with pytest.raises(ValueError, match=r"weight_decay_end=0.4 schedules .*none"):
+        train.fit(toy_vit(), toy_data().loader(32), steps=1, weight_decay=0.0,
+                  weight_decay_end=0.4, device="cpu", progress=False)
+
+
+class _OnlyDecay(nn.Module):
+    """Zero gradients: AdamW moves ``weight`` (decayed, a matrix) by its weight decay
+    alone, ``p <- p (1 - lr wd)``, and leaves ``bias`` (not decayed) where it is."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(2, 2))
+        self.bias = nn.Parameter(torch.ones(2))
+
+    def forward(self, x):
+        return 0.0 * (self.weight.sum() + self.bias.sum())
+
+
+def test_weight_decay_follows_a_cosine_to_weight_decay_end():
+    from vitbook.ssl import cosine_schedule
+
+    model, total = _OnlyDecay(), 8
+    history = train.fit(model, [torch.zeros(1)] * total, epochs=1, lr=0.5,
+                        weight_decay=0.04, weight_decay_end=0.4, warmup=0.0,
+                        loss=train.self_supervised_loss, device="cpu", progress=False)
+    wd = [r["wd"] for r in history.steps]
+    assert len(wd) == total and wd[0] == pytest.approx(0.04)  # step 0: weight_decay
+    assert wd[total // 2] == pytest.approx(0.22)  # half way: the mean of the two
+    expected = [cosine_schedule(0.04, 0.4, s, total) for s in range(total)]
+    assert wd == pytest.approx(expected)
+    # the last step uses step T - 1's value; T's is weight_decay_end (DINO's too)
+    assert wd[-1] < 0.4 and cosine_schedule(0.04, 0.4, total, total) == 0.4
+    shrink = torch.ones(())
+    for row in history.steps:  # what AdamW applied, step by step
+        shrink = shrink * (1 - row["lr"] * row["wd"])
+    torch.testing.assert_close(model.weight, shrink.expand(2, 2))
+    assert torch.equal(model.bias, torch.ones(2))  # the undecayed group stays at 0
+
+
+def test_without_weight_decay_end_the_rows_have_no_wd():
+    history = train.fit(_OnlyDecay(), [torch.zeros(1)] * 2, steps=2, device="cpu",
+                        loss=train.self_supervised_loss, progress=False)
+    assert all("wd" not in r for r in history.steps)
+
+
+def test_after_backward_comes_after_clipping_and_before_the_optimizer_step():
+    class FrozenLastLayer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.last_layer = nn.Linear(4, 4), nn.Linear(4, 4)
+            self.seen_norms = []
+
+        def forward(self, x):
+            return self.last_layer(self.body(x)).pow(2).mean()
+
+        def after_backward(self):  # DINO freezes its last layer in the first epoch
+            self.seen_norms.append(float(self.body.weight.grad.norm()))
+            self.last_layer.weight.grad = None
+
+    model = FrozenLastLayer()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train.fit(model, [torch.randn(8, 4)] * 3, steps=3, lr=0.1, weight_decay=0.5,
+              grad_clip=1e-4, clip_mode="per_tensor", loss=train.self_supervised_loss,
+              device="cpu", progress=False)
+    assert len(model.seen_norms) == 3
+    assert max(model.seen_norms) <= 1e-4 * (1 + 1e-5)  # clipped before the hook
+    after = model.state_dict()
+    # no gradient: AdamW leaves it alone, weight decay included
+    assert torch.equal(after["last_layer.weight"], before["last_layer.weight"])
+    for name in ("last_layer.bias", "body.weight", "body.bias"):
+        assert not torch.equal(after[name], before[name]), name
+
+
+def test_new_arguments_resume_a_checkpoint_written_before_them(tmp_path):
+    from workers.train_toy import WithTeacher, toy_set
+
+    path = tmp_path / "old.ckpt"
+    kwargs = dict(steps=2, device="cpu", progress=False, checkpoint=path)
+    first = train.fit(WithTeacher(0.0), toy_set().loader(16), **kwargs)
+    saved = torch.load(path)
+    for name in ("weight_decay_end", "clip_mode"):  # as an older fit wrote it
+        del saved["extra"]["run"][name]
+    torch.save(saved, path)
+    again = train.fit(WithTeacher(0.0), toy_set().loader(16), **kwargs)  # finished
+    assert again.steps == first.steps
+    with pytest.raises(ValueError, match="clip_mode='global' then, 'per_tensor' now"):
+        train.fit(WithTeacher(0.0), toy_set().loader(16), clip_mode="per_tensor",
+                  **kwargs)
+    with pytest.raises(ValueError, match="weight_decay_end=None then, 0.4 now"):
+        train.fit(WithTeacher(0.0), toy_set().loader(16), weight_decay_end=0.4,
+                  **kwargs)
+
+
+# ------------------------------------------------ random draws
+def test_a_single_process_draws_as_before_torch_from_seed_crops_where_they_were():
+    from workers.train_draws import Probe, toy_set
+
+    images = toy_set().normalize(toy_set().images[:4])
+    probe = Probe()
+    probe.multicrop(images)  # a figure drawn before training: the crops go on from it
+    train.fit(probe, toy_set().loader(16, shuffle=True, seed=3), steps=3, seed=5,
+              loss=train.self_supervised_loss, device="cpu", progress=False)
+    expected = Probe()
+    expected.multicrop(images)
+    torch.manual_seed(5)  # fit's seed, as in one process it always was
+    for batch, _ in toy_set().loader(16, shuffle=True, seed=3):
+        expected(batch)
+    for step, (a, b) in enumerate(zip(probe.draws, expected.draws[:3]), start=1):
+        for kind in ("boxes", "dropout", "mae"):
+            assert torch.equal(a[kind], b[kind]), f"{kind} at step {step}"
+
+
+def test_resume_restores_the_multicrop_generator_and_every_draw(tmp_path):
+    from workers.train_draws import Probe, train_probe
+
+    straight = Probe()
+    train_probe(straight, 4)
+    path = tmp_path / "draws.ckpt"
+    with pytest.raises(RuntimeError, match="crash at step 3"):
+        train_probe(Probe(), 4, path, crash_at=3)
+    resumed = Probe()  # a fresh generator, at MultiCrop's seed
+    train_probe(resumed, 4, path)
+    assert len(resumed.draws) == 2  # steps 3 and 4, after the checkpoint at step 2
+    for a, b in zip(straight.draws[2:], resumed.draws):
+        for kind in ("boxes", "dropout", "mae"):
+            assert torch.equal(a[kind], b[kind]), kind
+
+
+def test_a_checkpoint_of_two_ranks_is_refused_by_one_process(tmp_path):
+    from workers.train_toy import WithTeacher, toy_set
+
+    path = tmp_path / "ranks.ckpt"
+    kwargs = dict(steps=2, device="cpu", progress=False, checkpoint=path)
+    train.fit(WithTeacher(0.0), toy_set().loader(16), **kwargs)
+    saved = torch.load(path)
+    saved["extra"]["rng"] = [saved["extra"]["rng"]] * 2  # as two ranks write it
+    torch.save(saved, path)
+    with pytest.raises(ValueError, match="written by 2 data-parallel processes and 1"):
+        train.fit(WithTeacher(0.0), toy_set().loader(16), **kwargs)

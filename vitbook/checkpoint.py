@@ -132,19 +132,34 @@ def load_latest(
 
 
 # ------------------------------------------------ random number generators
-def rng_state() -> dict:
-    """Every generator a training step draws from: Python, NumPy, torch (CPU, CUDA)."""
+def _generators(model: nn.Module | None) -> dict[str, torch.Generator]:
+    """The modules' own generators (``MultiCrop.generator``), by dotted name."""
+    if model is None:
+        return {}
+    return {
+        f"{prefix}.{attr}" if prefix else attr: value
+        for prefix, module in model.named_modules()
+        for attr, value in vars(module).items()
+        if isinstance(value, torch.Generator)
+    }
+
+
+def rng_state(model: nn.Module | None = None) -> dict:
+    """Every generator a training step draws from: Python, NumPy, torch (CPU, CUDA),
+    and the generators ``model``'s modules keep as attributes (``MultiCrop``'s)."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     return {
         "python": random.getstate(),
         "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "generators": {k: g.get_state() for k, g in _generators(model).items()},
     }
 
 
-def set_rng_state(state: dict) -> None:
-    """The inverse of :func:`rng_state`."""
+def set_rng_state(state: dict, model: nn.Module | None = None) -> None:
+    """The inverse of :func:`rng_state`. A generator of ``model`` that ``state`` does
+    not name (a checkpoint written before they were saved) is left as it is."""
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     kind, keys, pos, has_gauss, cached = state["numpy"]
@@ -152,6 +167,10 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+    saved = state.get("generators", {})
+    for name, generator in _generators(model).items():
+        if name in saved:
+            generator.set_state(saved[name])
 
 
 __all__ = [

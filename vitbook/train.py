@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from . import checkpoint as ckpt
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint  # noqa: F401 (public here too)
+from .schedules import cosine_schedule
 
 SCALES = ("small", "full")
 
@@ -188,6 +189,33 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+CLIP_MODES = ("global", "per_tensor")
+
+
+@torch.no_grad()
+def clip_per_tensor_(parameters, max_norm: float) -> torch.Tensor:
+    """Clip every parameter's gradient to the L2 norm ``max_norm`` on its own, as
+    DINO's ``clip_gradients``: a gradient of norm ``n`` is multiplied by ``max_norm /
+    (n + 1e-6)`` when that is below 1 and left as it is otherwise. Unlike
+    ``clip_grad_norm_`` (one norm over all gradients), a large gradient in one tensor
+    does not shrink the others. Returns the norms before clipping, one per parameter
+    that has a gradient ``(k,)``."""
+    if max_norm <= 0:
+        raise ValueError(f"max_norm={max_norm} must be positive")
+    if isinstance(parameters, torch.Tensor):
+        parameters = [parameters]
+    norms = []
+    for p in parameters:
+        if p.grad is None:
+            continue
+        norm = torch.linalg.vector_norm(p.grad)
+        # min(coef, 1) for DINO's `if coef < 1`: the same numbers (x * 1.0 is x),
+        # without reading the norm on the host, which would wait for the GPU
+        p.grad.mul_((max_norm / (norm + 1e-6)).clamp(max=1.0))
+        norms.append(norm)
+    return torch.stack(norms) if norms else torch.zeros(0)
+
+
 class _StepLog:
     """Per-step losses and metrics kept on the device, read in one transfer when
     flushed.
@@ -257,6 +285,7 @@ def fit(
     seconds: float | None = None,
     lr: float = 1e-3,
     weight_decay: float = 0.05,
+    weight_decay_end: float | None = None,
     warmup: float = 0.1,
     loss: Callable = classification_loss,
     optimizer: torch.optim.Optimizer | None = None,
@@ -264,6 +293,7 @@ def fit(
     device: torch.device | str | None = None,
     amp: bool = True,
     grad_clip: float | None = 1.0,
+    clip_mode: str = "global",
     seed: int = 0,
     progress: bool = True,
     desc: str = "train",
@@ -274,19 +304,33 @@ def fit(
     """Train ``model`` until the first of ``epochs``, ``steps`` or ``seconds`` runs out.
 
     ``loss(model, batch) -> (loss, metrics)``: :func:`classification_loss` by default,
-    :func:`self_supervised_loss` for methods whose forward returns their loss. After
-    every optimizer step ``model.step_teacher()`` is called when the model has one (EMA
-    teachers). AdamW (weight decay on weight matrices only, see :func:`param_groups`)
-    with linear warm-up and cosine decay unless an ``optimizer`` is given. With only a
-    ``seconds`` budget the schedule follows the clock, so such a run is not
-    reproducible.
+    :func:`self_supervised_loss` for methods whose forward returns their loss. AdamW
+    (weight decay on weight matrices only, see :func:`param_groups`) with linear warm-up
+    and cosine decay unless an ``optimizer`` is given. With ``weight_decay_end`` the
+    weight decay of every param group that has some follows a cosine from
+    ``weight_decay`` to ``weight_decay_end``, step by step (DINO: 0.04 to 0.4), and each
+    row of ``history.steps`` records it as ``"wd"``. With only a ``seconds`` budget both
+    schedules follow the clock, so such a run is not reproducible.
+
+    Every step: backward; the gradients unscaled (float16 on CUDA) and clipped to
+    ``grad_clip``, all together (``clip_mode="global"``, ``clip_grad_norm_``) or each
+    tensor on its own (``"per_tensor"``, DINO's way: :func:`clip_per_tensor_`);
+    ``model.after_backward()`` when the model has one (DINO sets its last layer's
+    gradient to None in the first epoch, so the optimizer leaves it alone); the
+    optimizer step; ``model.step_teacher()`` when the model has one (EMA teachers).
 
     ``checkpoint=path``: the whole training state (weights, EMA teachers, optimizer,
-    scaler, schedule position, every RNG, the history) is written every
-    ``checkpoint_every`` steps and at the end, atomically (:mod:`vitbook.checkpoint`);
-    calling ``fit`` again with the same arguments resumes where the last one stopped and
-    ends exactly as an uninterrupted run would. Under ``torchrun`` the same call trains
-    data-parallel (:mod:`vitbook.distributed`).
+    scaler, schedule position, every RNG, the modules' own generators included, the
+    history) is written every ``checkpoint_every`` steps and at the end, atomically
+    (:mod:`vitbook.checkpoint`); calling ``fit`` again with the same arguments resumes
+    where the last one stopped and ends exactly as an uninterrupted run would.
+
+    Under ``torchrun`` the same call trains data-parallel (:mod:`vitbook.distributed`),
+    and every rank draws its own dropout, masks and crops: torch is seeded with
+    ``seed + rank`` and every module with a ``reseed`` method (``MultiCrop``) is
+    reseeded with its own ``seed + rank``, as MAE's code seeds. A single process draws
+    what it always drew: torch seeded with ``seed``, the modules' generators left where
+    they are.
 
     ``eval_loader`` is evaluated after every epoch and, with ``eval_every=n``, also
     every ``n`` steps; each row of ``history.evals`` records the training seconds
@@ -306,6 +350,10 @@ def fit(
             f"checkpoint_every={checkpoint_every} needs checkpoint=path and must be >= "
             "1"
         )
+    if clip_mode not in CLIP_MODES:
+        raise ValueError(f"clip_mode={clip_mode!r} must be one of {CLIP_MODES}")
+    if weight_decay_end is not None and weight_decay_end < 0:
+        raise ValueError(f"weight_decay_end={weight_decay_end} must be >= 0")
     if checkpoint is not None and seconds is not None:
         raise ValueError(
             "checkpoint= cannot resume a seconds= budget exactly (its schedule follows "
@@ -334,12 +382,27 @@ def fit(
     if parallel and hasattr(loader, "shard"):  # each rank its part of every batch
         loader = loader.shard(distributed.rank(), distributed.world_size())
     model.to(device).train()
-    torch.manual_seed(seed)  # dropout, drop-path and masking draws
+    # dropout, drop-path and masking draws: each rank its own (rank 0 or a single
+    # process: seed itself)
+    torch.manual_seed(seed + distributed.rank())
+    if parallel:  # and its own crops: MultiCrop draws from a generator of its own
+        for module in model.modules():
+            if hasattr(module, "reseed"):
+                module.reseed(module.seed + distributed.rank())
     if optimizer is None:
         optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
+    # the groups the weight decay schedule moves (DINO's param_groups[0])
+    decayed = [g["weight_decay"] > 0 for g in optimizer.param_groups]
+    if weight_decay_end is not None and not any(decayed):
+        raise ValueError(
+            f"weight_decay_end={weight_decay_end} schedules the param groups whose "
+            "weight decay is > 0, and the optimizer has none (weight_decay=0?)"
+        )
+    clip = clip_per_tensor_ if clip_mode == "per_tensor" else nn.utils.clip_grad_norm_
     autocast, amp_dtype = _autocast(device, amp)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    after_backward = getattr(model, "after_backward", None)
     step_teacher = getattr(model, "step_teacher", None)
     trained = distributed.wrap(model, device)  # DDP under torchrun, else the model
 
@@ -352,6 +415,8 @@ def fit(
         seed=seed,
         grad_clip=grad_clip,
         batches=per_epoch,
+        weight_decay_end=weight_decay_end,
+        clip_mode=clip_mode,
     )
     history = History()
     # where the run stands: steps done, epoch, batches of it done, the loader's epoch
@@ -361,13 +426,14 @@ def fit(
         if state is not None:
             _check_same_run(state["run"], run, checkpoint)
             history, at = History(**state["history"]), state["at"]
-            ckpt.set_rng_state(state["rng"])
+            ckpt.set_rng_state(_own_rng_state(state["rng"], checkpoint), model)
             if scaler is not None and state["scaler"]:
                 scaler.load_state_dict(state["scaler"])
             if at["finished"]:
                 return history
 
     def save() -> None:
+        rng = _rng_of_every_rank(model)  # every rank takes part in the gathering
         if distributed.is_main():
             ckpt.save_checkpoint(
                 checkpoint,
@@ -376,7 +442,7 @@ def fit(
                 run=run,
                 at=dict(at),
                 history=asdict(history),
-                rng=ckpt.rng_state(),
+                rng=rng,
                 scaler=scaler.state_dict() if scaler is not None else {},
             )
         distributed.barrier()
@@ -396,7 +462,7 @@ def fit(
             shown = {
                 k: f"{v:.3f}"
                 for k, v in row.items()
-                if k not in ("step", "epoch", "lr")
+                if k not in ("step", "epoch", "lr", "wd")
             }
             bar.set_postfix({**shown, **extra}, refresh=False)
 
@@ -445,9 +511,19 @@ def fit(
                     if seconds is not None:  # the clock may run out first
                         elapsed = time.perf_counter() - start
                         fraction = max(fraction, elapsed / seconds)
-                    factor = _lr_factor(min(fraction, 1.0), warmup)
+                    progress = min(fraction, 1.0)
+                    factor = _lr_factor(progress, warmup)
                     for group, base in zip(optimizer.param_groups, base_lrs):
                         group["lr"] = base * factor
+                    if weight_decay_end is not None:
+                        # over the fraction of the run done, as the lr: the steps
+                        # done, or the clock's share with seconds=
+                        wd = cosine_schedule(
+                            weight_decay, weight_decay_end, progress, total_steps=1
+                        )
+                        for group, scheduled in zip(optimizer.param_groups, decayed):
+                            if scheduled:
+                                group["weight_decay"] = wd
 
                     batch = _to(batch, device)
                     with autocast:
@@ -459,7 +535,9 @@ def fit(
                     else:
                         value.backward()
                     if grad_clip is not None:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                        clip(model.parameters(), grad_clip)
+                    if after_backward is not None:  # DINO's frozen last layer
+                        after_backward()
                     if scaler is not None:
                         scaler.step(optimizer)
                         scaler.update()
@@ -471,7 +549,10 @@ def fit(
                     at["step"] += 1
                     at["batch"] = i + 1
                     row = {"step": at["step"], "epoch": at["epoch"]}
-                    log.add({**row, "lr": base_lrs[0] * factor}, value, metrics)
+                    row["lr"] = base_lrs[0] * factor
+                    if weight_decay_end is not None:
+                        row["wd"] = wd
+                    log.add(row, value, metrics)
                     bar.update(1)
                     if log.due():  # the only place the device is waited for
                         show(log.flush(lr))
@@ -502,8 +583,14 @@ def fit(
     return history
 
 
+# arguments fit gained after checkpoints were written: a checkpoint without one ran
+# with this value
+_LATER_ARGUMENTS = {"weight_decay_end": None, "clip_mode": "global"}
+
+
 def _check_same_run(saved: dict, now: dict, path) -> None:
     """A checkpoint resumes only the run that wrote it."""
+    saved = {**_LATER_ARGUMENTS, **saved}
     changed = [
         f"{k}={saved.get(k)!r} then, {v!r} now"
         for k, v in now.items()
@@ -514,6 +601,31 @@ def _check_same_run(saved: dict, now: dict, path) -> None:
             f"{path} was written by a different run ({'; '.join(changed)}): pass the "
             f"same arguments to resume it, or delete it to start afresh"
         )
+
+
+def _rng_of_every_rank(model: nn.Module) -> dict | list[dict]:
+    """This process's RNG states (:func:`checkpoint.rng_state`); under torchrun every
+    rank's, a list by rank, since each draws its own."""
+    state = ckpt.rng_state(model)
+    if not distributed.active():
+        return state
+    states = [None] * distributed.world_size()
+    torch.distributed.all_gather_object(states, state)
+    return states
+
+
+def _own_rng_state(saved: dict | list[dict], path) -> dict:
+    """This rank's RNG states from a checkpoint's (one dict: a single process wrote it,
+    or a version that saved rank 0's only)."""
+    if isinstance(saved, dict):
+        return saved
+    if len(saved) != distributed.world_size():
+        raise ValueError(
+            f"{path} was written by {len(saved)} data-parallel processes and "
+            f"{distributed.world_size()} resume it: resume with {len(saved)}, each "
+            "rank's random draws go on from its own"
+        )
+    return saved[distributed.rank()]
 
 
 @torch.no_grad()

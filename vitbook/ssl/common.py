@@ -23,24 +23,7 @@ from torchvision.ops import roi_align
 from torchvision.transforms import v2
 
 from ..layers import pair, trunc_normal_init
-
-
-# --------------------------------------------------------------------------- schedules
-def cosine_schedule(base: float, final: float, step: int, total_steps: int) -> float:
-    """``base`` at step 0, ``final`` at ``total_steps`` (and after), half a cosine
-    between: DINO's momentum ``1 - (1 - base) (cos(pi t / T) + 1) / 2`` when
-    ``final=1``."""
-    if total_steps < 1:
-        raise ValueError(f"total_steps={total_steps} must be >= 1")
-    t = min(step, total_steps) / total_steps
-    return final + (base - final) * (1 + math.cos(math.pi * t)) / 2
-
-
-def linear_warmup(start: float, end: float, step: int, warmup_steps: int) -> float:
-    """``start`` rising linearly to ``end`` over ``warmup_steps``, then ``end``."""
-    if warmup_steps <= 0 or step >= warmup_steps:
-        return end
-    return start + (end - start) * step / warmup_steps
+from ..schedules import cosine_schedule, linear_warmup  # re-exported: methods use them
 
 
 # --------------------------------------------------------------------------- EMA
@@ -186,7 +169,9 @@ class MultiCrop(nn.Module):
     a list ``[global_1, global_2, local_1, ...]`` of float tensors, globals
     ``global_size`` and locals ``local_size`` square, on the input's device. Draws come
     from the module's own CPU generator, seeded by ``seed``, so the views are the same
-    on every device and from run to run.
+    on every device and from run to run. Under ``torchrun``, ``fit`` reseeds it with
+    ``seed + rank`` (:meth:`reseed`), so that no two ranks crop alike; a ``fit``
+    checkpoint saves and restores its state.
     """
 
     def __init__(
