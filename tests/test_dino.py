@@ -583,7 +583,9 @@ def test_the_teachers_backbone_gets_its_own_row_in_the_representation_report():
     ).rows
 
 
-@pytest.mark.parametrize("name", ["warmup_teacher_temp_steps", "freeze_last_layer_steps"])
+@pytest.mark.parametrize(
+    "name", ["warmup_teacher_temp_steps", "freeze_last_layer_steps"]
+)
 def test_negative_step_counts_are_refused_by_name(name):
     with pytest.raises(ValueError, match=f"{name}=-1 must be >= 0"):
         tiny_dino(**{name: -1})
