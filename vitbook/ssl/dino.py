@@ -127,7 +127,8 @@ class Projected(nn.Module):
 
 class DINO(SelfDistillation):
     """``loss = dino(images)``; ``dino.step_teacher()`` after each optimizer step
-    (``fit`` does it); ``dino.backbone`` is the student's backbone, for evaluation.
+    (``fit`` does it); ``dino.backbone`` and ``dino.teacher_backbone`` are the
+    student's and the EMA teacher's backbones, for evaluation.
 
     ``total_steps``: the length of training, over which the teacher's momentum rises
     from ``momentum`` to ``final_momentum`` along a cosine. Parameters left at None take
@@ -141,7 +142,10 @@ class DINO(SelfDistillation):
     ``global_size``, ``local_size`` and ``num_local``. After each training forward,
     ``dino.metrics`` holds the collapse diagnostics: teacher entropy, KL(teacher ||
     student), per-dimension std and effective rank of the teacher's distributions
-    across the batch.
+    across the batch. The student's head runs once on every crop, the teacher's once
+    on both global crops (``use_bn``: BatchNorm statistics over all of them), and the
+    center is averaged over every rank's batch under ``torchrun``, as the official
+    code.
     """
 
     def __init__(

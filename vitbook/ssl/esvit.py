@@ -210,7 +210,8 @@ def esvit_loss(
 # --------------------------------------------------------------------------- method
 class EsViT(SelfDistillation):
     """``loss = esvit(images)``; ``esvit.step_teacher()`` after each optimizer step
-    (``fit`` does it); ``esvit.backbone`` is the student's backbone, for evaluation.
+    (``fit`` does it); ``esvit.backbone`` and ``esvit.teacher_backbone`` are the
+    student's and the EMA teacher's backbones, for evaluation.
 
     The official recipe (microsoft/esvit): the teacher sees the 2 global crops, the
     student every crop; student temperature 0.1, teacher temperature warmed up from
@@ -223,11 +224,12 @@ class EsViT(SelfDistillation):
     the teacher's mean output. ``region_weight=0`` leaves only the view task (DINO on
     the same backbone, pooled as the backbone pools); ``match="dot"`` matches regions
     the seed's way. ``use_bn`` puts BatchNorm in the hidden layers of both heads (the
-    official ``--use_bn_in_head``); each head runs once per forward over every crop
-    (the region head over every region of every crop), so BatchNorm takes its
-    statistics over all of them. After each training forward ``esvit.metrics`` holds the
-    collapse diagnostics (as :class:`vitbook.ssl.DINO`'s) and the two halves of the
-    loss.
+    official ``--use_bn_in_head``); each head runs once per forward over every crop it
+    sees (the student's all crops, the teacher's the 2 global ones; the region head
+    over every region of those crops), so BatchNorm takes its statistics over all of
+    them. The centers are averaged over every rank's batch under ``torchrun``. After
+    each training forward ``esvit.metrics`` holds the collapse diagnostics (as
+    :class:`vitbook.ssl.DINO`'s) and the two halves of the loss.
     """
 
     def __init__(
