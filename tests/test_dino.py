@@ -589,3 +589,32 @@ def test_the_teachers_backbone_gets_its_own_row_in_the_representation_report():
 def test_negative_step_counts_are_refused_by_name(name):
     with pytest.raises(ValueError, match=f"{name}=-1 must be >= 0"):
         tiny_dino(**{name: -1})
+
+
+def test_official_defaults_are_the_official_codes():
+    """main_dino.py's defaults, or the paper's recipe where the variant follows it
+    (teacher temperature 0.04 -> 0.07 over the first 10%: the README's 300 epochs)."""
+    import inspect
+
+    from vitbook.ssl.dino import VARIANTS
+
+    official = VARIANTS["official"]
+    assert official == dict(
+        num_local=8,
+        student_temp=0.1,
+        teacher_temp=0.07,
+        warmup_teacher_temp=0.04,
+        warmup_teacher_temp_fraction=0.1,
+        momentum=0.996,
+        final_momentum=1.0,
+    )
+    defaults = {k: p.default for k, p in inspect.signature(DINO).parameters.items()}
+    expected = dict(out_dim=65536, hidden_dim=2048, bottleneck_dim=256, nlayers=3,
+                    norm_last_layer=True, use_bn=False,
+                    center_momentum=0.9)  # fmt: skip
+    assert {k: defaults[k] for k in expected} == expected
+    dino = DINO(tiny_vit(), total_steps=10, global_size=16, local_size=8, out_dim=8,
+                hidden_dim=8, bottleneck_dim=4)  # fmt: skip
+    crop = dino.multicrop
+    assert crop.num_local == 8
+    assert (crop.global_scale, crop.local_scale) == ((0.4, 1.0), (0.05, 0.4))

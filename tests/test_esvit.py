@@ -457,3 +457,23 @@ def test_the_teacher_temperature_warms_up_over_the_first_tenth_by_default():
     constant = tiny_esvit(tiny_vit(), warmup_teacher_temp_steps=0)
     assert constant.current_teacher_temp == 0.07
     assert method.teacher_backbone is method.teacher.module.backbone
+
+
+def test_defaults_are_main_esvit_and_its_readmes_runs():
+    """main_esvit.py's defaults, and the README's runs where they set them
+    (--teacher_temp 0.07 --warmup_teacher_temp_epochs 30 of 300, --norm_last_layer
+    false)."""
+    import inspect
+
+    from vitbook.ssl.esvit import WARMUP_TEACHER_TEMP_FRACTION
+
+    defaults = {k: p.default for k, p in inspect.signature(EsViT).parameters.items()}
+    expected = dict(
+        num_local=8, out_dim=65536, hidden_dim=2048, bottleneck_dim=256, nlayers=3,
+        norm_last_layer=False, use_bn=False, student_temp=0.1, teacher_temp=0.07,
+        warmup_teacher_temp=0.04, warmup_teacher_temp_steps=None,
+        momentum=0.996, final_momentum=1.0,
+        center_momentum=0.9, region_weight=0.5, match="cosine",
+    )  # fmt: skip
+    assert {k: defaults[k] for k in expected} == expected
+    assert WARMUP_TEACHER_TEMP_FRACTION == 30 / 300
