@@ -197,6 +197,22 @@ def test_ema_update_follows_the_formula_with_cosine_momentum():
     assert int(byol.target.step) == 3
 
 
+def test_step_teacher_gives_the_target_the_online_batchnorm_statistics():
+    """The target's parameters are a moving average, its BatchNorm buffers a copy of
+    the online network's (ema_update_): after a step they are equal, even though the
+    target's own forward had moved them from a different batch of projections."""
+    byol = tiny_byol(momentum=0.5, final_momentum=0.5).train()
+    randomize_(byol.online, std=0.2)  # unlike the target: other projections
+    byol(torch.rand(6, 1, 16, 16))  # each network updates its own running statistics
+    online, target = batchnorms(byol.online), batchnorms(byol.target.module)
+    assert len(online) == len(target) == 1
+    assert not torch.equal(online[0].running_mean, target[0].running_mean)
+    byol.step_teacher()
+    for a, b in zip(online, target):
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            assert torch.equal(getattr(b, name), getattr(a, name)), name
+
+
 def test_training_moves_the_target_slower_than_the_online_network():
     from vitbook import data, fit
     from vitbook.ssl import method_loss

@@ -1,6 +1,7 @@
 """DINO and the shared self-supervised pieces: loss, EMA teacher, multi-crop, head,
 collapse."""
 
+import copy
 import math
 
 import pytest
@@ -21,7 +22,7 @@ from vitbook.ssl import (
     ema_update_,
     embedding_std,
 )
-from vitbook.ssl.common import apply_to, contrast_brightness
+from vitbook.ssl.common import apply_to, contrast_brightness, embed
 from vitbook.train import param_groups
 
 
@@ -416,3 +417,204 @@ def test_official_dino_pairs_each_teacher_view_with_every_other_student_view():
         0.07,
     )
     torch.testing.assert_close(loss, expected)
+
+
+# ----------------------------------------------------------- as the official code
+def batchnorms(module):
+    return [m for m in module.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+
+
+def last_batch_statistics_(module):
+    """Every BatchNorm keeps the statistics of its last batch only (momentum 1), from
+    reset buffers: what it then holds says which rows one call saw."""
+    for bn in batchnorms(module):
+        bn.momentum = 1.0
+        bn.reset_running_stats()
+
+
+def test_the_heads_batchnorm_takes_its_statistics_over_every_crop_at_once():
+    """The official MultiCropWrapper runs the backbone once per resolution and the
+    head once on the features of all crops: with use_bn the head's BatchNorm takes
+    its statistics over global and local crops together."""
+    dino = tiny_dino(use_bn=True, num_local=3).train()
+    last_batch_statistics_(dino)
+    heads = {"student": dino.student, "teacher": dino.teacher.module}
+    fresh = {name: copy.deepcopy(net.head) for name, net in heads.items()}
+    images = torch.randn(4, 1, 16, 16)
+    dino.multicrop.reseed()
+    views = dino.multicrop(images)
+    dino.multicrop.reseed()
+    dino(images)
+    with torch.no_grad():
+        for name, crops in (("student", views), ("teacher", views[:2])):
+            backbone = heads[name].backbone
+            # every crop's embedding, one resolution per backbone pass: (N, d)
+            embedding = torch.cat(
+                [embed(backbone, torch.cat(crops[:2]))]
+                + ([embed(backbone, torch.cat(crops[2:]))] if crops[2:] else [])
+            )
+            fresh[name](embedding)  # one call on every crop
+            used, expected = batchnorms(heads[name].head), batchnorms(fresh[name])
+            assert len(used) == 2
+            for a, b in zip(used, expected):
+                torch.testing.assert_close(a.running_mean, b.running_mean)
+                torch.testing.assert_close(a.running_var, b.running_var)
+
+
+def test_a_training_forward_moves_the_center_to_the_ema_of_the_teachers_mean():
+    dino = tiny_dino(center_momentum=0.9).train()
+    images = torch.randn(5, 1, 16, 16)
+    for _ in range(2):  # from zero, then from the first update
+        before = dino.center.clone()
+        dino.multicrop.reseed()
+        views = dino.multicrop(images)
+        _, teacher_out = dino.teacher(views[:2])  # (2b, K)
+        dino.multicrop.reseed()
+        dino(images)
+        expected = 0.9 * before + 0.1 * teacher_out.mean(dim=0, keepdim=True)
+        torch.testing.assert_close(dino.center, expected)
+        assert not torch.equal(dino.center, before)
+    dino.eval()(images)  # evaluation leaves it
+    torch.testing.assert_close(dino.center, expected)
+
+
+def test_the_teacher_temperature_warms_up_over_the_first_tenth_by_default():
+    dino = tiny_dino(total_steps=40).eval()  # the official variant: 0.04 -> 0.07
+    assert dino.warmup_teacher_temp_steps == 4
+    assert tiny_dino(total_steps=40, variant="seed").warmup_teacher_temp_steps == 0
+    given = tiny_dino(total_steps=40, warmup_teacher_temp_steps=7)
+    assert given.warmup_teacher_temp_steps == 7
+    images = torch.randn(3, 1, 16, 16)
+    for step, temp in ((0, 0.04), (2, 0.055), (4, 0.07), (30, 0.07)):
+        dino.teacher.step.fill_(step)
+        assert dino.current_teacher_temp == pytest.approx(temp)
+        dino.multicrop.reseed()
+        views = dino.multicrop(images)
+        _, teacher = dino.teacher(views[:2])
+        _, student = dino.student(views)
+        dino.multicrop.reseed()
+        expected = dino_loss(
+            student.unflatten(0, (4, 3)),
+            teacher.unflatten(0, (2, 3)),
+            dino.center,
+            0.1,
+            temp,
+        )
+        torch.testing.assert_close(dino(images), expected)  # the loss uses it
+
+
+def test_dino_cuts_global_and_local_crops_with_their_own_scale_ranges():
+    dino = tiny_dino(num_local=4)
+    dino(torch.randn(16, 1, 32, 32))
+    boxes = dino.multicrop.last_boxes
+    assert len(boxes) == 2 + 4
+    for i, box in enumerate(boxes):
+        share = (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1]) / (32 * 32)  # (b,)
+        low, high = (0.4, 1.0) if i < 2 else (0.05, 0.4)
+        assert (share >= low - 1e-5).all() and (share <= high + 1e-5).all(), i
+
+
+def last_layer_grads(method):
+    return {
+        name: p.grad
+        for name, p in method.student.named_parameters()
+        if "last_layer" in name and p.requires_grad
+    }
+
+
+def test_the_last_layer_gets_no_gradient_during_the_first_steps():
+    """The official cancel_gradients_last_layer: the optimizer leaves the last layer
+    as it is (weight decay included) while teacher.step < freeze_last_layer_steps; the
+    count is a buffer, so a checkpoint carries it."""
+    dino = tiny_dino(freeze_last_layer_steps=2, norm_last_layer=False)
+    optimizer = torch.optim.AdamW(
+        [p for p in dino.parameters() if p.requires_grad], lr=0.1, weight_decay=0.5
+    )
+    images = torch.randn(4, 1, 16, 16)
+    for step in range(3):
+        before = {k: v.clone() for k, v in dino.student.state_dict().items()}
+        optimizer.zero_grad()
+        dino(images).backward()
+        dino.after_backward()
+        grads = last_layer_grads(dino)
+        assert len(grads) == 2  # the direction and the gain of the weight norm
+        frozen = step < 2
+        assert all((g is None) == frozen for g in grads.values()), step
+        assert dino.backbone.patch_embed.proj.weight.grad is not None
+        optimizer.step()
+        dino.step_teacher()
+        after = dino.student.state_dict()
+        for name in before:
+            if "last_layer" in name:
+                assert torch.equal(after[name], before[name]) == frozen, (step, name)
+    resumed = tiny_dino(freeze_last_layer_steps=3, norm_last_layer=False)
+    resumed.load_state_dict(dino.state_dict())  # teacher.step == 3: not frozen
+    resumed(images).backward()
+    resumed.after_backward()
+    assert all(g is not None for g in last_layer_grads(resumed).values())
+
+
+def test_the_teachers_backbone_gets_its_own_row_in_the_representation_report():
+    """As eval_knn.py --checkpoint_key teacher: the row is computed from the EMA
+    teacher's weights (here a teacher made useless, all zeros: chance level)."""
+    from vitbook.train import representation_report
+
+    dino = tiny_dino()
+    assert dino.teacher_backbone is dino.teacher.module.backbone
+    assert dino.teacher_backbone is not dino.backbone
+    with torch.no_grad():
+        for p in dino.teacher_backbone.parameters():
+            p.zero_()
+    train_set = data.fashion_mnist("train").subset(300)
+    test_set = data.fashion_mnist("test").subset(100)
+    args = dict(pixels=False, k=5, probe_epochs=50, batch_size=128)
+    student, teacher = dino.backbone, dino.teacher_backbone  # 28x28 in: dynamic size
+    report = representation_report(
+        student, tiny_vit(), train_set, test_set, teacher=teacher, **args
+    )
+    assert list(report.rows) == ["pretrained", "pretrained (teacher)", "random init"]
+    alone = representation_report(teacher, teacher, train_set, test_set, **args)
+    for protocol in ("knn", "linear"):
+        row = report.rows["pretrained (teacher)"][protocol]
+        assert row == alone.rows["pretrained"][protocol]
+        assert row < report.rows["pretrained"][protocol] - 0.1, protocol
+    assert "pretrained (teacher)" not in representation_report(
+        student, teacher, train_set, test_set, **args
+    ).rows
+
+
+@pytest.mark.parametrize(
+    "name", ["warmup_teacher_temp_steps", "freeze_last_layer_steps"]
+)
+def test_negative_step_counts_are_refused_by_name(name):
+    with pytest.raises(ValueError, match=f"{name}=-1 must be >= 0"):
+        tiny_dino(**{name: -1})
+
+
+def test_official_defaults_are_the_official_codes():
+    """main_dino.py's defaults, or the paper's recipe where the variant follows it
+    (teacher temperature 0.04 -> 0.07 over the first 10%: the README's 300 epochs)."""
+    import inspect
+
+    from vitbook.ssl.dino import VARIANTS
+
+    official = VARIANTS["official"]
+    assert official == dict(
+        num_local=8,
+        student_temp=0.1,
+        teacher_temp=0.07,
+        warmup_teacher_temp=0.04,
+        warmup_teacher_temp_fraction=0.1,
+        momentum=0.996,
+        final_momentum=1.0,
+    )
+    defaults = {k: p.default for k, p in inspect.signature(DINO).parameters.items()}
+    expected = dict(out_dim=65536, hidden_dim=2048, bottleneck_dim=256, nlayers=3,
+                    norm_last_layer=True, use_bn=False,
+                    center_momentum=0.9)  # fmt: skip
+    assert {k: defaults[k] for k in expected} == expected
+    dino = DINO(tiny_vit(), total_steps=10, global_size=16, local_size=8, out_dim=8,
+                hidden_dim=8, bottleneck_dim=4)  # fmt: skip
+    crop = dino.multicrop
+    assert crop.num_local == 8
+    assert (crop.global_scale, crop.local_scale) == ((0.4, 1.0), (0.05, 0.4))

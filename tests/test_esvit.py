@@ -1,6 +1,8 @@
 """EsViT: region matching by cosine similarity, the region loss, the 0.5/0.5 mix, the
 teacher, and both backbones (Swin's last-stage map, ViT's patch tokens)."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -158,9 +160,9 @@ def test_region_head_normalizes_each_region_over_features_not_over_tokens():
 
 def test_region_head_with_batchnorm_normalizes_over_every_region_of_every_image():
     """``use_bn``: the region head's BatchNorm sees the ``(b, n, d)`` regions as one
-    batch of ``b * n`` rows (the official code flattens them), so the head gives the
-    same output on the tokens and on their flattened rows, in training and in eval
-    mode; and every parameter of both heads, BatchNorm's included, gets a gradient."""
+    batch of ``b * n`` rows, so the head gives the same output on the tokens and on
+    their flattened rows, in training and in eval mode; and every parameter of both
+    heads, BatchNorm's included, gets a gradient."""
     torch.manual_seed(0)
     method = tiny_esvit(tiny_swin(), use_bn=True)
     head = method.student.region_head
@@ -369,3 +371,109 @@ def test_diagnostics_figure_reads_the_metrics_fit_recorded():
     assert [ax.get_title() for ax in fig.axes][1] == "teacher entropy"
     with pytest.raises(ValueError, match="method_loss"):
         viz.plot_esvit_diagnostics(type(history)(steps=[{"step": 1, "loss": 1.0}]))
+
+
+# ----------------------------------------------------------- as the official code
+def batchnorms(module):
+    return [m for m in module.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+
+
+@pytest.mark.parametrize("make", [tiny_swin, tiny_vit], ids=["swin", "vit"])
+def test_each_head_runs_once_on_every_crop_and_every_region(make):
+    """The official EsViT wrapper: the backbone once per resolution, the view head
+    once on every crop's view feature, the region head once on the regions of every
+    crop flattened into rows (16 per global crop, 4 per local one here). With
+    ``use_bn`` the heads' BatchNorm then holds the statistics of that one call (each
+    keeps its last batch's: momentum 1)."""
+    method = tiny_esvit(make(), use_bn=True, num_local=3).train()
+    for bn in batchnorms(method):
+        bn.momentum = 1.0
+        bn.reset_running_stats()
+    nets = {"student": method.student, "teacher": method.teacher.module}
+    fresh = {name: copy.deepcopy(net) for name, net in nets.items()}
+    images = torch.rand(4, 1, 16, 16)
+    method.multicrop.reseed()
+    views = method.multicrop(images)
+    method.multicrop.reseed()
+    method(images)
+    with torch.no_grad():
+        for name, crops in (("student", views), ("teacher", views[:2])):
+            net = nets[name]
+            groups = [crops[:2]] + ([crops[2:]] if crops[2:] else [])
+            outs = [view_and_regions(net.backbone, torch.cat(g)) for g in groups]
+            if name == "student":  # global and local crops: 16 and 4 regions
+                assert [o[1].shape[1] for o in outs] == [16, 4]
+            fresh[name].head(torch.cat([view for view, _ in outs]))
+            fresh[name].region_head(torch.cat([r.flatten(0, 1) for _, r in outs]))
+            for head in ("head", "region_head"):
+                used = batchnorms(getattr(net, head))
+                expected = batchnorms(getattr(fresh[name], head))
+                assert len(used) == 2
+                for a, b in zip(used, expected):
+                    torch.testing.assert_close(a.running_mean, b.running_mean)
+                    torch.testing.assert_close(a.running_var, b.running_var)
+
+
+def test_a_list_of_views_gives_each_views_own_outputs_without_bn():
+    torch.manual_seed(0)
+    net = tiny_esvit(tiny_swin()).student
+    views = [torch.rand(3, 1, 16, 16), torch.rand(3, 1, 16, 16), torch.rand(3, 1, 8, 8)]
+    together = net(views)
+    for v, x in enumerate(views):
+        view, regions = view_and_regions(net.backbone, x)
+        alone = view, net.head(view), regions, net.region_head(regions)
+        single = net(x)  # a tensor in: tensors out
+        assert all(torch.equal(out[0], t) for out, t in zip(net([x]), single))
+        for slot, (a, b) in enumerate(zip(together, alone)):
+            assert a[v].shape == b.shape, (v, slot)
+            torch.testing.assert_close(a[v], b)
+
+
+def test_both_heads_last_layers_get_no_gradient_during_the_first_steps():
+    method = tiny_esvit(tiny_vit(), freeze_last_layer_steps=1)  # norm_last_layer off
+    images = torch.rand(2, 1, 16, 16)
+    for step in range(2):
+        method.zero_grad()
+        method(images).backward()
+        method.after_backward()
+        grads = {
+            name: p.grad
+            for name, p in method.student.named_parameters()
+            if "last_layer" in name
+        }
+        heads = {name.split(".")[0] for name in grads}
+        assert heads == {"head", "region_head"} and len(grads) == 4
+        assert all((g is None) == (step == 0) for g in grads.values()), step
+        assert method.backbone.patch_embed.proj.weight.grad is not None
+        method.step_teacher()
+
+
+def test_the_teacher_temperature_warms_up_over_the_first_tenth_by_default():
+    method = tiny_esvit(tiny_vit(), total_steps=50)
+    assert method.warmup_teacher_temp_steps == 5
+    for step, temp in ((0, 0.04), (5, 0.07)):
+        method.teacher.step.fill_(step)
+        assert method.current_teacher_temp == pytest.approx(temp)
+    constant = tiny_esvit(tiny_vit(), warmup_teacher_temp_steps=0)
+    assert constant.current_teacher_temp == 0.07
+    assert method.teacher_backbone is method.teacher.module.backbone
+
+
+def test_defaults_are_main_esvit_and_its_readmes_runs():
+    """main_esvit.py's defaults, and the README's runs where they set them
+    (--teacher_temp 0.07 --warmup_teacher_temp_epochs 30 of 300, --norm_last_layer
+    false)."""
+    import inspect
+
+    from vitbook.ssl.esvit import WARMUP_TEACHER_TEMP_FRACTION
+
+    defaults = {k: p.default for k, p in inspect.signature(EsViT).parameters.items()}
+    expected = dict(
+        num_local=8, out_dim=65536, hidden_dim=2048, bottleneck_dim=256, nlayers=3,
+        norm_last_layer=False, use_bn=False, student_temp=0.1, teacher_temp=0.07,
+        warmup_teacher_temp=0.04, warmup_teacher_temp_steps=None,
+        momentum=0.996, final_momentum=1.0,
+        center_momentum=0.9, region_weight=0.5, match="cosine",
+    )  # fmt: skip
+    assert {k: defaults[k] for k in expected} == expected
+    assert WARMUP_TEACHER_TEMP_FRACTION == 30 / 300

@@ -80,6 +80,16 @@ def mean_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
     return tensor / dist.get_world_size()
 
 
+def sum_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
+    """The element-wise sum of ``tensor`` over all ranks (itself when
+    single-process); ``tensor`` is not changed."""
+    if not active():
+        return tensor
+    tensor = tensor.clone()
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
 def barrier() -> None:
     if active():
         dist.barrier()
@@ -95,5 +105,6 @@ __all__ = [
     "local_device",
     "wrap",
     "mean_over_ranks",
+    "sum_over_ranks",
     "barrier",
 ]

@@ -844,6 +844,7 @@ def representation_report(
     test_set,
     *,
     supervised: nn.Module | dict | None = None,
+    teacher: nn.Module | None = None,
     pixels: bool = True,
     n_train: int | None = None,
     k: int = 20,
@@ -856,9 +857,11 @@ def representation_report(
     """The one table every self-supervised chapter prints (and the comparison chapter
     reuses).
 
-    Rows: the ``pretrained`` backbone, the same architecture at ``random_init``, raw
-    pixels, and the ``supervised`` model (a trained backbone, or a dict ``{"knn",
-    "linear", "note"}`` cited from where it was measured). Each row is judged twice on
+    Rows: the ``pretrained`` backbone, the ``teacher`` backbone when given (a
+    self-distillation method's EMA teacher, ``method.teacher_backbone``: the official
+    DINO evaluates the teacher), the same architecture at ``random_init``, raw pixels,
+    and the ``supervised`` model (a trained backbone, or a dict ``{"knn", "linear",
+    "note"}`` cited from where it was measured). Each row is judged twice on
     the frozen features: weighted k-NN (cosine, as DINO) and a linear probe, both on the
     ``test_set``. ``n_train`` subsamples the training split (seeded) to fit a notebook's
     budget.
@@ -883,8 +886,10 @@ def representation_report(
 
     rows = {
         "pretrained": of_model(pretrained, f"{type(pretrained).__name__} backbone"),
-        "random init": of_model(random_init, "same architecture, untrained"),
     }
+    if teacher is not None:
+        rows["pretrained (teacher)"] = of_model(teacher, "the EMA teacher's backbone")
+    rows["random init"] = of_model(random_init, "same architecture, untrained")
     if pixels:
         flat = [
             (s.normalize(s.images).flatten(1), s.labels) for s in (train_part, test_set)

@@ -22,6 +22,7 @@ from torch import nn
 from torchvision.ops import roi_align
 from torchvision.transforms import v2
 
+from .. import distributed
 from ..layers import pair, trunc_normal_init
 from ..schedules import cosine_schedule, linear_warmup  # re-exported: methods use them
 
@@ -88,21 +89,38 @@ class EMATeacher(nn.Module):
 # --------------------------------------------------------------------------- multi-crop
 class SelfDistillation(nn.Module):
     """What DINO and EsViT share around their EMA teacher: ``backbone`` (the
-    student's, for evaluation), ``step_teacher()`` (``fit`` calls it after each
-    optimizer step) and the teacher temperature, warmed up linearly from
-    ``warmup_teacher_temp`` to ``teacher_temp`` over ``warmup_teacher_temp_steps``.
-    A subclass sets ``student`` (with a ``backbone``), ``teacher`` (an
-    :class:`EMATeacher` of it) and the three temperature attributes."""
+    student's) and ``teacher_backbone`` (the EMA teacher's), for evaluation;
+    ``step_teacher()`` (``fit`` calls it after each optimizer step);
+    ``after_backward()`` (``fit`` calls it between the backward pass and the optimizer
+    step), which keeps the heads' last layer frozen for the first
+    ``freeze_last_layer_steps`` steps; the teacher temperature, warmed up linearly
+    from ``warmup_teacher_temp`` to ``teacher_temp`` over
+    ``warmup_teacher_temp_steps``; and the EMA of a center over every rank's batch. A
+    subclass sets ``student`` (with a ``backbone``), ``teacher`` (an
+    :class:`EMATeacher` of it), the three temperature attributes,
+    ``freeze_last_layer_steps`` and ``center_momentum``.
+
+    Every step count is the teacher's (``teacher.step``, one per optimizer step), a
+    buffer: a checkpoint carries it, so a resumed run keeps its temperature and its
+    frozen layer where they were."""
 
     student: nn.Module
     teacher: EMATeacher
     teacher_temp: float
     warmup_teacher_temp: float
     warmup_teacher_temp_steps: int
+    freeze_last_layer_steps: int
+    center_momentum: float
 
     @property
     def backbone(self) -> nn.Module:
         return self.student.backbone
+
+    @property
+    def teacher_backbone(self) -> nn.Module:
+        """The EMA teacher's backbone: the official k-NN evaluation reads the teacher
+        (``eval_knn.py --checkpoint_key teacher``)."""
+        return self.teacher.module.backbone
 
     @property
     def current_teacher_temp(self) -> float:
@@ -115,6 +133,31 @@ class SelfDistillation(nn.Module):
 
     def step_teacher(self) -> None:
         self.teacher.update(self.student)
+
+    def after_backward(self) -> None:
+        """Drop the gradients of the heads' last layer (every student parameter with
+        ``last_layer`` in its name) while fewer than ``freeze_last_layer_steps``
+        optimizer steps have been taken: the optimizer then leaves that layer as it
+        is, weight decay included. The official ``cancel_gradients_last_layer`` does
+        this during the first epoch, when a moving output layer makes training
+        unstable."""
+        if int(self.teacher.step) >= self.freeze_last_layer_steps:
+            return
+        for name, p in self.student.named_parameters():
+            if "last_layer" in name:
+                p.grad = None
+
+    @torch.no_grad()
+    def ema_center_(self, center: torch.Tensor, outputs: torch.Tensor) -> None:
+        """``center <- m * center + (1 - m) * mean``, the mean of ``outputs`` ``(...,
+        K)`` over every leading dimension and over every rank's batch (the official
+        ``update_center``: a sum all-reduced, divided by the rows on all ranks), so
+        that the center is the same on every rank."""
+        rows = outputs.float().flatten(0, -2)  # (n, K)
+        total = distributed.sum_over_ranks(rows.sum(dim=0, keepdim=True))  # (1, K)
+        batch_center = total / (len(rows) * distributed.world_size())
+        m = self.center_momentum
+        center.mul_(m).add_(batch_center, alpha=1 - m)
 
 
 def apply_to(chosen: torch.Tensor, fn: Callable, images: torch.Tensor) -> torch.Tensor:
@@ -285,8 +328,14 @@ class DINOHead(nn.Module):
     a ``bottleneck_dim`` vector that is L2-normalized, then a weight-normalized Linear
     without bias to ``out_dim`` logits. With ``norm_last_layer`` the weight norm's gain
     is fixed at 1, so every output unit is a unit vector: the logits are cosines.
-    ``use_bn`` puts BatchNorm after the hidden layers (the official code's option, off
-    for ViTs by default). Takes ``(b, d)`` or, for region tokens, ``(b, n, d)``.
+    ``use_bn`` puts BatchNorm after the hidden layers (the official
+    ``--use_bn_in_head``, off by default). Takes ``(b, d)`` or, for region tokens,
+    ``(b, n, d)``.
+
+    BatchNorm takes its statistics over everything one call is given, so what a call
+    holds matters: DINO and EsViT call the head once on the features of every crop of
+    the batch, global and local together (EsViT's region head once on every region of
+    every crop), as the official ``MultiCropWrapper`` does.
     """
 
     def __init__(
@@ -322,7 +371,7 @@ class DINOHead(nn.Module):
         """``(..., in_dim)`` -> ``(..., out_dim)``: one vector ``(b, d)`` per image, or
         one per region ``(b, n, d)``. The leading dimensions are flattened into one
         batch ``(b * n, d)`` for the MLP, so that BatchNorm takes its statistics over
-        every image and region (as the official EsViT code flattens the regions)."""
+        every image and region of the call."""
         lead = x.shape[:-1]
         x = self.mlp(x.reshape(-1, x.shape[-1]))  # (b * n, bottleneck_dim)
         x = F.normalize(x, dim=-1)  # unit length, each vector by itself

@@ -31,13 +31,19 @@ from .common import (
 )
 
 VARIANTS = {
-    # the paper and facebookresearch/dino (teacher temperature 0.04 -> 0.07 as in the
-    # paper's section on hyper-parameters; the script's default is 0.04 throughout)
+    # the paper and facebookresearch/dino. The teacher temperature rises linearly from
+    # 0.04 to 0.07 over the first 10% of training: the paper's 30 of its 300 epochs,
+    # and the README's recommended run (--epochs 300 --teacher_temp 0.07
+    # --warmup_teacher_temp_epochs 30); the official code warms up because a high
+    # temperature is unstable at the start. main_dino.py's own defaults are 0.04
+    # throughout, no warm-up, over 100 epochs. 8 local crops: main_dino.py's default,
+    # which the README's runs keep
     "official": dict(
-        num_local=6,
+        num_local=8,
         student_temp=0.1,
         teacher_temp=0.07,
         warmup_teacher_temp=0.04,
+        warmup_teacher_temp_fraction=0.1,
         momentum=0.996,
         final_momentum=1.0,
     ),
@@ -47,10 +53,22 @@ VARIANTS = {
         student_temp=0.9,
         teacher_temp=0.04,
         warmup_teacher_temp=0.04,
+        warmup_teacher_temp_fraction=0.0,
         momentum=0.9,
         final_momentum=0.9,
     ),
 }
+
+
+def resolution_groups(views: list[torch.Tensor]) -> list[tuple[int, int]]:
+    """``(start, end)`` of every run of consecutive views of one shape: the views that
+    can share a backbone pass (the 2 global views, then the local views)."""
+    groups, start = [], 0
+    for end in range(1, len(views) + 1):
+        if end == len(views) or views[end].shape != views[start].shape:
+            groups.append((start, end))
+            start = end
+    return groups
 
 
 def dino_loss(
@@ -83,31 +101,51 @@ def dino_loss(
 
 
 class Projected(nn.Module):
-    """A backbone and a projection head: images -> (embedding ``(b, d)``, logits)."""
+    """A backbone and a projection head: images ``(b, c, h, w)``, or a list of views of
+    them, -> (embedding ``(N, d)``, logits ``(N, K)``), the views' rows one after the
+    other (``N`` images in all).
+
+    As the official ``MultiCropWrapper``: the backbone runs once per group of views of
+    one size (it needs one resolution per pass), then the head runs once on the
+    embeddings of every view, so that a BatchNorm in the head (``use_bn``) takes its
+    statistics over all of them, not over each resolution apart."""
 
     def __init__(self, backbone: nn.Module, head: nn.Module):
         super().__init__()
         self.backbone, self.head = backbone, head
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens = self.backbone.forward_features(x)
-        embedding = self.backbone.forward_head(tokens, pre_logits=True)  # (b, d)
+    def forward(self, x) -> tuple[torch.Tensor, torch.Tensor]:
+        views = [x] if isinstance(x, torch.Tensor) else list(x)
+        embeddings = []
+        for start, end in resolution_groups(views):
+            tokens = self.backbone.forward_features(torch.cat(views[start:end]))
+            embeddings.append(self.backbone.forward_head(tokens, pre_logits=True))
+        # (N, d)
+        embedding = torch.cat(embeddings)
         return embedding, self.head(embedding)
 
 
 class DINO(SelfDistillation):
     """``loss = dino(images)``; ``dino.step_teacher()`` after each optimizer step
-    (``fit`` does it); ``dino.backbone`` is the student's backbone, for evaluation.
+    (``fit`` does it); ``dino.backbone`` and ``dino.teacher_backbone`` are the
+    student's and the EMA teacher's backbones, for evaluation.
 
     ``total_steps``: the length of training, over which the teacher's momentum rises
     from ``momentum`` to ``final_momentum`` along a cosine. Parameters left at None take
-    the ``variant``'s value (:data:`VARIANTS`). ``centering=False`` keeps the center at
+    the ``variant``'s value (:data:`VARIANTS`); ``warmup_teacher_temp_steps=None``
+    takes the variant's share of ``total_steps`` (the official: the first 10%).
+    ``freeze_last_layer_steps``: the heads' last layer gets no update during the first
+    that many optimizer steps (``fit`` calls :meth:`after_backward`; the official code
+    freezes it for the first epoch). ``centering=False`` keeps the center at
     zero (with ``teacher_temp == student_temp``: no sharpening either, the collapse
     experiment). ``multicrop`` replaces the default :class:`MultiCrop` built from
     ``global_size``, ``local_size`` and ``num_local``. After each training forward,
     ``dino.metrics`` holds the collapse diagnostics: teacher entropy, KL(teacher ||
     student), per-dimension std and effective rank of the teacher's distributions
-    across the batch.
+    across the batch. The student's head runs once on every crop, the teacher's once
+    on both global crops (``use_bn``: BatchNorm statistics over all of them), and the
+    center is averaged over every rank's batch under ``torchrun``, as the official
+    code.
     """
 
     def __init__(
@@ -128,7 +166,8 @@ class DINO(SelfDistillation):
         student_temp: float | None = None,
         teacher_temp: float | None = None,
         warmup_teacher_temp: float | None = None,
-        warmup_teacher_temp_steps: int = 0,
+        warmup_teacher_temp_steps: int | None = None,
+        freeze_last_layer_steps: int = 0,
         momentum: float | None = None,
         final_momentum: float | None = None,
         center_momentum: float = 0.9,
@@ -154,6 +193,15 @@ class DINO(SelfDistillation):
                 raise ValueError(f"{name}={cfg[name]} must be > 0")
         if not 0.0 <= center_momentum <= 1.0:
             raise ValueError(f"center_momentum={center_momentum} must be in [0, 1]")
+        if warmup_teacher_temp_steps is None:
+            share = VARIANTS[variant]["warmup_teacher_temp_fraction"]
+            warmup_teacher_temp_steps = round(share * total_steps)
+        for name, value in (
+            ("warmup_teacher_temp_steps", warmup_teacher_temp_steps),
+            ("freeze_last_layer_steps", freeze_last_layer_steps),
+        ):
+            if value < 0:
+                raise ValueError(f"{name}={value} must be >= 0")
         if variant == "seed" and cfg["num_local"] < 2:
             raise ValueError(
                 f"num_local={cfg['num_local']}: the seed variant's student needs 2 "
@@ -163,6 +211,7 @@ class DINO(SelfDistillation):
         self.student_temp, self.teacher_temp = cfg["student_temp"], cfg["teacher_temp"]
         self.warmup_teacher_temp = cfg["warmup_teacher_temp"]
         self.warmup_teacher_temp_steps = warmup_teacher_temp_steps
+        self.freeze_last_layer_steps = freeze_last_layer_steps
         self.center_momentum = center_momentum
 
         self.multicrop = multicrop or MultiCrop(
@@ -190,14 +239,11 @@ class DINO(SelfDistillation):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         views = self.multicrop(images)  # [global 1, global 2, local 1, ...]
         b = len(images)
-        _, teacher_out = self.teacher(torch.cat(views[:2]))  # (2b, K)
-        if self.variant == "seed":  # the student sees two local crops only
-            _, student_out = self.student(torch.cat(views[2:4]))  # (2b, K)
-        else:  # every crop; the crops of one resolution share a pass
-            parts = [self.student(torch.cat(views[:2]))[1]]  # (2b, K)
-            if len(views) > 2:
-                parts.append(self.student(torch.cat(views[2:]))[1])  # (N b, K)
-            student_out = torch.cat(parts)  # ((2 + N) b, K)
+        # (2b, K)
+        _, teacher_out = self.teacher(views[:2])
+        # the seed's student sees two local crops only, the official one every crop:
+        # ((2 + N) b, K), the head run once on all of them
+        _, student_out = self.student(views[2:4] if self.variant == "seed" else views)
         t_temp = self.current_teacher_temp
         teacher_out = teacher_out.float().unflatten(0, (2, b))  # (2, b, K)
         student_out = student_out.unflatten(0, (-1, b))  # (n_s, b, K)
@@ -211,10 +257,9 @@ class DINO(SelfDistillation):
 
     @torch.no_grad()
     def update_center(self, teacher_out: torch.Tensor) -> None:
-        """EMA of the teacher's mean output over the batch and both views."""
-        batch_center = teacher_out.flatten(0, 1).mean(dim=0, keepdim=True)  # (1, K)
-        m = self.center_momentum
-        self.center.mul_(m).add_(batch_center, alpha=1 - m)
+        """EMA of the teacher's mean output ``teacher_out`` ``(2, b, K)`` over both
+        views and the batch of every rank (:meth:`ema_center_`)."""
+        self.ema_center_(self.center, teacher_out)
 
     @torch.no_grad()
     def _diagnose(self, loss, teacher_out, center, t_temp) -> None:
@@ -234,4 +279,4 @@ class DINO(SelfDistillation):
         }
 
 
-__all__ = ["DINO", "VARIANTS", "dino_loss", "Projected"]
+__all__ = ["DINO", "VARIANTS", "dino_loss", "Projected", "resolution_groups"]

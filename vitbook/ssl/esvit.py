@@ -39,9 +39,13 @@ from .common import (
     effective_rank,
     embedding_std,
 )
-from .dino import dino_loss
+from .dino import dino_loss, resolution_groups
 
 MATCHES = ("cosine", "dot")
+
+# the teacher temperature rises from 0.04 to 0.07 over the first 10% of training: the
+# README's runs (--epochs 300 --teacher_temp 0.07 --warmup_teacher_temp_epochs 30)
+WARMUP_TEACHER_TEMP_FRACTION = 0.1
 
 
 # --------------------------------------------------------------------------- features
@@ -72,17 +76,45 @@ def view_and_regions(
 
 
 class DenseProjected(nn.Module):
-    """A backbone, a view head and a region head: images -> (view feature ``(b, d)``,
-    view logits ``(b, K)``, region features ``(b, n, d)``, region logits ``(b, n,
-    K)``)."""
+    """A backbone, a view head and a region head.
+
+    Images ``(b, c, h, w)`` -> (view feature ``(b, d)``, view logits ``(b, K)``, region
+    features ``(b, n, d)``, region logits ``(b, n, K)``). A list of views -> the same
+    four as lists, one entry per view (the views may differ in size and so in their
+    number of regions ``n_v``).
+
+    As the official EsViT wrapper: the backbone runs once per group of views of one
+    size, then the view head runs once on the view features of every view, and the
+    region head once on the regions of every view, flattened into rows (``b * n_v``
+    per view, however many regions each resolution has), so that a BatchNorm in the
+    heads (``use_bn``) takes its statistics over all of them at once."""
 
     def __init__(self, backbone: nn.Module, head: nn.Module, region_head: nn.Module):
         super().__init__()
         self.backbone, self.head, self.region_head = backbone, head, region_head
 
-    def forward(self, x: torch.Tensor):
-        view, regions = view_and_regions(self.backbone, x)
-        return view, self.head(view), regions, self.region_head(regions)
+    def forward(self, x):
+        if isinstance(x, torch.Tensor):
+            return tuple(out[0] for out in self([x]))
+        views = list(x)
+        sizes = [len(v) for v in views]
+        embeddings, regions = [], []
+        for start, end in resolution_groups(views):
+            view, region = view_and_regions(self.backbone, torch.cat(views[start:end]))
+            embeddings.append(view)
+            regions.extend(region.split(sizes[start:end]))  # per view (b, n_v, d)
+        # (N, d): N images over all views
+        embedding = torch.cat(embeddings)
+        # every region of every view is a row: (sum over views of b * n_v, d)
+        rows = torch.cat([r.flatten(0, 1) for r in regions])
+        counts = [r.shape[0] * r.shape[1] for r in regions]
+        # per view (b, n_v, K)
+        region_logits = [
+            out.unflatten(0, r.shape[:2])
+            for out, r in zip(self.region_head(rows).split(counts), regions)
+        ]
+        logits = self.head(embedding)
+        return embedding.split(sizes), logits.split(sizes), regions, region_logits
 
 
 # --------------------------------------------------------------------------- matching
@@ -178,20 +210,26 @@ def esvit_loss(
 # --------------------------------------------------------------------------- method
 class EsViT(SelfDistillation):
     """``loss = esvit(images)``; ``esvit.step_teacher()`` after each optimizer step
-    (``fit`` does it); ``esvit.backbone`` is the student's backbone, for evaluation.
+    (``fit`` does it); ``esvit.backbone`` and ``esvit.teacher_backbone`` are the
+    student's and the EMA teacher's backbones, for evaluation.
 
     The official recipe (microsoft/esvit): the teacher sees the 2 global crops, the
     student every crop; student temperature 0.1, teacher temperature warmed up from
-    ``warmup_teacher_temp`` to ``teacher_temp`` over ``warmup_teacher_temp_steps``;
+    ``warmup_teacher_temp`` to ``teacher_temp`` over ``warmup_teacher_temp_steps``
+    (None: the first 10% of ``total_steps``, as the README's runs); the heads' last
+    layers frozen for the first ``freeze_last_layer_steps`` optimizer steps (``fit``
+    calls :meth:`after_backward`; the official code freezes them for one epoch);
     teacher momentum from ``momentum`` to ``final_momentum`` along a cosine over
     ``total_steps``; view and region centers, each an EMA (``center_momentum``) of
     the teacher's mean output. ``region_weight=0`` leaves only the view task (DINO on
     the same backbone, pooled as the backbone pools); ``match="dot"`` matches regions
     the seed's way. ``use_bn`` puts BatchNorm in the hidden layers of both heads (the
-    official ``--use_bn_in_head``); the region head takes its statistics over every
-    region of every image. After each training forward ``esvit.metrics`` holds the
-    collapse diagnostics (as :class:`vitbook.ssl.DINO`'s) and the two halves of the
-    loss.
+    official ``--use_bn_in_head``); each head runs once per forward over every crop it
+    sees (the student's all crops, the teacher's the 2 global ones; the region head
+    over every region of those crops), so BatchNorm takes its statistics over all of
+    them. The centers are averaged over every rank's batch under ``torchrun``. After
+    each training forward ``esvit.metrics`` holds the collapse diagnostics (as
+    :class:`vitbook.ssl.DINO`'s) and the two halves of the loss.
     """
 
     def __init__(
@@ -211,7 +249,8 @@ class EsViT(SelfDistillation):
         student_temp: float = 0.1,
         teacher_temp: float = 0.07,
         warmup_teacher_temp: float = 0.04,
-        warmup_teacher_temp_steps: int = 0,
+        warmup_teacher_temp_steps: int | None = None,
+        freeze_last_layer_steps: int = 0,
         momentum: float = 0.996,
         final_momentum: float = 1.0,
         center_momentum: float = 0.9,
@@ -235,9 +274,19 @@ class EsViT(SelfDistillation):
             raise ValueError(f"region_weight={region_weight} must be in [0, 1]")
         if match not in MATCHES:
             raise ValueError(f"match={match!r} is not one of {MATCHES}")
+        if warmup_teacher_temp_steps is None:
+            share = WARMUP_TEACHER_TEMP_FRACTION
+            warmup_teacher_temp_steps = round(share * total_steps)
+        for name, value in (
+            ("warmup_teacher_temp_steps", warmup_teacher_temp_steps),
+            ("freeze_last_layer_steps", freeze_last_layer_steps),
+        ):
+            if value < 0:
+                raise ValueError(f"{name}={value} must be >= 0")
         self.student_temp, self.teacher_temp = student_temp, teacher_temp
         self.warmup_teacher_temp = warmup_teacher_temp
         self.warmup_teacher_temp_steps = warmup_teacher_temp_steps
+        self.freeze_last_layer_steps = freeze_last_layer_steps
         self.center_momentum, self.region_weight, self.match = (
             center_momentum,
             region_weight,
@@ -266,27 +315,11 @@ class EsViT(SelfDistillation):
         self.register_buffer("region_center", torch.zeros(1, out_dim))
         self.metrics: dict[str, torch.Tensor] = {}
 
-    def _run(self, net: nn.Module, views: list[torch.Tensor]):
-        """``net`` on every view, one pass per resolution (global views together, local
-        views together). Returns per-view lists: view feature, view logits, region
-        features, region logits."""
-        b = len(views[0])
-        out = [[], [], [], []]
-        start = 0
-        while start < len(views):  # group consecutive views of one size
-            end = start
-            while end < len(views) and views[end].shape == views[start].shape:
-                end += 1
-            results = net(torch.cat(views[start:end]))
-            for slot, r in zip(out, results):
-                slot.extend(r.split(b))
-            start = end
-        return out
-
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         views = self.multicrop(images)  # [global 1, global 2, local 1, ...]
-        t_emb, t_view, t_feat, t_regions = self._run(self.teacher, views[:2])
-        s_emb, s_view, s_feat, s_regions = self._run(self.student, views)
+        # per view: view feature, view logits, region features, region logits
+        t_emb, t_view, t_feat, t_regions = self.teacher(views[:2])
+        s_emb, s_view, s_feat, s_regions = self.student(views)
         t_temp = self.current_teacher_temp
         t_view = torch.stack(t_view).float()  # (2, b, K)
         loss, view, region = esvit_loss(
@@ -310,16 +343,15 @@ class EsViT(SelfDistillation):
         return loss
 
     @torch.no_grad()
-    def update_centers(self, teacher_view: torch.Tensor, teacher_regions) -> None:
-        """EMA of the teacher's mean view output (over images and both views) and,
-        separately, of its mean region output (over images, views and regions)."""
-        m = self.center_momentum
-        for center, out in (
-            (self.center, teacher_view),
-            (self.region_center, teacher_regions),
-        ):
-            batch_center = out.float().flatten(0, -2).mean(dim=0, keepdim=True)
-            center.mul_(m).add_(batch_center, alpha=1 - m)
+    def update_centers(
+        self, teacher_view: torch.Tensor, teacher_regions: torch.Tensor
+    ) -> None:
+        """EMA of the teacher's mean view output ``(..., K)`` (over images and both
+        views) and, separately, of its mean region output ``(..., K)`` (over images,
+        views and regions), each over the batch of every rank
+        (:meth:`ema_center_`)."""
+        self.ema_center_(self.center, teacher_view)
+        self.ema_center_(self.region_center, teacher_regions)
 
     @torch.no_grad()
     def _diagnose(self, view, region, teacher_view, t_temp, student_emb) -> None:
