@@ -391,7 +391,10 @@ def test_two_torchrun_ranks_end_with_identical_online_and_target_weights(tmp_pat
 
     worker = Path(__file__).parent / "workers" / "train_byol.py"
     torchrun = Path(sys.executable).with_name("torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    root = str(Path(__file__).resolve().parents[1])  # this checkout's vitbook
+    path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo",
+           "PYTHONPATH": path}
     run = subprocess.run(
         [str(torchrun), "--standalone", "--nproc_per_node=2", str(worker),
          str(tmp_path / "byol")],

@@ -12,7 +12,10 @@ import pytest
 import torch
 
 WORKER = Path(__file__).parent / "workers" / "train_toy.py"
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+# the workers import this checkout's vitbook, not whichever one is installed
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1",
+       "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
 
 def train_toy(out, *args, expect_kill=False):
