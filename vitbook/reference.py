@@ -240,7 +240,8 @@ def vit_state_dict_from_timm(
     paper's linear map of a flattened ``(ph pw c)`` patch, so the kernel is permuted
     to match. ``no_embed_class=True`` (timm's option: the class token gets no
     position) becomes a zero position row for the class token, which adds exactly
-    nothing. Any weight vitbook has no place for is refused by name.
+    nothing (it is a learned row in vitbook: fine-tuning may move it from zero, where
+    timm has none). Any weight vitbook has no place for is refused by name.
     """
     out = {}
     for key, value in state_dict.items():
