@@ -21,14 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import (
-    DINOHead,
-    EMATeacher,
-    MultiCrop,
-    SelfDistillation,
-    effective_rank,
-    embedding_std,
-)
+from .augment import MultiCrop
+from .diagnostics import effective_rank, embedding_std
+from .heads import DINOHead
+from .teacher import EMATeacher, SelfDistillation
 
 VARIANTS = {
     # the paper and facebookresearch/dino. The teacher temperature rises linearly from

@@ -31,15 +31,11 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .common import (
-    DINOHead,
-    EMATeacher,
-    MultiCrop,
-    SelfDistillation,
-    effective_rank,
-    embedding_std,
-)
+from .augment import MultiCrop
+from .diagnostics import effective_rank, embedding_std
 from .dino import dino_loss, resolution_groups
+from .heads import DINOHead
+from .teacher import EMATeacher, SelfDistillation
 
 MATCHES = ("cosine", "dot")
 
