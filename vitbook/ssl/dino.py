@@ -172,7 +172,6 @@ class DINO(SelfDistillation):
         seed: int = 0,
         **crop_kwargs,
     ):
-        super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"variant={variant!r} is not one of {tuple(VARIANTS)}")
         given = dict(
@@ -184,31 +183,24 @@ class DINO(SelfDistillation):
             final_momentum=final_momentum,
         )
         cfg = {k: VARIANTS[variant][k] if v is None else v for k, v in given.items()}
-        for name in ("student_temp", "teacher_temp", "warmup_teacher_temp"):
-            if not cfg[name] > 0:
-                raise ValueError(f"{name}={cfg[name]} must be > 0")
-        if not 0.0 <= center_momentum <= 1.0:
-            raise ValueError(f"center_momentum={center_momentum} must be in [0, 1]")
-        if warmup_teacher_temp_steps is None:
-            share = VARIANTS[variant]["warmup_teacher_temp_fraction"]
-            warmup_teacher_temp_steps = round(share * total_steps)
-        for name, value in (
-            ("warmup_teacher_temp_steps", warmup_teacher_temp_steps),
-            ("freeze_last_layer_steps", freeze_last_layer_steps),
-        ):
-            if value < 0:
-                raise ValueError(f"{name}={value} must be >= 0")
+        share = VARIANTS[variant]["warmup_teacher_temp_fraction"]
+        # checks and keeps the temperatures, the step counts and the center momentum
+        super().__init__(
+            total_steps=total_steps,
+            student_temp=cfg["student_temp"],
+            teacher_temp=cfg["teacher_temp"],
+            warmup_teacher_temp=cfg["warmup_teacher_temp"],
+            warmup_teacher_temp_steps=warmup_teacher_temp_steps,
+            warmup_teacher_temp_fraction=share,
+            freeze_last_layer_steps=freeze_last_layer_steps,
+            center_momentum=center_momentum,
+        )
         if variant == "seed" and cfg["num_local"] < 2:
             raise ValueError(
                 f"num_local={cfg['num_local']}: the seed variant's student needs 2 "
                 "local crops"
             )
         self.variant, self.centering = variant, centering
-        self.student_temp, self.teacher_temp = cfg["student_temp"], cfg["teacher_temp"]
-        self.warmup_teacher_temp = cfg["warmup_teacher_temp"]
-        self.warmup_teacher_temp_steps = warmup_teacher_temp_steps
-        self.freeze_last_layer_steps = freeze_last_layer_steps
-        self.center_momentum = center_momentum
 
         self.multicrop = multicrop or MultiCrop(
             global_size, local_size, cfg["num_local"], seed=seed, **crop_kwargs

@@ -88,10 +88,12 @@ class SelfDistillation(nn.Module):
     step), which keeps the heads' last layer frozen for the first
     ``freeze_last_layer_steps`` steps; the teacher temperature, warmed up linearly
     from ``warmup_teacher_temp`` to ``teacher_temp`` over
-    ``warmup_teacher_temp_steps``; and the EMA of a center over every rank's batch. A
-    subclass sets ``student`` (with a ``backbone``), ``teacher`` (an
-    :class:`EMATeacher` of it), the three temperature attributes,
-    ``freeze_last_layer_steps`` and ``center_momentum``.
+    ``warmup_teacher_temp_steps`` (None: ``warmup_teacher_temp_fraction`` of
+    ``total_steps``); and the EMA of a center over every rank's batch.
+
+    The constructor checks and keeps the temperatures, step counts and center
+    momentum; a subclass then sets ``student`` (with a ``backbone``) and ``teacher``
+    (an :class:`EMATeacher` of it).
 
     Every step count is the teacher's (``teacher.step``, one per optimizer step), a
     buffer: a checkpoint carries it, so a resumed run keeps its temperature and its
@@ -99,11 +101,43 @@ class SelfDistillation(nn.Module):
 
     student: nn.Module
     teacher: EMATeacher
-    teacher_temp: float
-    warmup_teacher_temp: float
-    warmup_teacher_temp_steps: int
-    freeze_last_layer_steps: int
-    center_momentum: float
+
+    def __init__(
+        self,
+        *,
+        total_steps: int,
+        student_temp: float,
+        teacher_temp: float,
+        warmup_teacher_temp: float,
+        warmup_teacher_temp_steps: int | None,
+        warmup_teacher_temp_fraction: float,
+        freeze_last_layer_steps: int,
+        center_momentum: float,
+    ):
+        super().__init__()
+        for name, value in (
+            ("student_temp", student_temp),
+            ("teacher_temp", teacher_temp),
+            ("warmup_teacher_temp", warmup_teacher_temp),
+        ):
+            if not value > 0:
+                raise ValueError(f"{name}={value} must be > 0")
+        if not 0.0 <= center_momentum <= 1.0:
+            raise ValueError(f"center_momentum={center_momentum} must be in [0, 1]")
+        if warmup_teacher_temp_steps is None:
+            share = warmup_teacher_temp_fraction
+            warmup_teacher_temp_steps = round(share * total_steps)
+        for name, value in (
+            ("warmup_teacher_temp_steps", warmup_teacher_temp_steps),
+            ("freeze_last_layer_steps", freeze_last_layer_steps),
+        ):
+            if value < 0:
+                raise ValueError(f"{name}={value} must be >= 0")
+        self.student_temp, self.teacher_temp = student_temp, teacher_temp
+        self.warmup_teacher_temp = warmup_teacher_temp
+        self.warmup_teacher_temp_steps = warmup_teacher_temp_steps
+        self.freeze_last_layer_steps = freeze_last_layer_steps
+        self.center_momentum = center_momentum
 
     @property
     def backbone(self) -> nn.Module:
