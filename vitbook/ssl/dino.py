@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import MultiCrop
-from .diagnostics import effective_rank, embedding_std
-from .heads import DINOHead
+from .diagnostics import distillation_metrics, effective_rank, embedding_std
+from .heads import DINOHead, embed
 from .teacher import EMATeacher, SelfDistillation
 
 VARIANTS = {
@@ -114,8 +114,7 @@ class Projected(nn.Module):
         views = [x] if isinstance(x, torch.Tensor) else list(x)
         embeddings = []
         for start, end in resolution_groups(views):
-            tokens = self.backbone.forward_features(torch.cat(views[start:end]))
-            embeddings.append(self.backbone.forward_head(tokens, pre_logits=True))
+            embeddings.append(embed(self.backbone, torch.cat(views[start:end])))
         # (N, d)
         embedding = torch.cat(embeddings)
         return embedding, self.head(embedding)
@@ -251,17 +250,14 @@ class DINO(SelfDistillation):
 
     @torch.no_grad()
     def _diagnose(self, loss, teacher_out, center, t_temp) -> None:
-        p_t = F.softmax((teacher_out - center) / t_temp, dim=-1)
-        entropy = -(p_t * p_t.clamp_min(1e-12).log()).sum(-1).mean()
-        # every teacher view meets the same number of student views, so the mean
-        # cross-entropy is the mean teacher entropy plus the mean KL. The std and the
-        # rank are taken of the teacher's distributions over the batch (first view):
-        # a collapsed teacher, uniform or one-hot, gives every image the same one:
-        # std 0 and rank 1 (the raw logits share a large common part in a healthy run
-        # too: centering is what removes it)
+        # (2, b, K): the teacher's distributions, as the loss takes them
+        p_t, metrics = distillation_metrics(loss, teacher_out, center, t_temp)
+        # the std and the rank are taken of the teacher's distributions over the batch
+        # (first view): a collapsed teacher, uniform or one-hot, gives every image the
+        # same one: std 0 and rank 1 (the raw logits share a large common part in a
+        # healthy run too: centering is what removes it)
         self.metrics = {
-            "entropy": entropy,
-            "kl": loss.detach() - entropy,
+            **metrics,
             "std": embedding_std(p_t[0]),
             "erank": effective_rank(p_t[0]),
         }

@@ -32,7 +32,7 @@ from einops import rearrange
 from torch import nn
 
 from .augment import MultiCrop
-from .diagnostics import effective_rank, embedding_std
+from .diagnostics import distillation_metrics, effective_rank, embedding_std
 from .dino import dino_loss, resolution_groups
 from .heads import DINOHead
 from .teacher import EMATeacher, SelfDistillation
@@ -335,13 +335,12 @@ class EsViT(SelfDistillation):
 
     @torch.no_grad()
     def _diagnose(self, view, region, teacher_view, t_temp, student_emb) -> None:
-        p_t = F.softmax((teacher_view - self.center) / t_temp, dim=-1)
-        entropy = -(p_t * p_t.clamp_min(1e-12).log()).sum(-1).mean()
+        # the view loss's teacher entropy and KL, as DINO's
+        _, metrics = distillation_metrics(view, teacher_view, self.center, t_temp)
         self.metrics = {
-            "entropy": entropy,
-            "kl": view.detach() - entropy,
+            **metrics,
             "std": embedding_std(student_emb),
-            "erank": effective_rank(student_emb.float()),
+            "erank": effective_rank(student_emb),
             "view": view.detach(),
             "region": region.detach(),
         }
