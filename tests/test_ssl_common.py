@@ -71,16 +71,10 @@ def test_teacher_momentum_follows_a_cosine_from_base_to_one():
 
 def distillation(**kw):
     """A SelfDistillation with a teacher to count its steps, as DINO and EsViT set."""
-    args = dict(
-        total_steps=40,
-        student_temp=0.1,
-        teacher_temp=0.07,
-        warmup_teacher_temp=0.04,
-        warmup_teacher_temp_steps=None,
-        warmup_teacher_temp_fraction=0.25,
-        freeze_last_layer_steps=0,
-        center_momentum=0.9,
-    )
+    args = dict(total_steps=40, student_temp=0.1, teacher_temp=0.07,
+                warmup_teacher_temp=0.04, warmup_teacher_temp_steps=None,
+                warmup_teacher_temp_fraction=0.25, freeze_last_layer_steps=0,
+                center_momentum=0.9)  # fmt: skip
     method = SelfDistillation(**{**args, **kw})
     method.student = tiny_net()
     method.teacher = EMATeacher(method.student, total_steps=40)
