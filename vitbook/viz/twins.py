@@ -19,7 +19,7 @@ from ..models.twins import (
     LocallyGroupedAttention,
     attention_flops,
 )
-from .common import patch_grid, to_image
+from .common import grid_lines, patch_grid, tint, to_image
 
 
 def dense_lsa_weights(
@@ -73,19 +73,6 @@ def receptive_fields(grid, query, window_size: int, sr_ratio: int) -> dict:
     }
 
 
-def _tint(ax, mask: np.ndarray, color, patch: int, alpha: float = 0.45):
-    rgba = np.zeros(mask.shape + (4,))
-    rgba[mask] = plt.matplotlib.colors.to_rgba(color, alpha)
-    ax.imshow(np.kron(rgba, np.ones((patch, patch, 1))), interpolation="nearest")
-
-
-def _grid_lines(ax, h: int, w: int, step: int, patch: int, **style):
-    for y in range(0, h + 1, step):
-        ax.axhline(y * patch - 0.5, **style)
-    for x in range(0, w + 1, step):
-        ax.axvline(x * patch - 0.5, **style)
-
-
 def plot_receptive_fields(
     image: torch.Tensor,
     patch_size: int,
@@ -112,16 +99,16 @@ def plot_receptive_fields(
     fig, axes = plt.subplots(1, 4, figsize=(14, 4.2))
     for ax in axes:
         ax.imshow(photo)
-        _grid_lines(ax, h, w, 1, p, color="w", lw=0.3, alpha=0.6)
+        grid_lines(ax, h, w, 1, p, color="w", lw=0.3, alpha=0.6)
         ax.set_xticks([])
         ax.set_yticks([])
     (full, n), (win, _), (shifted, n_shift), (lsa, k2), (gsa, n_gsa) = fields.values()
-    _tint(axes[0], full, "tab:green", p)
+    tint(axes[0], full, {True: "tab:green"}, p)
     axes[0].set_title(f"full attention (ViT)\n{n} keys", fontsize=10)
-    _tint(axes[1], win & ~shifted, "tab:blue", p)
-    _tint(axes[1], shifted & ~win, "tab:orange", p)
-    _tint(axes[1], win & shifted, "tab:purple", p)
-    _grid_lines(axes[1], h, w, window_size, p, color="k", lw=1.8)
+    tint(axes[1], win & ~shifted, {True: "tab:blue"}, p)
+    tint(axes[1], shifted & ~win, {True: "tab:orange"}, p)
+    tint(axes[1], win & shifted, {True: "tab:purple"}, p)
+    grid_lines(axes[1], h, w, window_size, p, color="k", lw=1.8)
     axes[1].set_title(
         f"Swin: W-MSA then SW-MSA\n{k2} + {n_shift} keys (shift {window_size // 2})",
         fontsize=10,
@@ -135,14 +122,14 @@ def plot_receptive_fields(
         loc="lower left",
         fontsize=7,
     )
-    _tint(axes[2], lsa, "tab:blue", p)
-    _grid_lines(axes[2], h, w, window_size, p, color="k", lw=1.8)
+    tint(axes[2], lsa, {True: "tab:blue"}, p)
+    grid_lines(axes[2], h, w, window_size, p, color="k", lw=1.8)
     axes[2].set_title(
         f"Twins LSA: its {window_size}x{window_size} sub-window\n{k2} keys",
         fontsize=10,
     )
-    _tint(axes[3], gsa, "tab:green", p, alpha=0.25)
-    _grid_lines(axes[3], h // sr_ratio, w // sr_ratio, 1, p * sr_ratio, color="k", lw=1)
+    tint(axes[3], gsa, {True: "tab:green"}, p, alpha=0.25)
+    grid_lines(axes[3], h // sr_ratio, w // sr_ratio, 1, p * sr_ratio, color="k", lw=1)
     centres = (np.arange(h // sr_ratio) + 0.5) * sr_ratio * p - 0.5
     cy, cx = np.meshgrid(centres, (np.arange(w // sr_ratio) + 0.5) * sr_ratio * p - 0.5)
     axes[3].plot(cx.ravel(), cy.ravel(), "o", color="k", ms=3)
