@@ -3,7 +3,7 @@ position bias, attention cost."""
 
 from __future__ import annotations
 
-import time
+from functools import partial
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -11,6 +11,7 @@ import torch
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 
+from ..bench.timing import interleaved_median
 from ..layers import Attention
 from ..models.swin import (
     MASK_FILL,
@@ -328,28 +329,19 @@ def _measure(sides, dim, heads, window_size, repeats) -> dict:
         Attention(dim, heads).eval(),
         SwinBlock(dim, heads, window_size).eval(),
     )
-    times = {"global": {s: [] for s in sides}, "window": {s: [] for s in sides}}
     runs = {"global": lambda x: full(x.flatten(1, 2)), "window": windowed.attend}
-    for side in sides:  # warm up every shape once
-        x = torch.randn(1, side, side, dim)
-        for run in runs.values():
-            run(x)
-    for _ in range(repeats):
-        for side in sides:
-            x = torch.randn(1, side, side, dim)
-            for name, run in runs.items():
-                start = time.perf_counter()
-                run(x)
-                times[name][side].append(time.perf_counter() - start)
+    # (1, side, side, dim): one map of tokens per size
+    maps = {side: torch.randn(1, side, side, dim) for side in sides}
+    calls = {(k, s): partial(run, maps[s]) for s in sides for k, run in runs.items()}
+    # one round to warm up every shape
+    seconds = interleaved_median(calls, repeats, warmup=1)
     tokens = [s * s for s in sides]
     return {
         "sides": list(sides),
         "tokens": tokens,
         "dim": dim,
         "window_size": window_size,
-        "seconds": {
-            k: [float(np.median(v[s])) for s in sides] for k, v in times.items()
-        },
+        "seconds": {k: [seconds[k, s] for s in sides] for k in runs},
         "flops": {
             "global": [attention_flops(n, dim) for n in tokens],
             "window": [attention_flops(n, dim, window_size) for n in tokens],

@@ -3,7 +3,7 @@ attention, and what each kind costs."""
 
 from __future__ import annotations
 
-import time
+from functools import partial
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -11,6 +11,7 @@ import torch
 from einops import rearrange
 from matplotlib.patches import Patch
 
+from ..bench.timing import interleaved_median
 from ..layers import Attention, pair
 from ..models.swin import SwinBlock
 from ..models.swin import attention_flops as swin_flops
@@ -254,18 +255,11 @@ def _measure(sides, dim, heads, window_size, sr_ratio, repeats, kinds, c_ratio):
     from ..models.scalable_vit import attention_flops as scalable_flops
 
     modules, calls = _layers(dim, heads, window_size, sr_ratio, c_ratio)
-    runs = {k: calls[k] for k in kinds}
-    times = {k: {s: [] for s in sides} for k in runs}
-    for side in sides:  # warm up every shape once
-        for run in runs.values():
-            run(torch.randn(1, side, side, dim))
-    for _ in range(repeats):
-        for side in sides:
-            x = torch.randn(1, side, side, dim)
-            for name, run in runs.items():
-                start = time.perf_counter()
-                run(x)
-                times[name][side].append(time.perf_counter() - start)
+    # (1, side, side, dim): one map of tokens per size
+    maps = {side: torch.randn(1, side, side, dim) for side in sides}
+    timed = {(k, side): partial(calls[k], maps[side]) for side in sides for k in kinds}
+    # one round to warm up every shape
+    seconds = interleaved_median(timed, repeats, warmup=1)
     tokens = [s * s for s in sides]
     keys = [(s // sr_ratio) ** 2 for s in sides]
     flops = {
@@ -314,9 +308,7 @@ def _measure(sides, dim, heads, window_size, sr_ratio, repeats, kinds, c_ratio):
         "window_size": window_size,
         "sr_ratio": sr_ratio,
         "c_ratio": c_ratio,
-        "seconds": {
-            k: [float(np.median(v[s])) for s in sides] for k, v in times.items()
-        },
+        "seconds": {k: [seconds[k, s] for s in sides] for k in kinds},
         "flops": {k: flops[k] for k in kinds},
         "logits": {k: logits[k] for k in kinds},
         "memory": memory,
