@@ -1,3 +1,6 @@
+import inspect
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -120,7 +123,7 @@ def test_the_dispatch_fallback_counts_what_flop_counter_mode_counts():
 
     model = ViT(image_size=16, patch_size=4, num_classes=3, dim=16, depth=1, heads=2)
     x = torch.randn(2, 3, 16, 16)
-    with bench._DispatchFlops() as counter:
+    with bench.DispatchFlops() as counter:
         model(x).sum().backward()
     assert counter.total == bench.count_flops(lambda: model(x).sum().backward()) > 0
 
@@ -146,7 +149,7 @@ def test_a_method_training_step_updates_the_ema_teacher():
         )
         before = [p.detach().clone() for p in teacher.parameters()]
         optimizer = torch.optim.AdamW(contender.parameters(), lr=1e-2)
-        bench._train_step(contender.train(), torch.randn(2, 3, 32, 32), None, optimizer)
+        bench.train_step(contender.train(), torch.randn(2, 3, 32, 32), None, optimizer)
         after = list(teacher.parameters())
         assert any(not torch.equal(a, b) for a, b in zip(after, before)), name
 
@@ -212,3 +215,110 @@ def test_mp3_benchmark_counts_fewer_flops_for_the_gathered_context():
     text = bench.mp3_costs(results)
     assert "x the masked one's time" in text and "GFLOP" in text
     assert max(len(line) for line in text.splitlines()) <= 88
+
+
+# --------------------------------------------------------------------------- timing
+def test_interleaved_median_rotates_the_order_and_takes_the_median(monkeypatch):
+    # a clock that each call moves on by its next duration: no real time is measured
+    clock = [0.0]
+    fake_time = SimpleNamespace(perf_counter=lambda: clock[0])
+    monkeypatch.setattr(bench.timing, "time", fake_time)
+    # per call, the warm-up round first (100: never counted), then three rounds
+    durations = {"a": [100, 9, 2, 1], "b": [100, 4, 10, 4], "c": [100, 6, 7, 8]}
+    order = []
+
+    def call(k):
+        def fn():
+            order.append(k)
+            clock[0] += durations[k].pop(0)
+
+        return fn
+
+    medians = bench.interleaved_median({k: call(k) for k in "abc"}, 3, warmup=1)
+    # every round calls each once, the first one moving on by one each round
+    assert "".join(order) == "abc" + "bca" + "cab" + "abc"
+    assert medians == {"a": 2, "b": 4, "c": 7}
+
+
+@pytest.mark.parametrize(
+    "calls, rounds, warmup, message",
+    [
+        ({}, 3, 0, "calls is empty"),
+        ({"a": lambda: None}, 0, 0, r"rounds 0 must be >= 1"),
+        ({"a": lambda: None}, 3, -1, r"warmup -1 must be >= 0"),
+    ],
+)
+def test_interleaved_median_refuses_what_has_no_median(calls, rounds, warmup, message):
+    with pytest.raises(ValueError, match=message):
+        bench.interleaved_median(calls, rounds, warmup)
+
+
+# ------------------------------------------------------------------------- registry
+def test_every_benchmark_is_one_registry_entry_and_its_quick_sizes_fit_it():
+    assert sorted(bench.REGISTRY) == [
+        "byol", "dino", "mae", "mp3", "navit", "swin", "twins", "vit"
+    ]  # fmt: skip
+    for name, benchmark in bench.REGISTRY.items():
+        sizes = inspect.signature(benchmark.contenders).parameters
+        # --quick's sizes, and the command line's --image-size and --depth
+        assert set(benchmark.quick) | {"image_size", "depth"} <= set(sizes), name
+        assert bench.describe(name, 8, {}) == f"{benchmark.settings}; batch 8"
+    # the four tables of before, each read from the registry
+    assert bench.BENCHMARKS["swin"] is bench.swin_contenders
+    assert bench.INPUTS["navit"] is bench.variable_images
+    assert bench.QUICK["mae"] == dict(image_size=96, depth=4, decoder_depth=2)
+    assert bench.SETTINGS["vit"] == "ViT-Ti/16 (DeiT-Tiny), classification"
+
+
+# the contenders whose names the details of navit and mp3 read
+CONTENDERS = {
+    "navit": ["vitbook", "vitbook greedy", "vit-pytorch", "timm NaFlex", "padded ViT"],
+    "mp3": ["vitbook", "masked", "plain ViT"],
+}
+
+
+def _fake_run(calls):
+    """``run`` without measuring: fixed numbers for the contenders of ``name``."""
+
+    def run(name, batch_size, rounds, warmup, device, **config):
+        calls.append((name, batch_size, rounds, warmup, config))
+        impls = CONTENDERS.get(name, ["vitbook", "ref"])
+        rows, flops = {}, {}
+        for i, impl in enumerate(impls):
+            rows[impl] = {"params (M)": 1.0, "forward img/s": 10.0 + i,
+                          "train step img/s": 5.0 + i, "forward % peak": 1.0,
+                          "train step % peak": 2.0}  # fmt: skip
+            flops[impl] = {"forward": 10**9 * (1 + i), "train step": 3 * 10**9}
+        return bench.Results(rows, {"matmul GFLOP/s": 50.0}, flops)
+
+    return run
+
+
+@pytest.mark.parametrize(
+    "name, details",
+    [("navit", "token utilization (budget 36)"), ("mp3", "x the masked one's time")],
+)
+def test_one_benchmark_alone_prints_its_table_and_its_details(
+    monkeypatch, capsys, name, details
+):
+    calls = []
+    monkeypatch.setattr(bench.cli, "run", _fake_run(calls))
+    bench.main([name, "--quick", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert out.startswith(f"{name}: batch 8, 5 rounds (median), device cpu")
+    assert calls == [(name, 8, 5, 1, {"image_size": 96, "depth": 4})]
+    assert "ratios are against vitbook" in out and details in out
+    assert "float32 matmul peak measured in this run: 50 GFLOP/s" in out
+
+
+def test_all_prints_the_summary_of_every_benchmark_without_details(monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(bench.cli, "run", _fake_run(calls))
+    bench.main(["all", "--quick", "--depth", "1", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert [c[0] for c in calls] == sorted(bench.REGISTRY)
+    assert all(c[4]["depth"] == 1 for c in calls)
+    assert "ratios are against" not in out and "token utilization" not in out
+    # one footnote per benchmark: its settings line, the batch and the sizes
+    config = {c[0]: c[4] for c in calls}["navit"]
+    assert "navit: " + bench.describe("navit", 8, config) in out

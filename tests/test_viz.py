@@ -478,3 +478,80 @@ def test_architecture_diagrams_print_the_models_own_shapes():
     assert "map 4 x 4" in text and "width 16" in text and "map 2 x 2" in text
     assert "width 32" in text and "window 2x2 (all)" in text and "shift 1x1" in text
     plt.close(fig)
+
+
+# ------------------------------------------------------------------ shared helpers
+def test_moving_average_averages_the_window_and_starts_where_the_values_start():
+    from vitbook.viz.common import moving_average
+
+    values = [4.0, 0.0, 2.0, 6.0, 1.0]
+    # the first two average what there is so far: no dip towards zero at the start
+    np.testing.assert_allclose(moving_average(values, 3), [4, 2, 2, 8 / 3, 3])
+    np.testing.assert_array_equal(moving_average(values, 1), values)
+    np.testing.assert_array_equal(moving_average(values, 6), values)
+
+
+def test_tint_colours_each_patch_by_its_label_and_leaves_the_rest_clear():
+    from vitbook.viz.common import tint
+
+    fig, ax = plt.subplots()
+    labels = np.array([[0, 1], [2, 1]])
+    tint(ax, labels, {1: "red", 2: (0.0, 0.0, 1.0)}, patch_size=2, alpha=0.5)
+    # (rows * patch_size, columns * patch_size, rgba)
+    pixels = np.asarray(ax.images[-1].get_array())
+    assert pixels.shape == (4, 4, 4)
+    np.testing.assert_array_equal(pixels[:2, :2], 0)
+    np.testing.assert_array_equal(pixels[:, 2:], [[[1, 0, 0, 0.5]] * 2] * 4)
+    np.testing.assert_array_equal(pixels[2:, :2], [[[0, 0, 1, 0.5]] * 2] * 2)
+    # a boolean mask with one colour, at the default alpha of the receptive fields
+    tint(ax, labels == 2, {True: "red"}, patch_size=1)
+    mask = np.asarray(ax.images[-1].get_array())
+    np.testing.assert_array_equal(mask[..., 3], [[0, 0], [0.45, 0]])
+    plt.close(fig)
+
+
+def test_grid_lines_fall_between_the_cells_of_step_patches():
+    from vitbook.viz.common import grid_lines
+
+    fig, ax = plt.subplots()
+    # 4 x 2 patches of 8 pixels, cells of 2 x 2 patches
+    grid_lines(ax, 4, 2, 2, 8, color="k")
+    rows = [line.get_ydata()[0] for line in ax.lines[:3]]
+    columns = [line.get_xdata()[0] for line in ax.lines[3:]]
+    # pixel centres at whole numbers: the borders at half pixels
+    assert (rows, columns) == ([-0.5, 15.5, 31.5], [-0.5, 15.5])
+    plt.close(fig)
+
+
+@pytest.mark.parametrize(
+    "module, measure, kinds, sides",
+    [
+        ("swin", "measure_attention_cost", ("global", "window"), (4, 8)),
+        ("twins", "measure_local_global_cost", ("full", "swin", "LSA", "GSA"), (8, 16)),
+    ],
+)
+def test_the_cost_figures_time_every_kind_and_size_through_interleaved_median(
+    monkeypatch, module, measure, kinds, sides
+):
+    import importlib
+
+    figures = importlib.import_module(f"vitbook.viz.{module}")
+    seen = {}
+
+    def interleaved_median(calls, rounds, warmup=0, device=None):
+        seen.update(keys=list(calls), rounds=rounds, warmup=warmup)
+        for call in calls.values():  # each one runs
+            call()
+        # a different number for every (kind, side)
+        return {key: float(i) for i, key in enumerate(calls)}
+
+    monkeypatch.setattr(figures, "interleaved_median", interleaved_median)
+    cost = getattr(figures, measure)(
+        sides=sides, dim=8, heads=2, window_size=4, repeats=3
+    )
+    keys = seen.pop("keys")
+    assert seen == {"rounds": 3, "warmup": 1}
+    assert sorted(keys) == sorted((k, s) for k in kinds for s in sides)
+    # each kind's medians, one per size, in the order of the sizes
+    expected = {k: [float(keys.index((k, s))) for s in sides] for k in kinds}
+    assert cost["seconds"] == expected

@@ -8,7 +8,7 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .common import _smooth
+from .common import moving_average
 
 PANELS = (
     ("loss", "loss (2 - 2 cos, both views)"),
@@ -36,7 +36,7 @@ def plot_byol_diagnostics(histories: dict, smooth: int = 5, projection_dim=None)
                 )
             values = np.asarray([r[key] for r in rows])
             steps = [r["step"] for r in rows]
-            ax.plot(steps, _smooth(values, smooth), color=f"C{j}", label=name)
+            ax.plot(steps, moving_average(values, smooth), color=f"C{j}", label=name)
         if key == "std" and projection_dim:
             level = 1 / math.sqrt(projection_dim)
             ax.axhline(level, color="gray", ls="--", lw=1)

@@ -51,13 +51,43 @@ def image_grid(
     return fig
 
 
-def _smooth(values, window: int) -> np.ndarray:
+def moving_average(values, window: int) -> np.ndarray:
+    """The mean of each value and the ``window - 1`` before it; the first ones average
+    what there is so far, so that the curve starts where the values start."""
     values = np.asarray(values, dtype=float)
     if window <= 1 or len(values) < window:
         return values
     kernel = np.ones(window) / window
-    head = np.cumsum(values[: window - 1]) / np.arange(1, window)  # no dip at the start
+    # no dip at the start
+    head = np.cumsum(values[: window - 1]) / np.arange(1, window)
     return np.concatenate([head, np.convolve(values, kernel, mode="valid")])
+
+
+def identity(x: torch.Tensor) -> torch.Tensor:
+    """The default ``to_pixels`` of the figures that take one: images already in
+    [0, 1]."""
+    return x
+
+
+def tint(ax, labels: np.ndarray, colors: dict, patch_size: int, alpha: float = 0.45):
+    """Colour each patch of a picture drawn on ``ax`` by ``colors[label]``, ``labels``
+    being a ``(rows, columns)`` map of patches (a boolean mask with ``{True: color}``);
+    labels without a colour stay clear."""
+    rgba = np.zeros(labels.shape + (4,))
+    for label, color in colors.items():
+        rgba[labels == label] = plt.matplotlib.colors.to_rgba(color, alpha)
+    # one patch_size x patch_size block of pixels per patch
+    pixels = np.kron(rgba, np.ones((patch_size, patch_size, 1)))
+    ax.imshow(pixels, interpolation="nearest")
+
+
+def grid_lines(ax, h: int, w: int, step: int, patch_size: int, **style):
+    """The lines between the cells of ``step x step`` patches, on a picture of ``h x
+    w`` patches of ``patch_size`` pixels (pixel centres at whole numbers)."""
+    for y in range(0, h + 1, step):
+        ax.axhline(y * patch_size - 0.5, **style)
+    for x in range(0, w + 1, step):
+        ax.axvline(x * patch_size - 0.5, **style)
 
 
 def plot_history(history, smooth: int = 20, title: str | None = None):
@@ -73,7 +103,7 @@ def plot_history(history, smooth: int = 20, title: str | None = None):
     ax.plot(steps, [r["loss"] for r in history.steps], color="C0", alpha=0.25, lw=0.8)
     ax.plot(
         steps,
-        _smooth([r["loss"] for r in history.steps], smooth),
+        moving_average([r["loss"] for r in history.steps], smooth),
         color="C0",
         label="train loss",
     )
@@ -91,7 +121,10 @@ def plot_history(history, smooth: int = 20, title: str | None = None):
         ax = axes[0, 1]
         acc = [r.get("acc", np.nan) for r in history.steps]
         ax.plot(
-            steps, _smooth(acc, smooth), color="C0", label="train (batch, smoothed)"
+            steps,
+            moving_average(acc, smooth),
+            color="C0",
+            label="train (batch, smoothed)",
         )
         ev = [r for r in history.evals if "test_acc" in r]
         if ev:

@@ -9,16 +9,15 @@ import torch
 from matplotlib.patches import Rectangle
 
 from ..layers import record_attention
-from .common import _smooth, to_image
+from .common import moving_average, to_image
 
 
 def plot_multicrop(image: torch.Tensor, multicrop, title: str | None = None):
     """One image ``(c, h, w)`` in [0, 1], the boxes ``multicrop`` cut from it (global
     in blue, local in orange), and the views themselves, in the order DINO feeds
     them."""
-    views = multicrop(
-        image[None]
-    )  # [global 1, global 2, local 1, ...], each (1, c, ., .)
+    # [global 1, global 2, local 1, ...], each (1, c, ., .)
+    views = multicrop(image[None])
     boxes = [b[0].tolist() for b in multicrop.last_boxes]
     n = len(views)
     fig, axes = plt.subplots(1, n + 1, figsize=(1.9 * (n + 1), 2.4))
@@ -119,7 +118,7 @@ def plot_collapse_diagnostics(histories: dict, smooth: int = 5, max_entropy=None
             rows = [r for r in history.steps if key in r]
             steps = [r["step"] for r in rows]
             values = np.asarray([r[key] for r in rows])
-            ax.plot(steps, _smooth(values, smooth), color=f"C{j}", label=name)
+            ax.plot(steps, moving_average(values, smooth), color=f"C{j}", label=name)
         if key == "entropy" and max_entropy is not None:
             ax.axhline(
                 max_entropy, color="gray", ls="--", lw=1, label="log K (uniform)"

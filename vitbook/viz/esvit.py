@@ -9,7 +9,7 @@ import torch
 from matplotlib import cm, colors
 from matplotlib.patches import ConnectionPatch
 
-from .common import _smooth, to_image
+from .common import moving_average, to_image
 
 
 def _centres(grid, size) -> np.ndarray:
@@ -101,7 +101,7 @@ def plot_esvit_diagnostics(history, smooth: int = 10):
     ]
     for ax, (keys, ylabel, title) in zip(axes, panels):
         for k in keys:
-            ax.plot(steps, _smooth([r[k] for r in rows], smooth), label=k)
+            ax.plot(steps, moving_average([r[k] for r in rows], smooth), label=k)
         ax.set(xlabel="step", ylabel=ylabel, title=title)
         if len(keys) > 1:
             ax.legend()

@@ -10,13 +10,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .common import _smooth, to_image
+from .common import identity, moving_average, to_image
 
 HIDDEN_RGB = (0.15, 0.35, 0.75)  # the colour hidden patches are painted in
-
-
-def _identity(x: torch.Tensor) -> torch.Tensor:
-    return x
 
 
 def masked_rgb(image: torch.Tensor, mask: torch.Tensor, grid) -> np.ndarray:
@@ -35,7 +31,7 @@ def plot_reconstructions(
     images: torch.Tensor,
     out: dict,
     grid,
-    to_pixels: Callable = _identity,
+    to_pixels: Callable = identity,
     titles=None,
     title: str | None = None,
 ):
@@ -78,7 +74,7 @@ def plot_masking_ratios(
     mae,
     images: torch.Tensor,
     ratios=(0.25, 0.5, 0.75, 0.9),
-    to_pixels: Callable = _identity,
+    to_pixels: Callable = identity,
     seed: int = 0,
 ):
     """The trained model re-run at several masking ratios on the same images, with one
@@ -119,7 +115,7 @@ def plot_masking_ratios(
 
 
 def plot_pretraining(
-    history, frames: list, to_pixels: Callable = _identity, smooth: int = 20
+    history, frames: list, to_pixels: Callable = identity, smooth: int = 20
 ):
     """Left: the MAE loss per step (smoothed), a marker where each snapshot was taken.
     Right: the reconstructions (visible patches pasted back) of the same images with
@@ -132,7 +128,7 @@ def plot_pretraining(
     grid = fig.add_gridspec(len(frames), 1 + k, width_ratios=[4] + [1] * k)
     ax = fig.add_subplot(grid[:, 0])
     ax.plot(steps, losses, color="C0", alpha=0.25, lw=0.8)
-    smoothed = _smooth(losses, smooth)
+    smoothed = moving_average(losses, smooth)
     ax.plot(steps, smoothed, color="C0", label="loss on hidden patches")
     for step, _ in frames:
         at = min(max(step, 1), len(smoothed)) - 1
@@ -160,7 +156,7 @@ def plot_finetuning(histories: dict, smooth: int = 20):
     for i, (name, history) in enumerate(histories.items()):
         steps = [r["step"] for r in history.steps]
         losses = [r["loss"] for r in history.steps]
-        left.plot(steps, _smooth(losses, smooth), color=f"C{i}", label=name)
+        left.plot(steps, moving_average(losses, smooth), color=f"C{i}", label=name)
         evals = [r for r in history.evals if "test_acc" in r]
         right.plot(
             [r["step"] for r in evals],

@@ -8,11 +8,7 @@ from typing import Callable
 import matplotlib.pyplot as plt
 import torch
 
-from .common import to_image
-
-
-def _identity(x: torch.Tensor) -> torch.Tensor:
-    return x
+from .common import identity, to_image
 
 
 def position_confusion(predicted: torch.Tensor, num_positions: int) -> torch.Tensor:
@@ -68,7 +64,7 @@ def plot_position_arrows(
     images: torch.Tensor,
     predicted: torch.Tensor,
     grid,
-    to_pixels: Callable = _identity,
+    to_pixels: Callable = identity,
     titles=None,
 ):
     """Each image with an arrow from every patch's true place to the place the model

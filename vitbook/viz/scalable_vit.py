@@ -11,8 +11,7 @@ import torch
 from matplotlib.patches import Patch
 
 from ..layers import pair
-from .common import patch_grid, to_image
-from .twins import _grid_lines, _tint
+from .common import grid_lines, patch_grid, tint, to_image
 
 
 def scalable_receptive_fields(grid, query, window_size: int, sr_ratio: int) -> dict:
@@ -62,19 +61,19 @@ def plot_scalable_receptive_fields(
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.6))
     for ax in axes:
         ax.imshow(photo)
-        _grid_lines(ax, h, w, 1, p, color="w", lw=0.3, alpha=0.6)
+        grid_lines(ax, h, w, 1, p, color="w", lw=0.3, alpha=0.6)
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_xlabel(f"{w} tokens across ({p}x{p} pixels each)", fontsize=8)
         ax.set_ylabel(f"{h} tokens down", fontsize=8)
     m = window_size
-    _tint(axes[0], window, "tab:blue", p)
-    _grid_lines(axes[0], h, w, m, p, color="k", lw=1.8)
+    tint(axes[0], window, {True: "tab:blue"}, p)
+    grid_lines(axes[0], h, w, m, p, color="k", lw=1.8)
     axes[0].set_title(f"windows alone (Twins LSA)\n{k2} keys", fontsize=10)
-    _tint(axes[1], window & ~lim, "tab:blue", p)
-    _tint(axes[1], lim & ~window, "tab:orange", p)
-    _tint(axes[1], window & lim, "tab:purple", p)
-    _grid_lines(axes[1], h, w, m, p, color="k", lw=1.8)
+    tint(axes[1], window & ~lim, {True: "tab:blue"}, p)
+    tint(axes[1], lim & ~window, {True: "tab:orange"}, p)
+    tint(axes[1], window & lim, {True: "tab:purple"}, p)
+    grid_lines(axes[1], h, w, m, p, color="k", lw=1.8)
     outside = int((lim & ~window).sum())
     axes[1].set_title(
         f"IWSA: {m}x{m} window + LIM (3x3 on values)\n{k2} keys + {outside} "
@@ -91,8 +90,8 @@ def plot_scalable_receptive_fields(
         fontsize=7,
     )
     r = sr_ratio
-    _tint(axes[2], covered, "tab:green", p, alpha=0.25)
-    _grid_lines(axes[2], h // r, w // r, 1, p * r, color="k", lw=1)
+    tint(axes[2], covered, {True: "tab:green"}, p, alpha=0.25)
+    grid_lines(axes[2], h // r, w // r, 1, p * r, color="k", lw=1)
     cy, cx = np.meshgrid(
         (np.arange(h // r) + 0.5) * r * p - 0.5,
         (np.arange(w // r) + 0.5) * r * p - 0.5,

@@ -3,7 +3,7 @@ position bias, attention cost."""
 
 from __future__ import annotations
 
-import time
+from functools import partial
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -11,6 +11,7 @@ import torch
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 
+from ..bench.timing import interleaved_median
 from ..layers import Attention
 from ..models.swin import (
     MASK_FILL,
@@ -19,7 +20,7 @@ from ..models.swin import (
     shift_mask,
     shift_regions,
 )
-from .common import patch_grid, plot_pipeline, to_image
+from .common import patch_grid, plot_pipeline, tint, to_image
 
 # region 0 stays where it was; A, B, C are the paper's names (Fig. 4) for what wrapped
 # around
@@ -44,16 +45,6 @@ def _lines(ax, positions, horizontal: bool, **style):
         (ax.axhline if horizontal else ax.axvline)(p - 0.5, **style)
 
 
-def _tint(ax, labels: np.ndarray, colors: dict, patch_size: int, alpha: float = 0.35):
-    """Colour each patch by ``colors[label]`` (labels without a colour stay clear)."""
-    rgba = np.zeros(labels.shape + (4,))
-    for label, color in colors.items():
-        rgba[labels == label] = plt.matplotlib.colors.to_rgba(color, alpha)
-    ax.imshow(
-        np.kron(rgba, np.ones((patch_size, patch_size, 1))), interpolation="nearest"
-    )
-
-
 def plot_windows(image: torch.Tensor, patch_size: int, window_size: int):
     """A photo cut into patches (the tokens), and the patches grouped into M x M windows
     (W-MSA)."""
@@ -70,7 +61,7 @@ def plot_windows(image: torch.Tensor, patch_size: int, window_size: int):
     win = (np.arange(gh)[:, None] // window_size) * (gw // window_size) + np.arange(gw)[
         None, :
     ] // window_size
-    _tint(
+    tint(
         axes[1],
         win,
         {i: plt.cm.tab10(i % 10) for i in range(win.max() + 1)},
@@ -103,18 +94,16 @@ def plot_cyclic_shift(
     _check_window((gh, gw), window_size, shift)
     h, w = image.shape[-2:]
     m, s, p = window_size, shift, patch_size
-    before = np.zeros(
-        (gh, gw), dtype=int
-    )  # where the strips are before the roll: top rows, left columns
+    # where the strips are before the roll: top rows, left columns
+    before = np.zeros((gh, gw), dtype=int)
     before[:s, :] += 2
     before[:, :s] += 1
-    after = shift_regions(
-        gh, gw, s
-    ).numpy()  # after the roll: bottom rows, right columns
+    # after the roll: bottom rows, right columns
+    after = shift_regions(gh, gw, s).numpy()
 
     fig, axes = plt.subplots(1, 2, figsize=(9.5, 5))
     axes[0].imshow(to_image(image))
-    _tint(axes[0], before, REGION_COLORS, p)
+    tint(axes[0], before, REGION_COLORS, p, alpha=0.35)
     borders = (
         [(s + k * m) * p for k in range(-1, gh // m + 1) if 0 < (s + k * m) * p < h]
         if s
@@ -131,7 +120,7 @@ def plot_cyclic_shift(
 
     rolled = torch.roll(image, shifts=(-s * p, -s * p), dims=(-2, -1))
     axes[1].imshow(to_image(rolled))
-    _tint(axes[1], after, REGION_COLORS, p)
+    tint(axes[1], after, REGION_COLORS, p, alpha=0.35)
     _lines(axes[1], range(0, h + 1, m * p), True, color="k", lw=2.5)
     _lines(axes[1], range(0, w + 1, m * p), False, color="k", lw=2.5)
     axes[1].set_title(f"cyclic shift, then the regular {(gh // m) * (gw // m)} windows")
@@ -340,28 +329,19 @@ def _measure(sides, dim, heads, window_size, repeats) -> dict:
         Attention(dim, heads).eval(),
         SwinBlock(dim, heads, window_size).eval(),
     )
-    times = {"global": {s: [] for s in sides}, "window": {s: [] for s in sides}}
     runs = {"global": lambda x: full(x.flatten(1, 2)), "window": windowed.attend}
-    for side in sides:  # warm up every shape once
-        x = torch.randn(1, side, side, dim)
-        for run in runs.values():
-            run(x)
-    for _ in range(repeats):
-        for side in sides:
-            x = torch.randn(1, side, side, dim)
-            for name, run in runs.items():
-                start = time.perf_counter()
-                run(x)
-                times[name][side].append(time.perf_counter() - start)
+    # (1, side, side, dim): one map of tokens per size
+    maps = {side: torch.randn(1, side, side, dim) for side in sides}
+    calls = {(k, s): partial(run, maps[s]) for s in sides for k, run in runs.items()}
+    # one round to warm up every shape
+    seconds = interleaved_median(calls, repeats, warmup=1)
     tokens = [s * s for s in sides]
     return {
         "sides": list(sides),
         "tokens": tokens,
         "dim": dim,
         "window_size": window_size,
-        "seconds": {
-            k: [float(np.median(v[s])) for s in sides] for k, v in times.items()
-        },
+        "seconds": {k: [seconds[k, s] for s in sides] for k in runs},
         "flops": {
             "global": [attention_flops(n, dim) for n in tokens],
             "window": [attention_flops(n, dim, window_size) for n in tokens],

@@ -3,7 +3,7 @@ attention, and what each kind costs."""
 
 from __future__ import annotations
 
-import time
+from functools import partial
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -11,6 +11,7 @@ import torch
 from einops import rearrange
 from matplotlib.patches import Patch
 
+from ..bench.timing import interleaved_median
 from ..layers import Attention, pair
 from ..models.swin import SwinBlock
 from ..models.swin import attention_flops as swin_flops
@@ -19,7 +20,7 @@ from ..models.twins import (
     LocallyGroupedAttention,
     attention_flops,
 )
-from .common import patch_grid, to_image
+from .common import grid_lines, patch_grid, tint, to_image
 
 
 def dense_lsa_weights(
@@ -73,19 +74,6 @@ def receptive_fields(grid, query, window_size: int, sr_ratio: int) -> dict:
     }
 
 
-def _tint(ax, mask: np.ndarray, color, patch: int, alpha: float = 0.45):
-    rgba = np.zeros(mask.shape + (4,))
-    rgba[mask] = plt.matplotlib.colors.to_rgba(color, alpha)
-    ax.imshow(np.kron(rgba, np.ones((patch, patch, 1))), interpolation="nearest")
-
-
-def _grid_lines(ax, h: int, w: int, step: int, patch: int, **style):
-    for y in range(0, h + 1, step):
-        ax.axhline(y * patch - 0.5, **style)
-    for x in range(0, w + 1, step):
-        ax.axvline(x * patch - 0.5, **style)
-
-
 def plot_receptive_fields(
     image: torch.Tensor,
     patch_size: int,
@@ -112,16 +100,16 @@ def plot_receptive_fields(
     fig, axes = plt.subplots(1, 4, figsize=(14, 4.2))
     for ax in axes:
         ax.imshow(photo)
-        _grid_lines(ax, h, w, 1, p, color="w", lw=0.3, alpha=0.6)
+        grid_lines(ax, h, w, 1, p, color="w", lw=0.3, alpha=0.6)
         ax.set_xticks([])
         ax.set_yticks([])
     (full, n), (win, _), (shifted, n_shift), (lsa, k2), (gsa, n_gsa) = fields.values()
-    _tint(axes[0], full, "tab:green", p)
+    tint(axes[0], full, {True: "tab:green"}, p)
     axes[0].set_title(f"full attention (ViT)\n{n} keys", fontsize=10)
-    _tint(axes[1], win & ~shifted, "tab:blue", p)
-    _tint(axes[1], shifted & ~win, "tab:orange", p)
-    _tint(axes[1], win & shifted, "tab:purple", p)
-    _grid_lines(axes[1], h, w, window_size, p, color="k", lw=1.8)
+    tint(axes[1], win & ~shifted, {True: "tab:blue"}, p)
+    tint(axes[1], shifted & ~win, {True: "tab:orange"}, p)
+    tint(axes[1], win & shifted, {True: "tab:purple"}, p)
+    grid_lines(axes[1], h, w, window_size, p, color="k", lw=1.8)
     axes[1].set_title(
         f"Swin: W-MSA then SW-MSA\n{k2} + {n_shift} keys (shift {window_size // 2})",
         fontsize=10,
@@ -135,14 +123,14 @@ def plot_receptive_fields(
         loc="lower left",
         fontsize=7,
     )
-    _tint(axes[2], lsa, "tab:blue", p)
-    _grid_lines(axes[2], h, w, window_size, p, color="k", lw=1.8)
+    tint(axes[2], lsa, {True: "tab:blue"}, p)
+    grid_lines(axes[2], h, w, window_size, p, color="k", lw=1.8)
     axes[2].set_title(
         f"Twins LSA: its {window_size}x{window_size} sub-window\n{k2} keys",
         fontsize=10,
     )
-    _tint(axes[3], gsa, "tab:green", p, alpha=0.25)
-    _grid_lines(axes[3], h // sr_ratio, w // sr_ratio, 1, p * sr_ratio, color="k", lw=1)
+    tint(axes[3], gsa, {True: "tab:green"}, p, alpha=0.25)
+    grid_lines(axes[3], h // sr_ratio, w // sr_ratio, 1, p * sr_ratio, color="k", lw=1)
     centres = (np.arange(h // sr_ratio) + 0.5) * sr_ratio * p - 0.5
     cy, cx = np.meshgrid(centres, (np.arange(w // sr_ratio) + 0.5) * sr_ratio * p - 0.5)
     axes[3].plot(cx.ravel(), cy.ravel(), "o", color="k", ms=3)
@@ -267,18 +255,11 @@ def _measure(sides, dim, heads, window_size, sr_ratio, repeats, kinds, c_ratio):
     from ..models.scalable_vit import attention_flops as scalable_flops
 
     modules, calls = _layers(dim, heads, window_size, sr_ratio, c_ratio)
-    runs = {k: calls[k] for k in kinds}
-    times = {k: {s: [] for s in sides} for k in runs}
-    for side in sides:  # warm up every shape once
-        for run in runs.values():
-            run(torch.randn(1, side, side, dim))
-    for _ in range(repeats):
-        for side in sides:
-            x = torch.randn(1, side, side, dim)
-            for name, run in runs.items():
-                start = time.perf_counter()
-                run(x)
-                times[name][side].append(time.perf_counter() - start)
+    # (1, side, side, dim): one map of tokens per size
+    maps = {side: torch.randn(1, side, side, dim) for side in sides}
+    timed = {(k, side): partial(calls[k], maps[side]) for side in sides for k in kinds}
+    # one round to warm up every shape
+    seconds = interleaved_median(timed, repeats, warmup=1)
     tokens = [s * s for s in sides]
     keys = [(s // sr_ratio) ** 2 for s in sides]
     flops = {
@@ -327,9 +308,7 @@ def _measure(sides, dim, heads, window_size, sr_ratio, repeats, kinds, c_ratio):
         "window_size": window_size,
         "sr_ratio": sr_ratio,
         "c_ratio": c_ratio,
-        "seconds": {
-            k: [float(np.median(v[s])) for s in sides] for k, v in times.items()
-        },
+        "seconds": {k: [seconds[k, s] for s in sides] for k in kinds},
         "flops": {k: flops[k] for k in kinds},
         "logits": {k: logits[k] for k in kinds},
         "memory": memory,

@@ -17,10 +17,10 @@ def plot_patches(image: torch.Tensor, patch_size, max_tokens_shown: int = 49):
     c, h, w = image.shape
     ph, pw = pair(patch_size)
     gh, gw = patch_grid(image, patch_size)
-    patches = image.unfold(1, ph, ph).unfold(2, pw, pw)  # (c, gh, gw, ph, pw)
-    patches = patches.permute(1, 2, 0, 3, 4).reshape(
-        gh * gw, c, ph, pw
-    )  # row-major, as the tokens are
+    # (c, gh, gw, ph, pw)
+    patches = image.unfold(1, ph, ph).unfold(2, pw, pw)
+    # (gh * gw, c, ph, pw), row-major, as the tokens are
+    patches = patches.permute(1, 2, 0, 3, 4).reshape(gh * gw, c, ph, pw)
 
     fig = plt.figure(figsize=(12, 4))
     grid = fig.add_gridspec(2, 3, width_ratios=[1, 1, 1.6])
@@ -71,12 +71,9 @@ def position_similarity(
     """Cosine similarity between the position embeddings of every pair of patches,
     ``(gh, gw, gh, gw)``."""
     gh, gw = grid
-    pos = (
-        pos_embed.detach()
-        .float()
-        .cpu()
-        .reshape(-1, pos_embed.shape[-1])[num_prefix_tokens:]
-    )  # (n, d)
+    # (n, d): one row per patch, the prefix tokens' rows (the class token's) dropped
+    pos = pos_embed.detach().float().cpu().reshape(-1, pos_embed.shape[-1])
+    pos = pos[num_prefix_tokens:]
     if len(pos) != gh * gw:
         raise ValueError(f"{len(pos)} position embeddings do not fill a {gh}x{gw} grid")
     pos = F.normalize(pos, dim=-1)
