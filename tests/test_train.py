@@ -215,39 +215,6 @@ def test_evaluate_and_predict_agree():
     assert model.training, "evaluate/predict must restore training mode"
 
 
-def test_knn_and_linear_probe_read_separable_features():
-    g = torch.Generator().manual_seed(0)
-    labels = torch.randint(0, 3, (300,), generator=g)
-    centers = torch.randn(3, 16, generator=g) * 3
-    feats = centers[labels] + torch.randn(300, 16, generator=g)
-    assert (
-        train.knn_accuracy(feats[:200], labels[:200], feats[200:], labels[200:], k=10)
-        > 0.95
-    )
-    assert (
-        train.linear_probe(feats[:200], labels[:200], feats[200:], labels[200:]) > 0.95
-    )
-    shuffled = labels[torch.randperm(300, generator=g)]
-    assert (
-        train.knn_accuracy(
-            feats[:200], shuffled[:200], feats[200:], shuffled[200:], k=10
-        )
-        < 0.6
-    )
-
-
-def test_extract_features_uses_the_models_own_pooling():
-    model = toy_vit().eval()
-    ds = toy_data(40)
-    feats, labels = train.extract_features(model, ds.loader(16))
-    assert feats.shape == (40, 16) and torch.equal(labels, ds.labels)
-    with torch.no_grad():
-        expected = model.forward_head(
-            model.forward_features(ds.normalize(ds.images)), pre_logits=True
-        )
-    torch.testing.assert_close(feats, expected)
-
-
 def test_scale_follows_the_environment(monkeypatch):
     monkeypatch.setenv("VITBOOK_SCALE", "full")
     assert train.scale() == "full" and train.at_scale(small=1, full=2) == 2
@@ -308,23 +275,6 @@ def test_eval_every_needs_an_eval_loader():
     with pytest.raises(ValueError, match="eval_every=5 needs eval_loader"):
         train.fit(nn.Linear(2, 2), [(torch.zeros(1, 2), torch.zeros(1).long())],
             steps=1, eval_every=5)  # fmt: skip
-
-
-def test_a_saved_representation_report_loads_back_equal(tmp_path):
-    rows = {"pretrained": {"knn": 0.7, "linear": 0.72, "note": "600 steps"},
-            "random init": {"knn": 0.6, "linear": 0.58, "note": ""}}  # fmt: skip
-    report = train.RepresentationReport(rows=rows, k=20, n_train=100, n_test=50)
-    report.save("toy", directory=tmp_path)
-    assert (tmp_path / "toy.json").exists()
-    loaded = train.load_reports(tmp_path)
-    assert list(loaded) == ["toy"] and loaded["toy"]["report"] == report
-    assert loaded["toy"]["scale"] in ("small", "full")
-
-
-def test_results_dir_follows_the_environment(tmp_path, monkeypatch):
-    monkeypatch.setenv("VITBOOK_RESULTS", str(tmp_path / "here"))
-    assert train.results_dir() == tmp_path / "here"
-    assert train.results_dir(tmp_path) == tmp_path
 
 
 def test_accuracy_at_reads_the_last_evaluation_within_the_budget():
