@@ -481,3 +481,22 @@ def test_a_checkpoint_of_two_ranks_is_refused_by_one_process(tmp_path):
     torch.save(saved, path)
     with pytest.raises(ValueError, match="written by 2 data-parallel processes and 1"):
         train.fit(WithTeacher(0.0), toy_set().loader(16), **kwargs)
+
+
+def test_self_supervised_loss_and_method_loss_are_one_function():
+    import vitbook.ssl
+
+    assert train.self_supervised_loss is vitbook.ssl.method_loss
+
+    class WithMetrics(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.metrics = {}
+
+        def forward(self, images):
+            self.metrics = {"std": images.std()}
+            return images.mean()
+
+    images = torch.arange(6.0)
+    loss, metrics = train.self_supervised_loss(WithMetrics(), (images, None))
+    assert loss == images.mean() and metrics == {"std": images.std()}

@@ -101,9 +101,19 @@ def classification_loss(model: nn.Module, batch) -> tuple[torch.Tensor, dict]:
 
 def self_supervised_loss(method: nn.Module, batch) -> tuple[torch.Tensor, dict]:
     """For methods whose forward returns their loss: ``loss = method(images)`` (labels
-    unused)."""
+    unused), with the diagnostics the method left in ``method.metrics`` (tensors;
+    ``fit`` reads them only when it logs). Under ``torchrun`` ``fit`` passes the method
+    wrapped in DDP: the metrics are read from the wrapped module. Also importable as
+    ``vitbook.ssl.method_loss``."""
     images = batch[0] if isinstance(batch, (tuple, list)) else batch
-    return method(images), {}
+    loss = method(images)
+    if isinstance(method, nn.parallel.DistributedDataParallel):
+        method = method.module
+    return loss, dict(getattr(method, "metrics", {}))
+
+
+# the self-supervised chapters' name for it
+method_loss = self_supervised_loss
 
 
 # --------------------------------------------------------------------------- history

@@ -25,6 +25,7 @@ from torchvision.transforms import v2
 from .. import distributed
 from ..layers import pair, trunc_normal_init
 from ..schedules import cosine_schedule, linear_warmup  # re-exported: methods use them
+from ..train import method_loss  # noqa: F401 (re-exported: one function with fit's)
 
 
 # --------------------------------------------------------------------------- EMA
@@ -471,18 +472,6 @@ def embedding_std(embeddings: torch.Tensor) -> torch.Tensor:
     """Mean over dimensions of the batch std of the L2-normalized embeddings (SimSiam's
     collapse check): about ``1/sqrt(d)`` when spread out, 0 when collapsed."""
     return F.normalize(embeddings.float(), dim=-1).std(dim=0).mean()
-
-
-def method_loss(method: nn.Module, batch) -> tuple[torch.Tensor, dict]:
-    """``fit(..., loss=method_loss)``: the method's loss plus the diagnostics it left
-    in ``method.metrics`` (tensors; ``fit`` reads them only when it logs). Under
-    ``torchrun`` ``fit`` passes the method wrapped in DDP: the metrics are read from the
-    wrapped module."""
-    images = batch[0] if isinstance(batch, (tuple, list)) else batch
-    loss = method(images)
-    if isinstance(method, nn.parallel.DistributedDataParallel):
-        method = method.module
-    return loss, dict(getattr(method, "metrics", {}))
 
 
 __all__ = [
