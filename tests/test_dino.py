@@ -1,28 +1,16 @@
-"""DINO and the shared self-supervised pieces: loss, EMA teacher, multi-crop, head,
-collapse."""
+"""DINO: the loss, the teacher and the center, the heads' BatchNorm over every crop,
+the temperature warm-up, the frozen last layer, collapse, and the official defaults.
+The pieces DINO shares with the other methods (EMA, multi-crop, heads, diagnostics) are
+tested in test_ssl_common.py."""
 
 import copy
 import math
 
 import pytest
 import torch
-import torch.nn.functional as F
-from torchvision.transforms import v2
-from conftest import randomize_
 
 from vitbook import ViT, data
-from vitbook.ssl import (
-    DINO,
-    DINOHead,
-    EMATeacher,
-    MultiCrop,
-    cosine_schedule,
-    dino_loss,
-    effective_rank,
-    ema_update_,
-    embedding_std,
-)
-from vitbook.ssl.common import apply_to, contrast_brightness, embed
+from vitbook.ssl import DINO, MultiCrop, dino_loss, embed
 from vitbook.train import param_groups
 
 
@@ -111,30 +99,6 @@ def test_dino_loss_gives_the_teacher_no_gradient():
 
 
 # --------------------------------------------------------------------------- the teacher
-def test_ema_update_equals_the_formula():
-    student, teacher = randomize_(tiny_vit()), randomize_(tiny_vit())
-    before = [p.detach().clone() for p in teacher.parameters()]
-    ema_update_(teacher, student, 0.9)
-    for old, new, s in zip(before, teacher.parameters(), student.parameters()):
-        torch.testing.assert_close(new, 0.9 * old + 0.1 * s, rtol=0, atol=1e-6)
-
-
-def test_teacher_momentum_follows_a_cosine_from_base_to_one():
-    assert cosine_schedule(0.996, 1.0, 0, 100) == pytest.approx(0.996)
-    assert cosine_schedule(0.996, 1.0, 50, 100) == pytest.approx(0.998)
-    assert cosine_schedule(0.996, 1.0, 100, 100) == pytest.approx(1.0)
-    assert cosine_schedule(0.996, 1.0, 500, 100) == pytest.approx(1.0)
-    student = tiny_vit()
-    teacher = EMATeacher(student, base=0.5, final=1.0, total_steps=2)
-    randomize_(student)
-    before = [p.detach().clone() for p in teacher.module.parameters()]
-    assert teacher.update(student) == pytest.approx(0.5)  # step 0 uses the base
-    for old, new, s in zip(before, teacher.module.parameters(), student.parameters()):
-        torch.testing.assert_close(new, 0.5 * old + 0.5 * s, rtol=0, atol=1e-6)
-    assert teacher.update(student) == pytest.approx(0.75)
-    assert teacher.momentum == pytest.approx(1.0) and int(teacher.step) == 2
-
-
 def test_teacher_receives_no_gradients_and_the_optimizer_never_sees_it():
     dino = tiny_dino()
     teacher_params = set(map(id, dino.teacher.parameters()))
@@ -164,103 +128,6 @@ def test_center_is_an_ema_of_the_teachers_mean_output():
     teacher_out = torch.randn(2, 4, 32)
     dino.update_center(teacher_out)
     torch.testing.assert_close(dino.center, 0.1 * teacher_out.mean(dim=(0, 1))[None])
-
-
-# --------------------------------------------------------------------------- multi-crop
-@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
-def test_multicrop_produces_the_requested_sizes_and_counts(dtype):
-    images = torch.randint(0, 256, (5, 1, 28, 28)).to(dtype)
-    views = MultiCrop(24, (12, 10), num_local=3, seed=0)(images)
-    assert len(views) == 2 + 3
-    assert [tuple(v.shape) for v in views] == [(5, 1, 24, 24)] * 2 + [
-        (5, 1, 12, 10)
-    ] * 3
-    assert all(v.dtype == torch.float32 for v in views)
-    if dtype == torch.uint8:  # scaled to [0, 1] (jitter may step a little outside)
-        assert 0.0 <= views[0].mean() <= 1.0
-
-
-def test_multicrop_is_seeded_and_crops_each_image_differently():
-    images = torch.rand(1, 3, 32, 32).expand(6, -1, -1, -1)  # one image, six times
-    a = MultiCrop(16, 8, num_local=2, seed=3)(images)
-    b = MultiCrop(16, 8, num_local=2, seed=3)(images)
-    c = MultiCrop(16, 8, num_local=2, seed=4)(images)
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
-    assert not torch.equal(a[0], c[0])
-    # the same image gets a different view in every row of the batch
-    assert (a[0][1:] - a[0][:1]).abs().flatten(1).amax(1).min() > 0
-
-
-def test_apply_to_runs_fn_on_the_chosen_images_only_and_keeps_the_rest():
-    images = torch.randn(6, 2, 5, 5)
-    seen = []
-
-    def negate(v):
-        seen.append(len(v))
-        return -v
-
-    chosen = torch.tensor([True, False, True, False, False, True])
-    out = apply_to(chosen, negate, images)
-    assert seen == [3]  # fn saw the three chosen images, not the batch
-    torch.testing.assert_close(out[chosen], -images[chosen], rtol=0, atol=0)
-    torch.testing.assert_close(out[~chosen], images[~chosen], rtol=0, atol=0)
-    assert apply_to(torch.zeros(6, dtype=torch.bool), negate, images) is images
-    everything = apply_to(torch.ones(6, dtype=torch.bool), negate, images)
-    torch.testing.assert_close(everything, -images, rtol=0, atol=0)
-    assert seen == [3, 6]
-
-
-def test_apply_to_refuses_a_choice_that_is_not_one_bool_per_image():
-    images = torch.randn(6, 1, 4, 4)
-    rule = r"chosen has shape \(3,\).*must be \(6,\) bool"
-    with pytest.raises(ValueError, match=rule):
-        apply_to(torch.ones(3, dtype=torch.bool), lambda v: v, images)
-    with pytest.raises(ValueError, match="dtype torch.int64"):
-        apply_to(torch.ones(6, dtype=torch.long), lambda v: v, images)
-
-
-def test_contrast_brightness_is_the_formula_per_image_and_identity_at_1_and_0():
-    images = torch.randn(3, 2, 4, 4)
-    unchanged = contrast_brightness(images, torch.ones(3), torch.zeros(3))
-    torch.testing.assert_close(unchanged, images)
-    factor, shift = torch.tensor([0.6, 1.0, 1.4]), torch.tensor([0.2, -0.4, 0.0])
-    out = contrast_brightness(images, factor, shift)
-    for x, y, f, b in zip(images, out, factor, shift):  # each image its own mean, std
-        mean, std = x.mean(), x.std() + 1e-6
-        torch.testing.assert_close(y, (x - mean) * f + mean + b * std)
-
-
-def test_multicrop_blurs_the_drawn_share_of_images_with_torchvision_blur():
-    images = torch.rand(400, 1, 20, 20)
-    settings = dict(num_local=0, flip=0.0, jitter=0.0, sigma=(1.0, 1.0), seed=0)
-    sharp = MultiCrop(16, 8, blur=(0.0, 0.0, 0.0), **settings)(images)[0]
-    mixed = MultiCrop(16, 8, blur=(0.3, 0.0, 0.0), **settings)(images)[0]
-    blurred = (mixed - sharp).flatten(1).abs().amax(1) > 0  # (400,)
-    assert blurred.float().mean().item() == pytest.approx(0.3, abs=0.06)
-    expected = v2.functional.gaussian_blur(sharp[blurred], [5, 5], [1.0, 1.0])
-    torch.testing.assert_close(mixed[blurred], expected)
-
-
-def test_multicrop_crop_box_covers_the_requested_area():
-    crop = MultiCrop(16, 8, num_local=0, global_scale=(0.25, 0.25), seed=0)
-    boxes = crop.boxes(1000, 40, 40, (0.25, 0.25))
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2:] <= 40 + 1e-4).all()
-    assert area.mean().item() == pytest.approx(0.25 * 1600, rel=0.05)
-
-
-# --------------------------------------------------------------------------- the head
-def test_dino_head_bottleneck_is_unit_length_and_last_layer_rows_are_unit_vectors():
-    head = DINOHead(16, out_dim=50, hidden_dim=32, bottleneck_dim=8)
-    randomize_(head.mlp)
-    with torch.no_grad():
-        head.last_layer.parametrizations.weight.original1.mul_(7.0)
-    w = head.last_layer.weight  # recomputed from the direction, gain fixed at 1
-    torch.testing.assert_close(w.norm(dim=1), torch.ones(50))
-    gain = head.last_layer.parametrizations.weight.original0
-    assert not gain.requires_grad
-    out = head(torch.randn(4, 16))
-    assert out.shape == (4, 50) and out.abs().max() <= 1 + 1e-5  # cosines
 
 
 # --------------------------------------------------------------------------- the ViT
@@ -293,15 +160,6 @@ def test_resized_position_embedding_of_a_constant_table_is_that_constant():
     table = model.position_embedding((2, 3))
     assert table.shape == (1, 1 + 6, 16)
     torch.testing.assert_close(table[:, 1:], torch.full((1, 6, 16), 0.25))
-
-
-# --------------------------------------------------------------------------- diagnostics
-def test_collapse_diagnostics_on_collapsed_and_spread_embeddings():
-    spread = torch.randn(256, 16)
-    collapsed = torch.ones(256, 16) + 1e-4 * torch.randn(256, 16)
-    assert effective_rank(spread) > 12 and effective_rank(collapsed) < 1.1
-    assert embedding_std(spread) == pytest.approx(1 / 4, rel=0.15)
-    assert embedding_std(collapsed) < 1e-3
 
 
 # --------------------------------------------------------------------------- figures

@@ -105,6 +105,44 @@ def test_reset_classifier_changes_the_head_and_zero_removes_it(name):
 
 
 @pytest.mark.parametrize("name", MODELS)
+def test_reset_classifier_keeps_the_models_dtype_and_device(name):
+    model = MODELS[name]().double().eval()
+    model.reset_classifier(3)
+    assert model.head.weight.dtype == torch.float64
+    assert model(batch().double()).shape == (2, 3)
+    assert not model.head.training  # in eval mode, as the model (timm's habit)
+    model = MODELS[name]().to("meta")
+    model.reset_classifier(4)
+    assert model.head.weight.device.type == "meta"
+
+
+# the poolings each model can switch to: timm's names
+GLOBAL_POOLS = {
+    "vit": ("token", "avg", ""),
+    "vit-mean": ("avg", ""),
+    "swin": ("avg",),
+    "twins": ("avg",),
+    "scalable_vit": ("avg",),
+    "navit": (),
+    "cnn": (),
+}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_reset_classifier_takes_timms_global_pool_or_names_the_ones_it_has(name):
+    model = MODELS[name]().eval()
+    for global_pool in GLOBAL_POOLS[name]:
+        model.reset_classifier(3, global_pool)
+        assert model.global_pool == global_pool and model.num_classes == 3
+    for global_pool in {"token", "avg", "", "max"} - set(GLOBAL_POOLS[name]):
+        with pytest.raises(ValueError, match=f"global_pool={global_pool!r}"):
+            model.reset_classifier(5, global_pool)
+        assert model.num_classes != 5  # nothing changed
+    model.reset_classifier(2, None)  # keeps the pooling
+    assert model(batch()).shape[-1] == 2
+
+
+@pytest.mark.parametrize("name", MODELS)
 def test_reset_classifier_refuses_a_negative_count(name):
     with pytest.raises(ValueError, match=r"num_classes=-1 must be >= 0"):
         MODELS[name]().reset_classifier(-1)
@@ -165,8 +203,25 @@ def test_forward_intermediates_gives_every_layer_and_selects_by_index(name):
         torch.testing.assert_close(last[0], outs[-1])
         picked = model.forward_intermediates(x, indices=[0, -1])
         torch.testing.assert_close(picked[1], outs[-1])
+        # layer order, as timm's
+        backwards = model.forward_intermediates(x, indices=[-1, 0])
+        torch.testing.assert_close(backwards, picked)
     with pytest.raises(ValueError, match="must lie in"):
         model.forward_intermediates(x, indices=[len(outs)])
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_forward_intermediates_give_the_final_features_from_the_same_pass(name):
+    model = MODELS[name]().eval()
+    x = batch()
+    if name in ("navit", "cnn"):
+        with pytest.raises(ValueError, match="intermediates_only=False: "):
+            model.forward_intermediates(x, intermediates_only=False)
+        return
+    with torch.no_grad():
+        final, outs = model.forward_intermediates(x, intermediates_only=False)
+        torch.testing.assert_close(final, model.forward_features(x))
+        torch.testing.assert_close(outs, model.forward_intermediates(x))
 
 
 @pytest.mark.parametrize("name", MODELS)

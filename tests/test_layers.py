@@ -12,6 +12,7 @@ from vitbook.layers import (
     pair,
     posemb_sincos_2d,
     record_attention,
+    resample_pos_embed,
     sdpa_falls_back,
 )
 
@@ -172,3 +173,34 @@ def test_a_learned_bias_on_the_cpu_takes_the_explicit_path_with_sdpas_results():
     (grad_fused,) = torch.autograd.grad(reference.square().sum(), table)
     torch.testing.assert_close(out, reference, rtol=0, atol=1e-10)
     torch.testing.assert_close(grad_explicit, grad_fused, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("grid", [(3, 4), (9, 5)])
+def test_position_embedding_is_resampled_as_timm_does(grid):
+    from timm.layers import resample_abs_pos_embed
+
+    table = torch.randn(1, 1 + 7 * 6, 16)  # a class token and a 7x6 grid
+    ours = resample_pos_embed(table, grid, (7, 6), num_prefix_tokens=1)
+    theirs = resample_abs_pos_embed(table, list(grid), [7, 6], num_prefix_tokens=1)
+    assert ours.shape == (1, 1 + grid[0] * grid[1], 16)
+    torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)
+    assert torch.equal(ours[:, :1], table[:, :1])
+
+
+def test_resampling_to_the_own_grid_returns_the_table_itself():
+    table = torch.randn(1, 12, 8)
+    assert resample_pos_embed(table, (3, 4), (3, 4)) is table
+
+
+def test_a_float64_table_is_resampled_in_float64():
+    table = torch.randn(1, 7 * 6, 16, dtype=torch.float64)
+    out = resample_pos_embed(table, (3, 4), (7, 6))
+    in_float32 = resample_pos_embed(table.float(), (3, 4), (7, 6)).double()
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, in_float32, atol=1e-6, rtol=0)
+    assert not torch.equal(out, out.float().double()), "rounded through float32"
+
+
+def test_resample_pos_embed_refuses_a_table_of_another_grid():
+    with pytest.raises(ValueError, match=r"pos_embed has 13 rows, but .* needs 12"):
+        resample_pos_embed(torch.zeros(1, 13, 4), (2, 2), (3, 4))

@@ -349,6 +349,41 @@ def posemb_sincos_2d(
     return table.float()  # (h*w, dim)
 
 
+def resample_pos_embed(
+    pos_embed: torch.Tensor, grid, old_grid, num_prefix_tokens: int = 0
+) -> torch.Tensor:
+    """A learned position embedding ``(1, prefix + h * w, dim)`` of the patch grid
+    ``old_grid`` resampled to the patch grid ``grid``, as timm's
+    ``resample_abs_pos_embed`` does it.
+
+    The patch rows are a ``(dim, h, w)`` image, resized bicubically with
+    antialiasing: when the grid shrinks, every old position contributes through a
+    widened kernel, not only the 4x4 nearest ones. The ``num_prefix_tokens`` rows in
+    front (the class token's) have no place in the grid and are kept. At
+    ``old_grid`` itself the table is returned untouched, bit for bit. Half
+    precisions are resampled in float32 (as timm does: interpolate has no
+    antialiased bicubic for them); float64 stays float64, where timm rounds it
+    through float32.
+    """
+    (h, w), (old_h, old_w) = pair(grid), pair(old_grid)
+    if (h, w) == (old_h, old_w):
+        return pos_embed
+    if pos_embed.shape[1] != num_prefix_tokens + old_h * old_w:
+        raise ValueError(
+            f"pos_embed has {pos_embed.shape[1]} rows, but num_prefix_tokens="
+            f"{num_prefix_tokens} plus an old_grid of {old_h}x{old_w} needs "
+            f"{num_prefix_tokens + old_h * old_w}"
+        )
+    prefix, table = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
+    dtype = torch.float64 if pos_embed.dtype == torch.float64 else torch.float32
+    table = rearrange(table.to(dtype), "1 (h w) d -> 1 d h w", h=old_h)
+    table = F.interpolate(
+        table, size=(h, w), mode="bicubic", align_corners=False, antialias=True
+    )  # (1, dim, h, w)
+    table = rearrange(table, "1 d h w -> 1 (h w) d").to(pos_embed.dtype)
+    return torch.cat((prefix, table), dim=1)  # (1, prefix + h * w, dim)
+
+
 def trunc_normal_init(module: nn.Module, std: float = 0.02) -> None:
     """timm's ViT initialization of one module: Linear weights from N(0, std) truncated
     at +-2 in absolute value (timm's ``trunc_normal_(w, std=.02)``: at std 0.02 nothing
@@ -374,5 +409,6 @@ __all__ = [
     "PatchEmbed",
     "check_image",
     "posemb_sincos_2d",
+    "resample_pos_embed",
     "trunc_normal_init",
 ]

@@ -11,6 +11,9 @@ timm is an optional dependency (``pip install vitbook[reference]``), imported on
 
 from __future__ import annotations
 
+import copy
+import re
+
 import torch
 from torch import nn
 
@@ -24,32 +27,183 @@ def conv_patch_kernel_to_linear(kernel: torch.Tensor) -> torch.Tensor:
     return kernel.permute(0, 2, 3, 1).reshape(kernel.shape[0], -1)
 
 
+def _dtype_and_device(reference: nn.Module) -> dict:
+    """The one dtype and device of ``reference``'s weights: a converter builds the
+    vitbook model there before loading, since loading float64 weights into a float32
+    model rounds them."""
+    kinds = {
+        (p.dtype, p.device) for p in reference.parameters() if p.is_floating_point()
+    }
+    if len(kinds) != 1:
+        raise ValueError(
+            f"the reference's weights have {len(kinds)} (dtype, device) kinds "
+            f"{sorted(map(str, kinds))}; move it to one first (e.g. .float())"
+        )
+    ((dtype, device),) = kinds
+    return dict(dtype=dtype, device=device)
+
+
+def _pretrained_cfg(reference: nn.Module) -> dict | None:
+    """A copy of timm's ``pretrained_cfg`` (mean, std, input size) of ``reference``."""
+    cfg = getattr(reference, "pretrained_cfg", None)
+    return None if cfg is None else copy.deepcopy(dict(cfg))
+
+
+def _refuse(field: str, why: str):
+    raise ValueError(f"cannot convert timm {field}: {why}")
+
+
+def _check_layer_norm(norm: nn.Module, where: str) -> None:
+    from timm.layers import LayerNorm
+
+    if type(norm) not in (nn.LayerNorm, LayerNorm):
+        _refuse(
+            f"norm_layer ({where} is {type(norm).__name__})",
+            "vitbook's ViT normalizes with LayerNorm",
+        )
+    if norm.eps != 1e-6:
+        _refuse(
+            f"norm_layer ({where} has eps={norm.eps})",
+            "vitbook's LayerNorms have eps=1e-6",
+        )
+    if norm.weight is None or norm.bias is None:
+        _refuse(
+            f"norm_layer ({where} has no weight or no bias)",
+            "vitbook's LayerNorms have both",
+        )
+
+
+def _check_timm_block(block: nn.Module, i: int) -> None:
+    """Refuse, naming timm's field, anything in block ``i`` that vitbook's ``Block``
+    does not compute."""
+    from timm.layers import Attention, Mlp
+    from timm.layers.activations import GELU
+    from timm.models.vision_transformer import Block
+
+    if type(block) is not Block:
+        _refuse(
+            f"block_fn={type(block).__name__}",
+            "vitbook's Block is timm's pre-norm Block",
+        )
+    if not (isinstance(block.ls1, nn.Identity) and isinstance(block.ls2, nn.Identity)):
+        _refuse("init_values (LayerScale)", "LayerScale is not part of vitbook's ViT")
+    _check_layer_norm(block.norm1, f"blocks.{i}.norm1")
+    _check_layer_norm(block.norm2, f"blocks.{i}.norm2")
+    attn, mlp = block.attn, block.mlp
+    if type(attn) is not Attention:
+        _refuse(
+            f"attn_layer={type(attn).__name__}",
+            "vitbook's Attention is timm's plain one",
+        )
+    if not isinstance(attn.q_norm, nn.Identity):
+        _refuse("qk_norm=True", "vitbook's ViT does not normalize queries and keys")
+    if not isinstance(attn.norm, nn.Identity):
+        _refuse("scale_attn_norm=True", "vitbook's Attention has no norm before proj")
+    if getattr(attn, "gate", None) is not None:
+        _refuse("a gated attention", "vitbook's Attention has no output gate")
+    if type(mlp) is not Mlp or not isinstance(mlp.fc1, nn.Linear):
+        _refuse(
+            f"mlp_layer={type(mlp).__name__}",
+            "vitbook's FeedForward is timm's Linear-GELU-Linear Mlp",
+        )
+    if not isinstance(mlp.norm, nn.Identity):
+        _refuse("scale_mlp_norm=True", "vitbook's FeedForward has no norm inside")
+    if any(layer.bias is None for layer in (attn.proj, mlp.fc1, mlp.fc2)):
+        _refuse("proj_bias=False", "vitbook's projections and MLP have biases")
+    exact = type(mlp.act) is GELU or (
+        type(mlp.act) is nn.GELU and mlp.act.approximate == "none"
+    )
+    if not exact:
+        _refuse(
+            f"act_layer ({mlp.act!r})",
+            "vitbook's MLP uses the exact GELU (act_layer='gelu')",
+        )
+    if len({attn.proj_drop.p, mlp.drop1.p, mlp.drop2.p}) != 1:
+        _refuse(
+            "proj_drop (different rates in attention and MLP)",
+            "vitbook's ViT has one dropout rate for both",
+        )
+
+
+def _drop_path_rate(blocks) -> float:
+    """The ``drop_path_rate`` behind timm's per-block stochastic depth rates, which
+    grow linearly from 0 to it, as vitbook's do."""
+    rates = [
+        getattr(block.drop_path1, "drop_prob", 0.0) for block in blocks
+    ]  # nn.Identity where the rate is 0
+    second = [getattr(block.drop_path2, "drop_prob", 0.0) for block in blocks]
+    if rates != second or rates != torch.linspace(0, rates[-1], len(rates)).tolist():
+        _refuse(
+            f"per-block drop path rates {rates}",
+            "vitbook's rates grow linearly from 0 to drop_path_rate",
+        )
+    return rates[-1]
+
+
 def _timm_vit_config(timm_vit: nn.Module) -> dict:
-    """vitbook ``ViT`` keyword arguments that describe a timm ``VisionTransformer``."""
-    if getattr(timm_vit, "global_pool", "token") not in ("token", "avg"):
-        raise ValueError(
-            f"cannot convert timm global_pool={timm_vit.global_pool!r}; vitbook has "
-            "'cls' and 'mean'"
-        )
-    has_cls = getattr(timm_vit, "cls_token", None) is not None
-    if timm_vit.global_pool == "token" and not has_cls:
-        raise ValueError("timm model pools the class token but has none")
-    if timm_vit.global_pool == "avg":
-        raise ValueError(
-            "timm's average pooling normalizes after pooling (fc_norm); vitbook's "
-            "'mean' pool "
-            "normalizes the tokens first, so only global_pool='token' converts exactly"
-        )
-    if getattr(timm_vit, "reg_token", None) is not None or getattr(
-        timm_vit, "no_embed_class", False
-    ):
-        raise ValueError(
-            "register tokens and no_embed_class are not part of vitbook's ViT"
-        )
-    block = timm_vit.blocks[0]
-    if not isinstance(block.ls1, nn.Identity):
-        raise ValueError("LayerScale (init_values) is not part of vitbook's ViT")
+    """vitbook ``ViT`` keyword arguments that describe a timm ``VisionTransformer``.
+
+    Every timm option that changes what the model computes either maps to vitbook's
+    (``class_token``/``global_pool`` to ``pool``, the dropout and stochastic depth
+    rates, ``dynamic_img_size``) or is refused with a ValueError naming it: a
+    converted model computes what the timm model does, or there is none.
+    """
+    from timm.layers import PatchEmbed
+    from timm.models.vision_transformer import VisionTransformer
+
+    if type(timm_vit) is not VisionTransformer:
+        _refuse(f"{type(timm_vit).__name__}", "only timm's VisionTransformer converts")
     pe = timm_vit.patch_embed
+    if type(pe) is not PatchEmbed or not isinstance(pe.norm, nn.Identity):
+        _refuse(
+            "embed_layer / embed_norm_layer",
+            "vitbook's patch embedding is timm's PatchEmbed without a norm",
+        )
+    if pe.dynamic_img_pad:
+        _refuse(
+            "dynamic_img_pad=True",
+            "vitbook refuses an image the patch does not divide, timm pads it",
+        )
+    if not isinstance(timm_vit.norm_pre, nn.Identity) or pe.proj.bias is None:
+        _refuse("pre_norm=True", "vitbook's ViT has no LayerNorm before the blocks")
+    if timm_vit.pos_embed is None:
+        _refuse("pos_embed='none'", "vitbook's ViT adds a position embedding")
+    if timm_vit.reg_token is not None:
+        _refuse(
+            f"reg_tokens={timm_vit.num_reg_tokens}",
+            "register tokens are not part of vitbook's ViT",
+        )
+    if not isinstance(timm_vit.patch_drop, nn.Identity):
+        _refuse("patch_drop_rate", "vitbook's ViT does not drop patches")
+    if timm_vit.head_drop.p:
+        _refuse(
+            f"drop_rate={timm_vit.head_drop.p}",
+            "vitbook's ViT has no dropout before the head",
+        )
+    global_pool, has_cls = timm_vit.global_pool, timm_vit.cls_token is not None
+    if timm_vit.attn_pool is not None or global_pool not in ("token", "avg"):
+        _refuse(
+            f"global_pool={global_pool!r}",
+            "vitbook pools the class token ('token') or the mean of the tokens ('avg')",
+        )
+    if not isinstance(timm_vit.fc_norm, nn.Identity):
+        _refuse(
+            "fc_norm=True (the default for global_pool='avg')",
+            "timm normalizes after pooling, vitbook the tokens before; build the "
+            "timm model with fc_norm=False",
+        )
+    if isinstance(timm_vit.norm, nn.Identity):
+        _refuse("final_norm=False", "vitbook's ViT ends with a LayerNorm")
+    if global_pool == "avg" and has_cls:
+        _refuse(
+            "global_pool='avg' with class_token=True",
+            "vitbook's mean pooling (pool='mean') has no class token; build the "
+            "timm model with class_token=False",
+        )
+    _check_layer_norm(timm_vit.norm, "norm")
+    for i, block in enumerate(timm_vit.blocks):
+        _check_timm_block(block, i)
+    block = timm_vit.blocks[0]
     return dict(
         image_size=tuple(pe.img_size),
         patch_size=tuple(pe.patch_size),
@@ -58,42 +212,68 @@ def _timm_vit_config(timm_vit: nn.Module) -> dict:
         dim=timm_vit.embed_dim,
         depth=len(timm_vit.blocks),
         heads=block.attn.num_heads,
+        dim_head=block.attn.head_dim,
         mlp_dim=block.mlp.fc1.out_features,
         qkv_bias=block.attn.qkv.bias is not None,
-        pool="cls",
+        pool="cls" if has_cls else "mean",
+        dropout=block.attn.proj_drop.p,
+        attn_dropout=block.attn.attn_drop.p,
+        emb_dropout=timm_vit.pos_drop.p,
+        drop_path=_drop_path_rate(timm_vit.blocks),
+        dynamic_img_size=timm_vit.dynamic_img_size,
     )
 
 
+_TIMM_VIT_KEY = re.compile(
+    r"(cls_token|pos_embed|patch_embed\.proj\.(weight|bias)"
+    r"|blocks\.\d+\.(norm1|attn\.qkv|attn\.proj|norm2|mlp\.fc1|mlp\.fc2)\."
+    r"(weight|bias)|norm\.(weight|bias)|head\.(weight|bias))"
+)
+
+
 def vit_state_dict_from_timm(
-    state_dict: dict[str, torch.Tensor],
+    state_dict: dict[str, torch.Tensor], no_embed_class: bool = False
 ) -> dict[str, torch.Tensor]:
     """Rename and reshape a timm ViT state dict into vitbook's layout.
 
-    The only reshape: timm's patch embedding is a convolution ``(dim, c, ph, pw)``;
-    vitbook's is the paper's linear map of a flattened ``(ph pw c)`` patch, so the
-    kernel is permuted to match.
+    timm's patch embedding is a convolution ``(dim, c, ph, pw)``; vitbook's is the
+    paper's linear map of a flattened ``(ph pw c)`` patch, so the kernel is permuted
+    to match. ``no_embed_class=True`` (timm's option: the class token gets no
+    position) becomes a zero position row for the class token, which adds exactly
+    nothing (it is a learned row in vitbook: fine-tuning may move it from zero, where
+    timm has none). Any weight vitbook has no place for is refused by name.
     """
     out = {}
     for key, value in state_dict.items():
+        if not _TIMM_VIT_KEY.fullmatch(key):
+            raise ValueError(f"timm weight {key!r} has no counterpart in vitbook's ViT")
         if key == "patch_embed.proj.weight":
             value = conv_patch_kernel_to_linear(value)
-        elif key.startswith(("fc_norm.", "norm_pre.")) or ".ls" in key:
-            raise ValueError(f"timm weight {key!r} has no counterpart in vitbook's ViT")
         out[key] = value
+    if no_embed_class and "cls_token" in out:
+        pos = out["pos_embed"]
+        # (1, 1 + n, dim)
+        out["pos_embed"] = torch.cat((pos.new_zeros(1, 1, pos.shape[-1]), pos), 1)
     return out
 
 
 def vit_from_timm(timm_vit: nn.Module) -> ViT:
     """A vitbook ``ViT`` with the same architecture and weights as a timm
-    ``VisionTransformer``."""
-    model = ViT(**_timm_vit_config(timm_vit))
-    model.load_state_dict(vit_state_dict_from_timm(timm_vit.state_dict()))
-    return model.to(next(timm_vit.parameters()).dtype)
+    ``VisionTransformer``, in its dtype and on its device, with its
+    ``pretrained_cfg``; a ValueError names any timm option vitbook cannot compute
+    exactly."""
+    model = ViT(**_timm_vit_config(timm_vit)).to(**_dtype_and_device(timm_vit))
+    model.load_state_dict(
+        vit_state_dict_from_timm(timm_vit.state_dict(), timm_vit.no_embed_class)
+    )
+    model.pretrained_cfg = _pretrained_cfg(timm_vit)
+    return model
 
 
 def pretrained_vit(name: str = "vit_tiny_patch16_224.augreg_in21k_ft_in1k") -> ViT:
     """Download a pretrained timm ViT and convert it (needs a network, e.g. on
-    Colab)."""
+    Colab). ``model.pretrained_cfg`` says how its images were normalized (``mean``,
+    ``std``) and their size (``input_size``)."""
     import timm
 
     return vit_from_timm(timm.create_model(name, pretrained=True)).eval()
@@ -208,13 +388,16 @@ def _refuse_shifted_padding(model) -> None:
 
 def swin_from_timm(timm_swin: nn.Module):
     """A vitbook ``Swin`` with the same architecture and weights as a timm
-    ``SwinTransformer``."""
+    ``SwinTransformer``, in its dtype and on its device, with its
+    ``pretrained_cfg``."""
     from .models.swin import Swin
 
     model = Swin(**_timm_swin_config(timm_swin))
     _refuse_shifted_padding(model)
+    model.to(**_dtype_and_device(timm_swin))
     model.load_state_dict(swin_state_dict_from_timm(timm_swin.state_dict()))
-    return model.to(next(timm_swin.parameters()).dtype)
+    model.pretrained_cfg = _pretrained_cfg(timm_swin)
+    return model
 
 
 def pretrained_swin(name: str = "swin_tiny_patch4_window7_224.ms_in1k"):
@@ -302,12 +485,15 @@ def twins_state_dict_from_timm(
 
 def twins_from_timm(timm_twins: nn.Module):
     """A vitbook ``Twins`` with the same architecture and weights as a timm ``Twins``
-    built as Twins-SVT (``wss`` given)."""
+    built as Twins-SVT (``wss`` given), in its dtype and on its device, with its
+    ``pretrained_cfg``."""
     from .models.twins import Twins
 
     model = Twins(**_timm_twins_config(timm_twins))
+    model.to(**_dtype_and_device(timm_twins))
     model.load_state_dict(twins_state_dict_from_timm(timm_twins.state_dict()))
-    return model.to(next(timm_twins.parameters()).dtype)
+    model.pretrained_cfg = _pretrained_cfg(timm_twins)
+    return model
 
 
 def pretrained_twins(name: str = "twins_svt_small.in1k"):
@@ -412,11 +598,11 @@ def mae_state_dict_from_transformers(
 
 def mae_from_transformers(hf_mae: nn.Module):
     """A vitbook ``MAE`` with the architecture and weights of a Hugging Face
-    ``ViTMAEForPreTraining`` (transformers 5.x)."""
+    ``ViTMAEForPreTraining`` (transformers 5.x), in its dtype and on its device."""
     from .models.vit import ViT
     from .ssl.mae import MAE
 
     vit_kwargs, mae_kwargs = _transformers_mae_config(hf_mae.config)
-    model = MAE(ViT(**vit_kwargs), **mae_kwargs)
+    model = MAE(ViT(**vit_kwargs), **mae_kwargs).to(**_dtype_and_device(hf_mae))
     model.load_state_dict(mae_state_dict_from_transformers(hf_mae.state_dict()))
-    return model.to(next(hf_mae.parameters()).dtype)
+    return model

@@ -4,15 +4,20 @@ A model subclasses :class:`Classifier`, builds ``self.head`` from ``self.num_fea
 and implements ``forward_features`` and ``forward_head``; it gets, without writing them
 again:
 
-- ``reset_classifier(num_classes)``: a new head (``0`` gives ``nn.Identity``, features
-out);
+- ``reset_classifier(num_classes, global_pool=None)``: a new head in the model's dtype
+  and on its device (``0`` gives ``nn.Identity``, features out), and another pooling
+  where the model has more than one (``global_pools``);
 - ``no_weight_decay()``: the names of the parameters AdamW must not decay: every 1-D
   parameter (LayerNorm gains and shifts, biases) plus the ones a model lists in
   ``no_weight_decay_keys`` (position embeddings, class tokens, relative position bias
   tables: the "embeddings" timm excludes);
 - ``forward_intermediates(x, indices=None)``: the model's own intermediate outputs (ViT:
   tokens after each block; Swin and the other hierarchical models: the map after each
-  stage), from the model's ``intermediate_layers()`` generator.
+  stage), from the model's ``intermediate_layers()`` generator; ViT and the
+  hierarchical models add timm's ``norm`` and ``output_fmt``;
+- ``pretrained_cfg``: timm's description of the preprocessing pretrained weights expect
+  (``mean``, ``std``, ``input_size``), carried over by ``vitbook.reference``'s
+  converters (``None`` for a model trained here).
 
 The hierarchical models (Swin, Twins-SVT, ScalableViT) subclass
 :class:`PyramidClassifier`, which also writes their shared forward once: an ``embed``
@@ -42,6 +47,26 @@ def check_positive(**values) -> None:
             raise ValueError(f"{name}={value} must be >= 1")
 
 
+def take_indices(n: int, indices=None) -> list[int]:
+    """timm's ``indices`` of ``forward_intermediates`` for ``n`` layers, as the layers
+    to take in layer order: ``None`` all of them, an int ``k`` the last ``k``, a list
+    those layers (negative ones counting from the end)."""
+    if indices is None:
+        return list(range(n))
+    if isinstance(indices, int) and not isinstance(indices, bool):
+        if not 1 <= indices <= n:
+            raise ValueError(
+                f"indices={indices} must be between 1 and {n} (the last n layers)"
+            )
+        return list(range(n - indices, n))
+    chosen = [i % n if -n <= i < n else None for i in indices]
+    if None in chosen:
+        raise ValueError(
+            f"indices {list(indices)} must lie in [-{n}, {n}) for {n} layers"
+        )
+    return sorted(set(chosen))
+
+
 def check_mlp_ratio(mlp_ratio: float) -> float:
     if not mlp_ratio > 0:
         raise ValueError(
@@ -62,6 +87,12 @@ class Classifier(nn.Module):
     # names of submodules none of whose parameters decay (Twins' and ScalableViT's PEG,
     # the position encoding, as in their official code)
     no_weight_decay_modules: tuple[str, ...] = ()
+    # timm's names of the poolings forward_head can do, and the one it does; a model
+    # that names none keeps its one pooling
+    global_pools: tuple[str, ...] = ()
+    global_pool: str | None = None
+    # timm's pretrained_cfg (mean, std, input_size, ...) of converted weights
+    pretrained_cfg: dict | None = None
 
     # a subclass defines forward_features(x), forward_head(features, pre_logits=False)
     # and intermediate_layers(x), the generator behind forward_intermediates.
@@ -72,20 +103,44 @@ class Classifier(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.head
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the head by a fresh ``Linear(num_features, num_classes)`` (timm's
-        name).
+    def reset_classifier(
+        self, num_classes: int, global_pool: str | None = None
+    ) -> None:
+        """Replace the head by a fresh ``Linear(num_features, num_classes)`` in the
+        model's dtype and on its device (timm's name and signature).
 
         ``num_classes=0`` removes it: ``forward`` then returns the pooled features.
+        ``global_pool`` (one of ``global_pools``) changes the pooling too; ``None``
+        keeps it.
         """
-        self.num_classes = check_num_classes(num_classes)
-        device = next(self.parameters()).device
+        check_num_classes(num_classes)
+        if global_pool is not None:
+            self.global_pool = self.check_global_pool(global_pool)
+        self.num_classes = num_classes
         if num_classes > 0:
-            self.head = nn.Linear(self.num_features, num_classes, device=device)
+            like = next(p for p in self.parameters() if p.is_floating_point())
+            self.head = nn.Linear(
+                self.num_features, num_classes, device=like.device, dtype=like.dtype
+            )
             nn.init.zeros_(self.head.bias)
             nn.init.trunc_normal_(self.head.weight, std=0.02, a=-2.0, b=2.0)
         else:
             self.head = nn.Identity()
+        self.head.train(self.training)
+
+    def check_global_pool(self, global_pool: str) -> str:
+        """``global_pool`` if ``forward_head`` can pool that way, else a ValueError."""
+        if global_pool not in self.global_pools:
+            if not self.global_pools:
+                raise ValueError(
+                    f"global_pool={global_pool!r}: {type(self).__name__} has one "
+                    "fixed pooling; pass global_pool=None"
+                )
+            raise ValueError(
+                f"global_pool={global_pool!r} is not one of {self.global_pools} "
+                f"({type(self).__name__}'s poolings)"
+            )
+        return global_pool
 
     # ----------------------------------------------------------------- weight decay
     def no_weight_decay(self) -> set[str]:
@@ -111,31 +166,32 @@ class Classifier(nn.Module):
 
     # ----------------------------------------------------------------- intermediates
     def forward_intermediates(
-        self, x: torch.Tensor, indices=None
+        self, x: torch.Tensor, indices=None, *, intermediates_only: bool = True
     ) -> list[torch.Tensor]:
-        """The outputs of the layers ``indices`` (all of them by default; negative
-        counts from the end; an int ``n`` means the last ``n``), each as
-        ``intermediate_layers`` yields it."""
+        """The outputs of the layers ``indices``, each as ``intermediate_layers``
+        yields it, in layer order (timm's ``indices``: all by default; an int ``n`` the
+        last ``n``; a list those layers, negative ones counting from the end).
+
+        Only ``intermediates_only=True`` here (timm's default is ``False``); the models
+        that can give their final features from the same pass (ViT, the hierarchical
+        ones) override this and also take timm's ``norm`` and ``output_fmt``."""
+        if not intermediates_only:
+            raise ValueError(
+                f"intermediates_only=False: {type(self).__name__} gives only its "
+                "intermediates; call forward_features(x) for the final features"
+            )
         outputs = list(self.intermediate_layers(x))
-        n = len(outputs)
-        if indices is None:
-            chosen = list(range(n))
-        elif isinstance(indices, int):
-            if not 1 <= indices <= n:
-                raise ValueError(
-                    f"indices={indices} must be between 1 and {n} (the last n layers)"
-                )
-            chosen = list(range(n - indices, n))
-        else:
-            chosen = [i % n if -n <= i < n else None for i in indices]
-            if None in chosen:
-                raise ValueError(
-                    f"indices {list(indices)} must lie in [-{n}, {n}) for {n} layers"
-                )
-        return [outputs[i] for i in chosen]
+        return [outputs[i] for i in take_indices(len(outputs), indices)]
 
 
-__all__ = ["Classifier", "check_num_classes", "check_positive", "check_mlp_ratio"]
+__all__ = [
+    "Classifier",
+    "PyramidClassifier",
+    "check_num_classes",
+    "check_positive",
+    "check_mlp_ratio",
+    "take_indices",
+]
 
 
 class PyramidClassifier(Classifier):
@@ -149,15 +205,51 @@ class PyramidClassifier(Classifier):
     stages: nn.ModuleList
     norm: nn.Module
 
-    def intermediate_layers(self, x: torch.Tensor):
+    global_pools = ("avg",)
+    global_pool = "avg"
+
+    def intermediate_layers(self, x: torch.Tensor, norm: bool = True):
         """Yield every stage's map ``(b, d_i, h_i, w_i)``, first to last (a feature
-        pyramid for dense tasks); the last one through the final LayerNorm, as timm's
-        ``norm=True``."""
+        pyramid for dense tasks); the last one through the final LayerNorm unless
+        ``norm=False`` (timm's ``norm=True`` and ``False``)."""
         x = self.embed(x)  # (b, h, w, c)
         for i, stage in enumerate(self.stages):
             x = stage(x)  # (b, h_i, w_i, d_i)
-            out = self.norm(x) if i == len(self.stages) - 1 else x
+            out = self.norm(x) if norm and i == len(self.stages) - 1 else x
             yield out.permute(0, 3, 1, 2)  # (b, d_i, h_i, w_i)
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices=None,
+        *,
+        norm: bool = True,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = True,
+    ):
+        """timm's ``forward_intermediates``: the maps after the stages ``indices``
+        (all by default; an int ``n`` the last ``n``; a list those stages), in stage
+        order, ``(b, d_i, h_i, w_i)`` or with ``output_fmt='NHWC'`` ``(b, h_i, w_i,
+        d_i)``. ``norm=True`` passes the last stage's map through the final LayerNorm,
+        as timm does (the others have no norm of their own).
+        ``intermediates_only=False`` returns ``(forward_features(x), intermediates)``
+        from the one pass.
+
+        Two defaults differ from timm's, so that a plain call keeps vitbook's meaning:
+        ``norm=True`` and ``intermediates_only=True`` (timm: both ``False``)."""
+        if output_fmt not in ("NCHW", "NHWC"):
+            raise ValueError(f"output_fmt={output_fmt!r} is not one of 'NCHW', 'NHWC'")
+        outputs = list(self.intermediate_layers(x, norm=norm))
+        chosen = [outputs[i] for i in take_indices(len(outputs), indices)]
+        if output_fmt == "NHWC":
+            chosen = [m.permute(0, 2, 3, 1) for m in chosen]
+        if intermediates_only:
+            return chosen
+        last = outputs[-1]
+        if not norm:
+            # (b, d, h, w): the LayerNorm acts on the channels, last in (b, h, w, d)
+            last = self.norm(last.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return last, chosen
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``(b, c, H, W)`` -> the last stage's normalized map ``(b, d, h,

@@ -17,12 +17,24 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..layers import Block, PatchEmbed, pair, posemb_sincos_2d, trunc_normal_init
-from .base import Classifier, check_mlp_ratio, check_num_classes, check_positive
+from ..layers import (
+    Block,
+    PatchEmbed,
+    pair,
+    posemb_sincos_2d,
+    resample_pos_embed,
+    trunc_normal_init,
+)
+from .base import (
+    Classifier,
+    check_mlp_ratio,
+    check_num_classes,
+    check_positive,
+    take_indices,
+)
 
 POOLS = ("cls", "mean")
 POS_EMBEDS = ("learned", "sincos")
@@ -31,9 +43,16 @@ POS_EMBEDS = ("learned", "sincos")
 class ViT(Classifier):
     """The Vision Transformer. ``forward_features`` returns the normalized tokens
     ``(b, prefix + n, dim)`` (class token first when ``pool='cls'``), as timm's does;
-    ``forward_intermediates`` the tokens after each block (before the final norm)."""
+    ``forward_intermediates`` the tokens after each block (before the final norm).
+
+    ``global_pool`` is timm's name for the pooling ``forward_head`` does: ``'token'``
+    (the class token, ``pool='cls'``), ``'avg'`` (the mean of the patch tokens,
+    ``pool='mean'``) or ``''`` (none: every token goes to the head);
+    ``reset_classifier(n, global_pool)`` changes it. ``pool`` stays what the model was
+    built with: whether it has a class token."""
 
     no_weight_decay_keys = ("pos_embed", "cls_token")
+    global_pools = ("token", "avg", "")
 
     def __init__(
         self,
@@ -66,6 +85,7 @@ class ViT(Classifier):
         if mlp_dim is not None:
             check_mlp_ratio(mlp_dim / dim)
         self.num_classes, self.dim, self.pool = num_classes, dim, pool
+        self.global_pool = "token" if pool == "cls" else "avg"
         self.num_features = dim
         mlp_dim = mlp_dim or 4 * dim
 
@@ -81,13 +101,10 @@ class ViT(Classifier):
         num_tokens = self.num_prefix_tokens + self.patch_embed.num_patches
         if pos_embed == "learned":
             self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens, dim))
-        # fixed; the class token gets a zero position (it has no place in the grid)
         else:
-            table = posemb_sincos_2d(*self.patch_embed.grid, dim)  # (n, dim)
-            table = torch.cat((torch.zeros(self.num_prefix_tokens, dim), table))
-            self.register_buffer(
-                "pos_embed", table[None], persistent=False
-            )  # (1, num_tokens, dim)
+            # fixed, so not saved with the weights
+            table = self.sincos_position_embedding(self.patch_embed.grid)
+            self.register_buffer("pos_embed", table, persistent=False)
         self.pos_drop = nn.Dropout(emb_dropout)
 
         rates = torch.linspace(
@@ -136,23 +153,50 @@ class ViT(Classifier):
 
     def position_embedding(self, grid) -> torch.Tensor:
         """The position embedding ``(1, prefix + h * w, dim)`` for a patch grid ``(h,
-        w)``: the model's own at its training size; otherwise the learned table resized
-        bicubically (as DINO's ``interpolate_pos_encoding``) or the sin-cos table
-        rebuilt for that grid."""
+        w)``: the model's own at its training size; otherwise the learned table
+        resampled as timm's ``resample_abs_pos_embed`` does (:func:`resample_pos_embed`)
+        or the sin-cos table rebuilt for that grid."""
         if tuple(grid) == tuple(self.grid):
             return self.pos_embed
-        prefix = self.pos_embed[:, : self.num_prefix_tokens]
         if isinstance(self.pos_embed, nn.Parameter):
-            table = rearrange(
-                self.pos_embed[:, self.num_prefix_tokens :],
-                "1 (h w) d -> 1 d h w",
-                h=self.grid[0],
+            return resample_pos_embed(
+                self.pos_embed, grid, self.grid, self.num_prefix_tokens
             )
-            table = F.interpolate(table, size=grid, mode="bicubic", align_corners=False)
-            table = rearrange(table, "1 d h w -> 1 (h w) d")
+        return self.sincos_position_embedding(grid).to(self.pos_embed)
+
+    def sincos_position_embedding(self, grid) -> torch.Tensor:
+        """The fixed 2D sin-cos table ``(1, prefix + h * w, dim)`` of a patch grid; the
+        class token gets a zero position (it has no place in the grid)."""
+        table = posemb_sincos_2d(*grid, self.dim)
+        # (1, prefix + h * w, dim)
+        return torch.cat((torch.zeros(self.num_prefix_tokens, self.dim), table))[None]
+
+    def set_image_size(self, image_size) -> None:
+        """Take images of ``image_size`` from now on, with the same weights (timm's
+        ``set_input_size``): the patch grid follows, a learned position embedding is
+        resampled to it (:func:`resample_pos_embed`; what the ViT paper does to
+        fine-tune at a higher resolution, Sec. 3.2; the class token's row is kept), a
+        sin-cos table is rebuilt. At the model's own size nothing changes."""
+        embed = self.patch_embed
+        (h, w), (ph, pw) = pair(image_size), embed.patch_size
+        for side, size, p in (("height", h, ph), ("width", w, pw)):
+            if size < p or size % p:
+                raise ValueError(
+                    f"image {side} {size} is not divisible by patch_size {p}"
+                )
+        old_grid, grid = embed.grid, (h // ph, w // pw)
+        embed.image_size, embed.grid = (h, w), grid
+        if grid == old_grid:
+            return
+        if isinstance(self.pos_embed, nn.Parameter):
+            table = resample_pos_embed(
+                self.pos_embed.detach(), grid, old_grid, self.num_prefix_tokens
+            )
+            self.pos_embed = nn.Parameter(
+                table, requires_grad=self.pos_embed.requires_grad
+            )
         else:
-            table = posemb_sincos_2d(*grid, self.dim).to(self.pos_embed)[None]
-        return torch.cat((prefix, table), dim=1)
+            self.pos_embed = self.sincos_position_embedding(grid).to(self.pos_embed)
 
     def intermediate_layers(self, x: torch.Tensor):
         """Yield the tokens ``(b, prefix + n, dim)`` after each block."""
@@ -169,35 +213,81 @@ class ViT(Classifier):
     def forward_head(
         self, tokens: torch.Tensor, pre_logits: bool = False
     ) -> torch.Tensor:
-        x = tokens[:, 0] if self.pool == "cls" else tokens.mean(dim=1)  # (b, dim)
+        if self.global_pool == "token":
+            # (b, dim)
+            x = tokens[:, 0]
+        elif self.global_pool == "avg":
+            # (b, dim): the class token, if any, is left out, as in timm
+            x = tokens[:, self.num_prefix_tokens :].mean(dim=1)
+        else:
+            # (b, prefix + n, dim): no pooling, the head sees every token
+            x = tokens
         return x if pre_logits else self.head(x)
+
+    def check_global_pool(self, global_pool: str) -> str:
+        global_pool = super().check_global_pool(global_pool)
+        if global_pool == "token" and self.cls_token is None:
+            raise ValueError(
+                "global_pool='token' needs a class token; this ViT was built with "
+                "pool='mean' and has none"
+            )
+        return global_pool
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices=None,
+        *,
+        norm: bool = False,
+        output_fmt: str | None = None,
+        intermediates_only: bool = True,
+        return_prefix_tokens: bool = False,
+    ):
+        """timm's ``forward_intermediates``: the tokens after the blocks ``indices``
+        (all by default; an int ``n`` the last ``n``; a list those blocks, negative
+        counting from the end), in block order.
+
+        ``norm=True`` passes each through the final LayerNorm. ``output_fmt='NLC'``
+        gives the patch tokens ``(b, n, dim)``, ``'NCHW'`` the same as a map ``(b, dim,
+        h, w)``; with either, ``return_prefix_tokens=True`` pairs each with its prefix
+        (class) tokens ``(b, prefix, dim)``, as timm does. ``intermediates_only=False``
+        returns ``(forward_features(x), intermediates)`` from the one pass.
+
+        Two defaults differ from timm's, so that a plain call keeps vitbook's meaning:
+        ``intermediates_only=True`` (timm: ``False``), and ``output_fmt=None``, the
+        tokens as the blocks give them, ``(b, prefix + n, dim)`` with the class token
+        first (timm: ``'NCHW'``; it never returns the class token in place)."""
+        if output_fmt not in (None, "NLC", "NCHW"):
+            raise ValueError(
+                f"output_fmt={output_fmt!r} is not one of None, 'NLC', 'NCHW'"
+            )
+        if return_prefix_tokens and output_fmt is None:
+            raise ValueError(
+                "return_prefix_tokens=True needs output_fmt='NLC' or 'NCHW'; "
+                "output_fmt=None keeps the prefix tokens in place"
+            )
+        outputs = list(self.intermediate_layers(x))
+        chosen = [outputs[i] for i in take_indices(len(outputs), indices)]
+        intermediates = [self.norm(t) if norm else t for t in chosen]
+        if output_fmt is not None:
+            prefix = [t[:, : self.num_prefix_tokens] for t in intermediates]
+            intermediates = [t[:, self.num_prefix_tokens :] for t in intermediates]
+            if output_fmt == "NCHW":
+                h = x.shape[-2] // self.patch_embed.patch_size[0]
+                # (b, n, dim) -> (b, dim, h, w)
+                intermediates = [
+                    rearrange(t, "b (h w) d -> b d h w", h=h) for t in intermediates
+                ]
+            if return_prefix_tokens:
+                intermediates = list(zip(intermediates, prefix))
+        if intermediates_only:
+            return intermediates
+        return self.norm(outputs[-1]), intermediates
 
 
 def vit_at_image_size(model: ViT, image_size) -> ViT:
     """A copy of ``model`` that takes images of ``image_size``: the same weights, the
-    learned position embedding resampled bicubically from the old patch grid to the
-    new one (what the ViT paper does to fine-tune at a higher resolution, Sec. 3.2; the
-    class token's embedding is kept), a sin-cos table rebuilt for the new grid."""
+    position embedding moved to the new patch grid (:meth:`ViT.set_image_size`)."""
     new = copy.deepcopy(model)
-    embed = new.patch_embed
-    (h, w), (ph, pw) = pair(image_size), embed.patch_size
-    for side, size, p in (("height", h, ph), ("width", w, pw)):
-        if size < p or size % p:
-            raise ValueError(f"image {side} {size} is not divisible by patch_size {p}")
-    old_grid, grid = embed.grid, (h // ph, w // pw)
-    embed.image_size, embed.grid = (h, w), grid
-    prefix = new.num_prefix_tokens
-    table = model.pos_embed.detach()  # (1, prefix + n, dim)
-    if isinstance(model.pos_embed, nn.Parameter):
-        patches = rearrange(
-            table[:, prefix:], "1 (h w) d -> 1 d h w", h=old_grid[0], w=old_grid[1]
-        )
-        patches = F.interpolate(
-            patches, size=grid, mode="bicubic", align_corners=False
-        )  # (1, dim, h', w')
-        patches = rearrange(patches, "1 d h w -> 1 (h w) d")
-        new.pos_embed = nn.Parameter(torch.cat((table[:, :prefix], patches), 1))
-    else:
-        sincos = posemb_sincos_2d(*grid, table.shape[-1])
-        new.pos_embed = torch.cat((table[0, :prefix], sincos))[None]
+    new.set_image_size(image_size)
     return new

@@ -2,7 +2,10 @@
 ``method.step_teacher()`` where there is a teacher, ``method.backbone`` to evaluate."""
 
 from .byol import BYOL, byol_loss
-from .common import (
+from .augment import MultiCrop, apply_to, contrast_brightness
+from .common import method_loss
+from .diagnostics import effective_rank, embedding_std
+from .heads import (
     DINOHead,
     bn_mlp,
     byol_mlp,
@@ -11,14 +14,13 @@ from .common import (
     simsiam_predictor,
     simsiam_projector,
     use_sync_batchnorm,
+)
+from .teacher import (
     EMATeacher,
-    MultiCrop,
+    SelfDistillation,
     cosine_schedule,
-    effective_rank,
     ema_update_,
-    embedding_std,
     linear_warmup,
-    method_loss,
 )
 from .dino import DINO, dino_loss
 from .mae import (
@@ -50,7 +52,10 @@ __all__ = [
     "region_loss",
     "DINOHead",
     "EMATeacher",
+    "SelfDistillation",
     "MultiCrop",
+    "apply_to",
+    "contrast_brightness",
     "cosine_schedule",
     "effective_rank",
     "ema_update_",

@@ -20,17 +20,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import (
-    EMATeacher,
-    MultiCrop,
+from .augment import MultiCrop
+from .diagnostics import effective_rank, embedding_std
+from .heads import (
     byol_mlp,
-    effective_rank,
     embed,
-    embedding_std,
     maybe_sync_batchnorm,
     simsiam_predictor,
     simsiam_projector,
 )
+from .teacher import EMATeacher
 
 MODES = {
     # the BYOL paper (section 3.3): projector and predictor 4096 -> 256, target
@@ -80,7 +79,7 @@ class BYOL(nn.Module):
 
     ``sync_batchnorm``: turn the heads' BatchNorm into ``SyncBatchNorm`` (``None``:
     when a process group that can run it is initialized, see
-    :func:`~vitbook.ssl.common.use_sync_batchnorm`). ``vitbook.train.fit`` converts
+    :func:`~vitbook.ssl.heads.use_sync_batchnorm`). ``vitbook.train.fit`` converts
     every BatchNorm on GPUs under ``torchrun`` as well.
 
     After each training forward ``byol.metrics`` holds the collapse diagnostics of the

@@ -21,14 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import (
-    DINOHead,
-    EMATeacher,
-    MultiCrop,
-    SelfDistillation,
-    effective_rank,
-    embedding_std,
-)
+from .augment import MultiCrop
+from .diagnostics import distillation_metrics, effective_rank, embedding_std
+from .heads import DINOHead, embed
+from .teacher import EMATeacher, SelfDistillation
 
 VARIANTS = {
     # the paper and facebookresearch/dino. The teacher temperature rises linearly from
@@ -118,8 +114,7 @@ class Projected(nn.Module):
         views = [x] if isinstance(x, torch.Tensor) else list(x)
         embeddings = []
         for start, end in resolution_groups(views):
-            tokens = self.backbone.forward_features(torch.cat(views[start:end]))
-            embeddings.append(self.backbone.forward_head(tokens, pre_logits=True))
+            embeddings.append(embed(self.backbone, torch.cat(views[start:end])))
         # (N, d)
         embedding = torch.cat(embeddings)
         return embedding, self.head(embedding)
@@ -176,7 +171,6 @@ class DINO(SelfDistillation):
         seed: int = 0,
         **crop_kwargs,
     ):
-        super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"variant={variant!r} is not one of {tuple(VARIANTS)}")
         given = dict(
@@ -188,31 +182,24 @@ class DINO(SelfDistillation):
             final_momentum=final_momentum,
         )
         cfg = {k: VARIANTS[variant][k] if v is None else v for k, v in given.items()}
-        for name in ("student_temp", "teacher_temp", "warmup_teacher_temp"):
-            if not cfg[name] > 0:
-                raise ValueError(f"{name}={cfg[name]} must be > 0")
-        if not 0.0 <= center_momentum <= 1.0:
-            raise ValueError(f"center_momentum={center_momentum} must be in [0, 1]")
-        if warmup_teacher_temp_steps is None:
-            share = VARIANTS[variant]["warmup_teacher_temp_fraction"]
-            warmup_teacher_temp_steps = round(share * total_steps)
-        for name, value in (
-            ("warmup_teacher_temp_steps", warmup_teacher_temp_steps),
-            ("freeze_last_layer_steps", freeze_last_layer_steps),
-        ):
-            if value < 0:
-                raise ValueError(f"{name}={value} must be >= 0")
+        share = VARIANTS[variant]["warmup_teacher_temp_fraction"]
+        # checks and keeps the temperatures, the step counts and the center momentum
+        super().__init__(
+            total_steps=total_steps,
+            student_temp=cfg["student_temp"],
+            teacher_temp=cfg["teacher_temp"],
+            warmup_teacher_temp=cfg["warmup_teacher_temp"],
+            warmup_teacher_temp_steps=warmup_teacher_temp_steps,
+            warmup_teacher_temp_fraction=share,
+            freeze_last_layer_steps=freeze_last_layer_steps,
+            center_momentum=center_momentum,
+        )
         if variant == "seed" and cfg["num_local"] < 2:
             raise ValueError(
                 f"num_local={cfg['num_local']}: the seed variant's student needs 2 "
                 "local crops"
             )
         self.variant, self.centering = variant, centering
-        self.student_temp, self.teacher_temp = cfg["student_temp"], cfg["teacher_temp"]
-        self.warmup_teacher_temp = cfg["warmup_teacher_temp"]
-        self.warmup_teacher_temp_steps = warmup_teacher_temp_steps
-        self.freeze_last_layer_steps = freeze_last_layer_steps
-        self.center_momentum = center_momentum
 
         self.multicrop = multicrop or MultiCrop(
             global_size, local_size, cfg["num_local"], seed=seed, **crop_kwargs
@@ -263,17 +250,14 @@ class DINO(SelfDistillation):
 
     @torch.no_grad()
     def _diagnose(self, loss, teacher_out, center, t_temp) -> None:
-        p_t = F.softmax((teacher_out - center) / t_temp, dim=-1)
-        entropy = -(p_t * p_t.clamp_min(1e-12).log()).sum(-1).mean()
-        # every teacher view meets the same number of student views, so the mean
-        # cross-entropy is the mean teacher entropy plus the mean KL. The std and the
-        # rank are taken of the teacher's distributions over the batch (first view):
-        # a collapsed teacher, uniform or one-hot, gives every image the same one:
-        # std 0 and rank 1 (the raw logits share a large common part in a healthy run
-        # too: centering is what removes it)
+        # (2, b, K): the teacher's distributions, as the loss takes them
+        p_t, metrics = distillation_metrics(loss, teacher_out, center, t_temp)
+        # the std and the rank are taken of the teacher's distributions over the batch
+        # (first view): a collapsed teacher, uniform or one-hot, gives every image the
+        # same one: std 0 and rank 1 (the raw logits share a large common part in a
+        # healthy run too: centering is what removes it)
         self.metrics = {
-            "entropy": entropy,
-            "kl": loss.detach() - entropy,
+            **metrics,
             "std": embedding_std(p_t[0]),
             "erank": effective_rank(p_t[0]),
         }

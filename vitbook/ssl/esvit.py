@@ -31,15 +31,11 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .common import (
-    DINOHead,
-    EMATeacher,
-    MultiCrop,
-    SelfDistillation,
-    effective_rank,
-    embedding_std,
-)
+from .augment import MultiCrop
+from .diagnostics import distillation_metrics, effective_rank, embedding_std
 from .dino import dino_loss, resolution_groups
+from .heads import DINOHead
+from .teacher import EMATeacher, SelfDistillation
 
 MATCHES = ("cosine", "dot")
 
@@ -260,38 +256,22 @@ class EsViT(SelfDistillation):
         seed: int = 0,
         **crop_kwargs,
     ):
-        super().__init__()
-        for name, value in (
-            ("student_temp", student_temp),
-            ("teacher_temp", teacher_temp),
-            ("warmup_teacher_temp", warmup_teacher_temp),
-        ):
-            if not value > 0:
-                raise ValueError(f"{name}={value} must be > 0")
-        if not 0.0 <= center_momentum <= 1.0:
-            raise ValueError(f"center_momentum={center_momentum} must be in [0, 1]")
+        # checks and keeps the temperatures, the step counts and the center momentum
+        super().__init__(
+            total_steps=total_steps,
+            student_temp=student_temp,
+            teacher_temp=teacher_temp,
+            warmup_teacher_temp=warmup_teacher_temp,
+            warmup_teacher_temp_steps=warmup_teacher_temp_steps,
+            warmup_teacher_temp_fraction=WARMUP_TEACHER_TEMP_FRACTION,
+            freeze_last_layer_steps=freeze_last_layer_steps,
+            center_momentum=center_momentum,
+        )
         if not 0.0 <= region_weight <= 1.0:
             raise ValueError(f"region_weight={region_weight} must be in [0, 1]")
         if match not in MATCHES:
             raise ValueError(f"match={match!r} is not one of {MATCHES}")
-        if warmup_teacher_temp_steps is None:
-            share = WARMUP_TEACHER_TEMP_FRACTION
-            warmup_teacher_temp_steps = round(share * total_steps)
-        for name, value in (
-            ("warmup_teacher_temp_steps", warmup_teacher_temp_steps),
-            ("freeze_last_layer_steps", freeze_last_layer_steps),
-        ):
-            if value < 0:
-                raise ValueError(f"{name}={value} must be >= 0")
-        self.student_temp, self.teacher_temp = student_temp, teacher_temp
-        self.warmup_teacher_temp = warmup_teacher_temp
-        self.warmup_teacher_temp_steps = warmup_teacher_temp_steps
-        self.freeze_last_layer_steps = freeze_last_layer_steps
-        self.center_momentum, self.region_weight, self.match = (
-            center_momentum,
-            region_weight,
-            match,
-        )
+        self.region_weight, self.match = region_weight, match
         self.multicrop = multicrop or MultiCrop(
             global_size, local_size, num_local, seed=seed, **crop_kwargs
         )
@@ -355,13 +335,12 @@ class EsViT(SelfDistillation):
 
     @torch.no_grad()
     def _diagnose(self, view, region, teacher_view, t_temp, student_emb) -> None:
-        p_t = F.softmax((teacher_view - self.center) / t_temp, dim=-1)
-        entropy = -(p_t * p_t.clamp_min(1e-12).log()).sum(-1).mean()
+        # the view loss's teacher entropy and KL, as DINO's
+        _, metrics = distillation_metrics(view, teacher_view, self.center, t_temp)
         self.metrics = {
-            "entropy": entropy,
-            "kl": view.detach() - entropy,
+            **metrics,
             "std": embedding_std(student_emb),
-            "erank": effective_rank(student_emb.float()),
+            "erank": effective_rank(student_emb),
             "view": view.detach(),
             "region": region.detach(),
         }
