@@ -215,39 +215,6 @@ def test_evaluate_and_predict_agree():
     assert model.training, "evaluate/predict must restore training mode"
 
 
-def test_knn_and_linear_probe_read_separable_features():
-    g = torch.Generator().manual_seed(0)
-    labels = torch.randint(0, 3, (300,), generator=g)
-    centers = torch.randn(3, 16, generator=g) * 3
-    feats = centers[labels] + torch.randn(300, 16, generator=g)
-    assert (
-        train.knn_accuracy(feats[:200], labels[:200], feats[200:], labels[200:], k=10)
-        > 0.95
-    )
-    assert (
-        train.linear_probe(feats[:200], labels[:200], feats[200:], labels[200:]) > 0.95
-    )
-    shuffled = labels[torch.randperm(300, generator=g)]
-    assert (
-        train.knn_accuracy(
-            feats[:200], shuffled[:200], feats[200:], shuffled[200:], k=10
-        )
-        < 0.6
-    )
-
-
-def test_extract_features_uses_the_models_own_pooling():
-    model = toy_vit().eval()
-    ds = toy_data(40)
-    feats, labels = train.extract_features(model, ds.loader(16))
-    assert feats.shape == (40, 16) and torch.equal(labels, ds.labels)
-    with torch.no_grad():
-        expected = model.forward_head(
-            model.forward_features(ds.normalize(ds.images)), pre_logits=True
-        )
-    torch.testing.assert_close(feats, expected)
-
-
 def test_scale_follows_the_environment(monkeypatch):
     monkeypatch.setenv("VITBOOK_SCALE", "full")
     assert train.scale() == "full" and train.at_scale(small=1, full=2) == 2
@@ -308,23 +275,6 @@ def test_eval_every_needs_an_eval_loader():
     with pytest.raises(ValueError, match="eval_every=5 needs eval_loader"):
         train.fit(nn.Linear(2, 2), [(torch.zeros(1, 2), torch.zeros(1).long())],
             steps=1, eval_every=5)  # fmt: skip
-
-
-def test_a_saved_representation_report_loads_back_equal(tmp_path):
-    rows = {"pretrained": {"knn": 0.7, "linear": 0.72, "note": "600 steps"},
-            "random init": {"knn": 0.6, "linear": 0.58, "note": ""}}  # fmt: skip
-    report = train.RepresentationReport(rows=rows, k=20, n_train=100, n_test=50)
-    report.save("toy", directory=tmp_path)
-    assert (tmp_path / "toy.json").exists()
-    loaded = train.load_reports(tmp_path)
-    assert list(loaded) == ["toy"] and loaded["toy"]["report"] == report
-    assert loaded["toy"]["scale"] in ("small", "full")
-
-
-def test_results_dir_follows_the_environment(tmp_path, monkeypatch):
-    monkeypatch.setenv("VITBOOK_RESULTS", str(tmp_path / "here"))
-    assert train.results_dir() == tmp_path / "here"
-    assert train.results_dir(tmp_path) == tmp_path
 
 
 def test_accuracy_at_reads_the_last_evaluation_within_the_budget():
@@ -531,3 +481,140 @@ def test_a_checkpoint_of_two_ranks_is_refused_by_one_process(tmp_path):
     torch.save(saved, path)
     with pytest.raises(ValueError, match="written by 2 data-parallel processes and 1"):
         train.fit(WithTeacher(0.0), toy_set().loader(16), **kwargs)
+
+
+# ------------------------------------------------ the pieces of fit
+def _old_lr_factor(progress, warmup):
+    """fit's learning-rate factor before it was computed by vitbook.schedules, kept
+    here as the reference: linear warm-up, then cosine decay to zero."""
+    import math
+
+    if progress < warmup:
+        return progress / warmup
+    return 0.5 * (
+        1.0
+        + math.cos(math.pi * min(1.0, (progress - warmup) / max(1e-8, 1.0 - warmup)))
+    )
+
+
+@pytest.mark.parametrize("warmup", [0.0, 0.1, 0.25, 1 / 3, 0.5, 0.999, 1.0])
+def test_warmup_cosine_gives_the_floats_of_the_old_lr_factor(warmup):
+    from vitbook.schedules import warmup_cosine
+
+    # every fraction a run of 1 to 40 steps takes, and the clock's in between
+    fractions = {s / total for total in range(1, 41) for s in range(total + 1)}
+    fractions |= {k / 997 for k in range(998)}
+    for fraction in sorted(fractions):
+        # the same float, not a close one: seeded histories stay number for number
+        assert warmup_cosine(fraction, warmup) == _old_lr_factor(fraction, warmup), (
+            fraction
+        )
+
+
+def test_self_supervised_loss_and_method_loss_are_one_function():
+    import vitbook.ssl
+
+    assert train.self_supervised_loss is vitbook.ssl.method_loss
+
+    class WithMetrics(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.metrics = {}
+
+        def forward(self, images):
+            self.metrics = {"std": images.std()}
+            return images.mean()
+
+    images = torch.arange(6.0)
+    loss, metrics = train.self_supervised_loss(WithMetrics(), (images, None))
+    assert loss == images.mean() and metrics == {"std": images.std()}
+
+
+def test_budget_takes_the_first_limit_reached_and_says_how_much_is_spent():
+    from vitbook.schedules import Budget
+
+    assert Budget(epochs=1.5, batches=12).total_steps == 18
+    assert Budget(epochs=2, steps=7, batches=12).total_steps == 7
+    assert Budget(epochs=2, steps=70, batches=12).total_steps == 24
+    assert Budget(seconds=10).total_steps is None
+    steps = Budget(steps=20, seconds=100.0)
+    assert steps.fraction(5, elapsed=1.0) == 0.25  # the steps' share
+    assert steps.fraction(5, elapsed=50.0) == 0.5  # the clock runs out first
+    assert steps.fraction(30, elapsed=0.0) == 1.0
+    assert not steps.spent(19, 99.0) and steps.spent(20, 0.0) and steps.spent(1, 100.0)
+    with pytest.raises(ValueError, match="epochs= needs a loader with a length"):
+        Budget(epochs=1)
+    with pytest.raises(ValueError, match="the loader yields no batches"):
+        Budget(steps=3, batches=0)
+
+
+def test_batches_left_goes_on_in_the_epoch_a_run_stopped_in():
+    loader = toy_data(64).loader(16, shuffle=True, seed=3)
+    straight = train.RunState()
+    batches = train.batches_left(loader, straight)
+    first = [next(batches) for _ in range(5)]  # epoch 1's 4 batches, then its end
+    assert first[4] is None and (straight.epoch, straight.batch) == (1, 4)
+    second = next(batches)
+    assert (straight.epoch, straight.batch, straight.loader_epoch) == (2, 1, 1)
+    # stopped after 2 batches of epoch 1: the loader has moved on since
+    resumed = train.RunState(step=2, epoch=1, batch=2, loader_epoch=0)
+    rest = train.batches_left(loader, resumed)
+    again = [next(rest) for _ in range(4)]
+    for a, b in zip(first[2:4] + [None, second], again):
+        assert (a is None and b is None) or torch.equal(a[0], b[0])
+    assert (resumed.epoch, resumed.batch) == (2, 1)
+
+
+def test_train_step_unscales_the_gradients_before_clipping_them():
+    model = _TwoGradients()
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    train.train_step(model, torch.zeros(1), train.self_supervised_loss,
+                     torch.optim.SGD(model.parameters(), lr=1.0), scaler=scaler,
+                     grad_clip=1.0)  # fmt: skip
+    expected = _TwoGradients()
+    expected(None).backward()
+    nn.utils.clip_grad_norm_(expected.parameters(), 1.0)
+    for name in ("big", "small"):  # one SGD step of lr 1 from zero: minus the gradient
+        assert torch.equal(getattr(model, name), -getattr(expected, name).grad), name
+
+
+class _FailsOnce:
+    """An eval loader whose first pass raises, as a process killed in the last
+    evaluation would stop."""
+
+    def __init__(self, loader):
+        self.loader, self.failed = loader, False
+
+    def __iter__(self):
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("killed while evaluating")
+        return iter(self.loader)
+
+
+def test_a_run_stopped_in_its_last_evaluation_resumes_to_only_evaluate(tmp_path):
+    from workers.train_toy import WithTeacher, toy_set
+
+    def counted(model, batch):
+        calls.append(1)
+        return train.classification_loss(model, batch)
+
+    def toy():
+        torch.manual_seed(0)
+        return WithTeacher(0.1)
+
+    kwargs = dict(steps=4, device="cpu", progress=False, loss=counted)
+    evals = toy_set(64, seed=1).loader(32)
+    calls = []
+    straight = train.fit(toy(), toy_set().loader(16), eval_loader=evals, **kwargs)
+    path = tmp_path / "last.ckpt"
+    with pytest.raises(RuntimeError, match="killed while evaluating"):
+        train.fit(toy(), toy_set().loader(16), checkpoint=path, checkpoint_every=4,
+                  eval_loader=_FailsOnce(evals), **kwargs)  # fmt: skip
+    calls.clear()
+    resumed = train.fit(toy(), toy_set().loader(16), checkpoint=path,
+                        checkpoint_every=4, eval_loader=evals, **kwargs)  # fmt: skip
+    assert calls == []  # no step trained again
+    assert resumed.steps == straight.steps
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+    assert strip(resumed.evals) == strip(straight.evals) and len(resumed.evals) == 1

@@ -7,7 +7,7 @@ or training it never imports a plotting library.
 
 import importlib
 
-from . import data, layers, models, packing, train
+from . import data, layers, models, packing, probe, train
 from .display import glue, show
 from .layers import record_attention
 from .models import NaViT, ScalableViT, Swin, Twins, ViT
@@ -29,6 +29,7 @@ __all__ = [
     "layers",
     "packing",
     "models",
+    "probe",
     "train",
     "viz",
     "widgets",

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import distributed
+
 CHECKPOINT_FORMAT = "vitbook-checkpoint-v1"
 
 
@@ -173,6 +175,77 @@ def set_rng_state(state: dict, model: nn.Module | None = None) -> None:
             generator.set_state(saved[name])
 
 
+# ------------------------------------------------ a training run's checkpoint
+def save_run(path, model: nn.Module, optimizer: torch.optim.Optimizer, **state) -> None:
+    """``train.fit``'s checkpoint: :func:`save_checkpoint` with the run's ``state``
+    (its arguments, position, history, scaler) and the RNG states of every rank, which
+    all take part; rank 0 writes it and every rank waits until it is written."""
+    rng = _rng_of_every_rank(model)
+    if distributed.is_main():
+        save_checkpoint(path, model, optimizer, rng=rng, **state)
+    distributed.barrier()
+
+
+def resume_run(
+    path, model: nn.Module, optimizer: torch.optim.Optimizer, run: dict
+) -> dict | None:
+    """Load what :func:`save_run` left at ``path`` (or, if that is torn, at
+    ``path.prev``) into ``model`` and ``optimizer``, check that a run with the same
+    arguments ``run`` wrote it, and set every random generator back to where it stood.
+    Returns the saved ``state``; None when there is no checkpoint yet."""
+    state = load_latest(path, model, optimizer)
+    if state is None:
+        return None
+    _check_same_run(state["run"], run, path)
+    set_rng_state(_own_rng_state(state["rng"], path), model)
+    return state
+
+
+# arguments fit gained after checkpoints were written: a checkpoint without one ran
+# with this value
+_LATER_ARGUMENTS = {"weight_decay_end": None, "clip_mode": "global"}
+
+
+def _check_same_run(saved: dict, now: dict, path) -> None:
+    """A checkpoint resumes only the run that wrote it."""
+    saved = {**_LATER_ARGUMENTS, **saved}
+    changed = [
+        f"{k}={saved.get(k)!r} then, {v!r} now"
+        for k, v in now.items()
+        if saved.get(k) != v
+    ]
+    if changed:
+        raise ValueError(
+            f"{path} was written by a different run ({'; '.join(changed)}): pass the "
+            f"same arguments to resume it, or delete it to start afresh"
+        )
+
+
+def _rng_of_every_rank(model: nn.Module) -> dict | list[dict]:
+    """This process's RNG states (:func:`rng_state`); under torchrun every rank's, a
+    list by rank, since each draws its own."""
+    state = rng_state(model)
+    if not distributed.active():
+        return state
+    states = [None] * distributed.world_size()
+    torch.distributed.all_gather_object(states, state)
+    return states
+
+
+def _own_rng_state(saved: dict | list[dict], path) -> dict:
+    """This rank's RNG states from a checkpoint's (one dict: a single process wrote it,
+    or a version that saved rank 0's only)."""
+    if isinstance(saved, dict):
+        return saved
+    if len(saved) != distributed.world_size():
+        raise ValueError(
+            f"{path} was written by {len(saved)} data-parallel processes and "
+            f"{distributed.world_size()} resume it: resume with {len(saved)}, each "
+            "rank's random draws go on from its own"
+        )
+    return saved[distributed.rank()]
+
+
 __all__ = [
     "CHECKPOINT_FORMAT",
     "save_checkpoint",
@@ -181,4 +254,6 @@ __all__ = [
     "load_latest",
     "rng_state",
     "set_rng_state",
+    "save_run",
+    "resume_run",
 ]

@@ -1,25 +1,27 @@
-"""Training and evaluation: one ``fit`` for every chapter, classifiers and
-self-supervised methods alike.
+"""Training: one ``fit`` for every chapter, classifiers and self-supervised methods
+alike.
 
     history = fit(model, train.loader(256, shuffle=True), epochs=3,
-    eval_loader=test.loader(1024)) history.plot()
+                  eval_loader=test.loader(1024))
+    history.plot()
 
 ``fit`` picks the device (cuda, then mps, then cpu), uses mixed precision on CUDA, shows
 a ``tqdm.auto`` progress bar, stops at the first budget reached (``epochs``, ``steps``
 or ``seconds``), and returns a :class:`History`. A seeded run on the CPU is
-reproducible: the same seed gives the same history, number for number.
+reproducible: the same seed gives the same history, number for number. Judging the
+representations a run learned (k-NN, linear probe) is :mod:`vitbook.probe`'s, whose
+names this module re-exports.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -31,7 +33,16 @@ from tqdm.auto import tqdm
 from . import checkpoint as ckpt
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint  # noqa: F401 (public here too)
-from .schedules import cosine_schedule
+from .probe import (  # noqa: F401 (their home was here: train.NAME keeps working)
+    RepresentationReport,
+    extract_features,
+    knn_accuracy,
+    linear_probe,
+    load_reports,
+    representation_report,
+    results_dir,
+)
+from .schedules import Budget, cosine_schedule, warmup_cosine
 
 SCALES = ("small", "full")
 
@@ -93,9 +104,19 @@ def classification_loss(model: nn.Module, batch) -> tuple[torch.Tensor, dict]:
 
 def self_supervised_loss(method: nn.Module, batch) -> tuple[torch.Tensor, dict]:
     """For methods whose forward returns their loss: ``loss = method(images)`` (labels
-    unused)."""
+    unused), with the diagnostics the method left in ``method.metrics`` (tensors;
+    ``fit`` reads them only when it logs). Under ``torchrun`` ``fit`` passes the method
+    wrapped in DDP: the metrics are read from the wrapped module. Also importable as
+    ``vitbook.ssl.method_loss``."""
     images = batch[0] if isinstance(batch, (tuple, list)) else batch
-    return method(images), {}
+    loss = method(images)
+    if isinstance(method, nn.parallel.DistributedDataParallel):
+        method = method.module
+    return loss, dict(getattr(method, "metrics", {}))
+
+
+# the self-supervised chapters' name for it
+method_loss = self_supervised_loss
 
 
 # --------------------------------------------------------------------------- history
@@ -141,16 +162,6 @@ def _batches_per_epoch(loader) -> int | None:
         return None
 
 
-def _lr_factor(progress: float, warmup: float) -> float:
-    """Linear warm-up over the first ``warmup`` fraction, then cosine decay to zero."""
-    if progress < warmup:
-        return progress / warmup
-    return 0.5 * (
-        1.0
-        + math.cos(math.pi * min(1.0, (progress - warmup) / max(1e-8, 1.0 - warmup)))
-    )
-
-
 def _autocast(device: torch.device, amp: bool):
     if amp and device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -166,7 +177,7 @@ def _to(batch, device):
     return batch
 
 
-# ------------------------------------------------ the optimizer
+# ------------------------------------------------ the optimizer and one step of it
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """AdamW groups as the papers train: decay the weight matrices only.
 
@@ -216,6 +227,126 @@ def clip_per_tensor_(parameters, max_norm: float) -> torch.Tensor:
     return torch.stack(norms) if norms else torch.zeros(0)
 
 
+def train_step(
+    model: nn.Module,
+    batch,
+    loss: Callable,
+    optimizer: torch.optim.Optimizer,
+    autocast=None,
+    scaler: torch.amp.GradScaler | None = None,
+    grad_clip: float | None = None,
+    clip_mode: str = "global",
+) -> tuple[torch.Tensor, dict]:
+    """One optimizer step on ``batch``; returns what ``loss(model, batch)`` returned.
+
+    The forward under ``autocast`` (mixed precision on CUDA); backward, through the
+    ``scaler`` with float16; the gradients clipped to ``grad_clip``, all together
+    (``clip_mode="global"``, ``clip_grad_norm_``) or each tensor on its own
+    (``"per_tensor"``, DINO's way: :func:`clip_per_tensor_`); ``after_backward()`` when
+    the model has one (DINO sets its last layer's gradient to None in the first epoch,
+    so the optimizer leaves it alone); the optimizer step; ``step_teacher()`` when the
+    model has one (EMA teachers). ``model`` may be wrapped in DDP: the hooks are the
+    wrapped module's.
+    """
+    with autocast or nullcontext():
+        value, metrics = loss(model, batch)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(value).backward()
+        # clipping and the hooks see the true gradients
+        scaler.unscale_(optimizer)
+    else:
+        value.backward()
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module
+    if grad_clip is not None and clip_mode == "per_tensor":
+        clip_per_tensor_(model.parameters(), grad_clip)
+    elif grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if hasattr(model, "after_backward"):
+        model.after_backward()
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    if hasattr(model, "step_teacher"):
+        model.step_teacher()
+    return value, metrics
+
+
+class _Schedules:
+    """Sets the learning rate of every param group, and with ``weight_decay_end`` the
+    weight decay of the groups that have some (DINO's ``param_groups[0]``), for the
+    fraction of the run done."""
+
+    def __init__(self, optimizer, warmup: float, weight_decay: float, weight_decay_end):
+        self.optimizer, self.warmup = optimizer, warmup
+        self.weight_decay, self.weight_decay_end = weight_decay, weight_decay_end
+        self.base_lrs = [g["lr"] for g in optimizer.param_groups]
+        self.decayed = [g["weight_decay"] > 0 for g in optimizer.param_groups]
+        if weight_decay_end is not None and not any(self.decayed):
+            raise ValueError(
+                f"weight_decay_end={weight_decay_end} schedules the param groups whose "
+                "weight decay is > 0, and the optimizer has none (weight_decay=0?)"
+            )
+
+    def set(self, fraction: float) -> dict:
+        """Set them for ``fraction`` of the run; the values for the step's row."""
+        factor = warmup_cosine(fraction, self.warmup)
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * factor
+        row = {"lr": self.base_lrs[0] * factor}
+        if self.weight_decay_end is not None:
+            # over the same fraction: the steps done, or the clock's share (seconds=)
+            wd = cosine_schedule(
+                self.weight_decay, self.weight_decay_end, fraction, total_steps=1
+            )
+            for group, scheduled in zip(self.optimizer.param_groups, self.decayed):
+                if scheduled:
+                    group["weight_decay"] = wd
+            row["wd"] = wd
+        return row
+
+
+# ------------------------------------------------ where a run stands
+@dataclass
+class RunState:
+    """Where a run stands: ``step`` optimizer steps done, in epoch ``epoch`` (from 1)
+    of which ``batch`` batches are taken, the loader at its epoch ``loader_epoch``
+    (its shuffle) when this one began; ``finished`` once the budget is spent. A
+    checkpoint saves it and a resumed run goes on from it."""
+
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0
+    loader_epoch: int | None = None
+    finished: bool = False
+
+
+def batches_left(loader, state: RunState):
+    """The batches a run has still to train on, epoch after epoch without end, and
+    None after each epoch's last; ``state``'s epoch and batch move along with them.
+
+    A resumed run goes on in the epoch it stopped in: the loader set back to that
+    epoch's shuffle, the batches trained on before skipped.
+    """
+    while True:
+        if state.batch == 0:
+            state.epoch += 1
+            state.loader_epoch = getattr(loader, "epoch", None)
+        elif state.loader_epoch is not None:
+            loader.epoch = state.loader_epoch
+        taken = state.batch
+        for i, batch in enumerate(loader):
+            if i >= taken:
+                state.batch = i + 1
+                yield batch
+        yield None
+        state.batch = 0
+
+
+# ------------------------------------------------ what the run saw
 class _StepLog:
     """Per-step losses and metrics kept on the device, read in one transfer when
     flushed.
@@ -247,8 +378,9 @@ class _StepLog:
         if not self.pending:
             return None
         keys = list(self.pending[0][2])
+        # (n, 1 + metrics): one read from the device for all
         table = torch.stack(
-            [  # (n, 1 + metrics): one read from the device for all
+            [
                 torch.stack(
                     [loss.float()]
                     + [
@@ -273,6 +405,80 @@ class _StepLog:
         self.pending.clear()
         self.last_flush = time.perf_counter()
         return self.history.steps[-1]
+
+
+class _Tracker:
+    """What a run saw and how far along it is: its history (the steps, logged by
+    :class:`_StepLog`; the evaluations, taken by ``judge()`` and timed), its clock
+    (going on from a resumed run's seconds), the share of its ``budget`` spent, and a
+    progress bar that shows the newest of it (on rank 0, when ``show``)."""
+
+    def __init__(self, history, budget, state, lr, judge=None, desc="", show=True):
+        self.history, self.budget, self.lr, self.judge = history, budget, lr, judge
+        # data-parallel ranks flush at the same steps, since a flush averages them
+        every = 25 if distributed.active() else None
+        self.log = _StepLog(history, every=every)
+        self.bar = tqdm(
+            total=budget.total_steps,
+            initial=state.step,
+            desc=desc,
+            unit="step",
+            disable=not (show and distributed.is_main()),
+        )
+        self.start = time.perf_counter() - history.seconds
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def fraction(self, state: RunState) -> float:
+        return self.budget.fraction(state.step, self.elapsed())
+
+    def spent(self, state: RunState) -> bool:
+        return self.budget.spent(state.step, self.elapsed())
+
+    def add(self, row: dict, loss: torch.Tensor, metrics: dict) -> None:
+        self.log.add(row, loss, metrics)
+        self.bar.update(1)
+        # the only place the device is waited for
+        if self.log.due():
+            self.flush()
+
+    def flush(self) -> None:
+        self._show(self.log.flush(self.lr))
+
+    def evaluate(self, state: RunState) -> None:
+        """Evaluate, and record it with the training seconds before it."""
+        self.flush()
+        trained_for = self.elapsed() - self.history.eval_seconds
+        began = time.perf_counter()
+        result = self.judge()
+        self.history.eval_seconds += time.perf_counter() - began
+        self.history.evals.append(
+            {
+                "step": state.step,
+                "epoch": state.epoch,
+                "seconds": trained_for,
+                **{f"test_{k}": v for k, v in result.items()},
+            }
+        )
+        newest = self.history.steps[-1] if self.history.steps else None
+        self._show(newest, test_acc=f"{result['acc']:.3f}")
+
+    def end_epoch(self, state: RunState) -> None:
+        """Flush, and evaluate unless this step was just evaluated."""
+        self.flush()
+        evals = self.history.evals
+        if self.judge is not None and not (evals and evals[-1]["step"] == state.step):
+            self.evaluate(state)
+
+    def _show(self, row: dict | None, **extra) -> None:
+        if row is not None:
+            shown = {
+                k: f"{v:.3f}"
+                for k, v in row.items()
+                if k not in ("step", "epoch", "lr", "wd")
+            }
+            self.bar.set_postfix({**shown, **extra}, refresh=False)
 
 
 # --------------------------------------------------------------------------- fit
@@ -304,20 +510,14 @@ def fit(
     """Train ``model`` until the first of ``epochs``, ``steps`` or ``seconds`` runs out.
 
     ``loss(model, batch) -> (loss, metrics)``: :func:`classification_loss` by default,
-    :func:`self_supervised_loss` for methods whose forward returns their loss. AdamW
-    (weight decay on weight matrices only, see :func:`param_groups`) with linear warm-up
-    and cosine decay unless an ``optimizer`` is given. With ``weight_decay_end`` the
-    weight decay of every param group that has some follows a cosine from
-    ``weight_decay`` to ``weight_decay_end``, step by step (DINO: 0.04 to 0.4), and each
-    row of ``history.steps`` records it as ``"wd"``. With only a ``seconds`` budget both
-    schedules follow the clock, so such a run is not reproducible.
-
-    Every step: backward; the gradients unscaled (float16 on CUDA) and clipped to
-    ``grad_clip``, all together (``clip_mode="global"``, ``clip_grad_norm_``) or each
-    tensor on its own (``"per_tensor"``, DINO's way: :func:`clip_per_tensor_`);
-    ``model.after_backward()`` when the model has one (DINO sets its last layer's
-    gradient to None in the first epoch, so the optimizer leaves it alone); the
-    optimizer step; ``model.step_teacher()`` when the model has one (EMA teachers).
+    :func:`self_supervised_loss` for methods whose forward returns their loss. Unless
+    an ``optimizer`` is given, AdamW (weight decay on weight matrices only,
+    :func:`param_groups`), its learning rate warmed up over the first ``warmup`` of the
+    run, then decayed to zero along a cosine. With ``weight_decay_end`` the weight decay
+    of every param group that has some follows a cosine from ``weight_decay`` to
+    ``weight_decay_end`` (DINO: 0.04 to 0.4), recorded as ``"wd"`` in each row of
+    ``history.steps``. With only a ``seconds`` budget both schedules follow the clock,
+    so such a run is not reproducible. Each step is one :func:`train_step`.
 
     ``checkpoint=path``: the whole training state (weights, EMA teachers, optimizer,
     scaler, schedule position, every RNG, the modules' own generators included, the
@@ -326,21 +526,82 @@ def fit(
     where the last one stopped and ends exactly as an uninterrupted run would.
 
     Under ``torchrun`` the same call trains data-parallel (:mod:`vitbook.distributed`),
-    and every rank draws its own dropout, masks and crops: torch is seeded with
-    ``seed + rank`` and every module with a ``reseed`` method (``MultiCrop``) is
-    reseeded with its own ``seed + rank``, as MAE's code seeds. A single process draws
-    what it always drew: torch seeded with ``seed``, the modules' generators left where
-    they are.
+    every rank drawing its own random numbers (:func:`_place`).
 
     ``eval_loader`` is evaluated after every epoch and, with ``eval_every=n``, also
     every ``n`` steps; each row of ``history.evals`` records the training seconds
     before it (evaluations excluded): accuracy against CPU time.
     """
-    if epochs is None and steps is None and seconds is None:
-        raise ValueError("fit needs a budget: epochs=, steps= or seconds=")
-    for name, value in (("epochs", epochs), ("steps", steps), ("seconds", seconds)):
-        if value is not None and value <= 0:
-            raise ValueError(f"{name}={value} must be positive")
+    budget = Budget(epochs, steps, seconds, batches=_batches_per_epoch(loader))
+    _check_options(eval_loader, eval_every, checkpoint, checkpoint_every, seconds)
+    if clip_mode not in CLIP_MODES:
+        raise ValueError(f"clip_mode={clip_mode!r} must be one of {CLIP_MODES}")
+    if weight_decay_end is not None and weight_decay_end < 0:
+        raise ValueError(f"weight_decay_end={weight_decay_end} must be >= 0")
+    device, loader = _place(model, loader, device, seed)
+    if optimizer is None:
+        optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
+    schedules = _Schedules(optimizer, warmup, weight_decay, weight_decay_end)
+    autocast, amp_dtype = _autocast(device, amp)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    # DDP under torchrun, else the model itself
+    trained = distributed.wrap(model, device)
+    run = dict(
+        epochs=epochs,
+        steps=steps,
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup=warmup,
+        seed=seed,
+        grad_clip=grad_clip,
+        batches=budget.batches,
+        weight_decay_end=weight_decay_end,
+        clip_mode=clip_mode,
+    )
+    history, state = _resume(checkpoint, model, optimizer, scaler, run)
+    if state.finished:
+        return history
+    save = partial(_save, checkpoint, model, optimizer, scaler, run)
+    judge = None
+    if eval_loader is not None:
+        judge = partial(evaluate, model, eval_loader, device=device, amp=amp)
+    tracker = _Tracker(history, budget, state, lr, judge, desc, show=progress)
+
+    # a run killed after its last step but before its last evaluation only evaluates
+    done = state.batch > 0 and tracker.spent(state)
+    # the bar is closed even when a non-finite loss stops the run
+    with tracker.bar:
+        for batch in () if done else batches_left(loader, state):
+            if batch is None:  # an epoch ended
+                tracker.end_epoch(state)
+                continue
+            scheduled = schedules.set(tracker.fraction(state))
+            batch = _to(batch, device)
+            value, metrics = train_step(
+                trained, batch, loss, optimizer, autocast, scaler, grad_clip, clip_mode
+            )
+            state.step += 1
+            row = {"step": state.step, "epoch": state.epoch, **scheduled}
+            tracker.add(row, value, metrics)
+            # (not when the budget is spent: the last evaluation follows)
+            if eval_every and state.step % eval_every == 0 and not tracker.spent(state):
+                tracker.evaluate(state)
+            if checkpoint_every and state.step % checkpoint_every == 0:
+                tracker.flush()
+                history.seconds = tracker.elapsed()
+                save(state, history)
+            if tracker.spent(state):
+                break
+        tracker.end_epoch(state)
+    history.seconds = tracker.elapsed()
+    if checkpoint is not None:
+        # the last epoch is over, and with it the run
+        state.batch, state.finished = 0, True
+        save(state, history)
+    return history
+
+
+def _check_options(eval_loader, eval_every, checkpoint, checkpoint_every, seconds):
     if eval_every is not None and (eval_loader is None or eval_every < 1):
         raise ValueError(
             f"eval_every={eval_every} needs eval_loader= and must be >= 1 (steps)"
@@ -350,284 +611,68 @@ def fit(
             f"checkpoint_every={checkpoint_every} needs checkpoint=path and must be >= "
             "1"
         )
-    if clip_mode not in CLIP_MODES:
-        raise ValueError(f"clip_mode={clip_mode!r} must be one of {CLIP_MODES}")
-    if weight_decay_end is not None and weight_decay_end < 0:
-        raise ValueError(f"weight_decay_end={weight_decay_end} must be >= 0")
     if checkpoint is not None and seconds is not None:
         raise ValueError(
             "checkpoint= cannot resume a seconds= budget exactly (its schedule follows "
             "the clock): give steps= or epochs="
         )
-    per_epoch = _batches_per_epoch(loader)
-    if epochs is not None and per_epoch is None:
-        raise ValueError(
-            "epochs= needs a loader with a length; pass steps= or seconds= instead"
-        )
-    if per_epoch == 0:
-        raise ValueError(
-            "the loader yields no batches (batch_size larger than the dataset with "
-            "drop_last?)"
-        )
-    budgets = [
-        b
-        for b in (steps, epochs * per_epoch if epochs is not None else None)
-        if b is not None
-    ]
-    total_steps = int(min(budgets)) if budgets else None
 
+
+def _place(model: nn.Module, loader, device, seed: int):
+    """Put ``model`` on its device in training mode and seed its random draws; under
+    ``torchrun`` also join the process group and give this rank its shard of the
+    loader's batches. Returns the device and the loader.
+
+    Under ``torchrun`` every rank draws its own dropout, masks and crops: torch is
+    seeded with ``seed + rank`` and every module with a ``reseed`` method
+    (``MultiCrop``) is reseeded with its own ``seed + rank``, as MAE's code seeds. A
+    single process draws what it always drew: torch seeded with ``seed``, the modules'
+    generators left where they are.
+    """
     device = get_device() if device is None else torch.device(device)
     parallel = distributed.setup(device)
     device = distributed.local_device(device)
-    if parallel and hasattr(loader, "shard"):  # each rank its part of every batch
+    if parallel and hasattr(loader, "shard"):
         loader = loader.shard(distributed.rank(), distributed.world_size())
     model.to(device).train()
-    # dropout, drop-path and masking draws: each rank its own (rank 0 or a single
-    # process: seed itself)
     torch.manual_seed(seed + distributed.rank())
-    if parallel:  # and its own crops: MultiCrop draws from a generator of its own
+    if parallel:
         for module in model.modules():
             if hasattr(module, "reseed"):
                 module.reseed(module.seed + distributed.rank())
-    if optimizer is None:
-        optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
-    # the groups the weight decay schedule moves (DINO's param_groups[0])
-    decayed = [g["weight_decay"] > 0 for g in optimizer.param_groups]
-    if weight_decay_end is not None and not any(decayed):
-        raise ValueError(
-            f"weight_decay_end={weight_decay_end} schedules the param groups whose "
-            "weight decay is > 0, and the optimizer has none (weight_decay=0?)"
-        )
-    clip = clip_per_tensor_ if clip_mode == "per_tensor" else nn.utils.clip_grad_norm_
-    autocast, amp_dtype = _autocast(device, amp)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    after_backward = getattr(model, "after_backward", None)
-    step_teacher = getattr(model, "step_teacher", None)
-    trained = distributed.wrap(model, device)  # DDP under torchrun, else the model
+    return device, loader
 
-    run = dict(
-        epochs=epochs,
-        steps=steps,
-        lr=lr,
-        weight_decay=weight_decay,
-        warmup=warmup,
-        seed=seed,
-        grad_clip=grad_clip,
-        batches=per_epoch,
-        weight_decay_end=weight_decay_end,
-        clip_mode=clip_mode,
+
+def _resume(checkpoint, model, optimizer, scaler, run) -> tuple[History, RunState]:
+    """The history and state a checkpoint at ``checkpoint`` left, loaded with its
+    weights, optimizer, scaler and random generators; a fresh start when there is
+    none."""
+    saved = (
+        None
+        if checkpoint is None
+        else ckpt.resume_run(checkpoint, model, optimizer, run)
     )
-    history = History()
-    # where the run stands: steps done, epoch, batches of it done, the loader's epoch
-    at = {"step": 0, "epoch": 0, "batch": 0, "loader_epoch": None, "finished": False}
-    if checkpoint is not None:
-        state = ckpt.load_latest(checkpoint, model, optimizer)
-        if state is not None:
-            _check_same_run(state["run"], run, checkpoint)
-            history, at = History(**state["history"]), state["at"]
-            ckpt.set_rng_state(_own_rng_state(state["rng"], checkpoint), model)
-            if scaler is not None and state["scaler"]:
-                scaler.load_state_dict(state["scaler"])
-            if at["finished"]:
-                return history
+    if saved is None:
+        return History(), RunState()
+    if scaler is not None and saved["scaler"]:
+        scaler.load_state_dict(saved["scaler"])
+    return History(**saved["history"]), RunState(**saved["at"])
 
-    def save() -> None:
-        rng = _rng_of_every_rank(model)  # every rank takes part in the gathering
-        if distributed.is_main():
-            ckpt.save_checkpoint(
-                checkpoint,
-                model,
-                optimizer,
-                run=run,
-                at=dict(at),
-                history=asdict(history),
-                rng=rng,
-                scaler=scaler.state_dict() if scaler is not None else {},
-            )
-        distributed.barrier()
 
-    log = _StepLog(history, every=25 if parallel else None)
-    main = distributed.is_main()
-    bar = tqdm(
-        total=total_steps,
-        initial=at["step"],
-        desc=desc,
-        unit="step",
-        disable=not (progress and main),
+def _save(checkpoint, model, optimizer, scaler, run, state, history) -> None:
+    scaler_state = scaler.state_dict() if scaler is not None else {}
+    ckpt.save_run(
+        checkpoint,
+        model,
+        optimizer,
+        run=run,
+        at=asdict(state),
+        history=asdict(history),
+        scaler=scaler_state,
     )
 
-    def show(row: dict | None, **extra) -> None:
-        if row is not None:
-            shown = {
-                k: f"{v:.3f}"
-                for k, v in row.items()
-                if k not in ("step", "epoch", "lr", "wd")
-            }
-            bar.set_postfix({**shown, **extra}, refresh=False)
 
-    def budget_spent() -> bool:
-        return (total_steps is not None and at["step"] >= total_steps) or (
-            seconds is not None and time.perf_counter() - start >= seconds
-        )
-
-    def evaluated_at(step: int) -> bool:
-        return bool(history.evals) and history.evals[-1]["step"] == step
-
-    def run_eval() -> None:
-        trained_for = time.perf_counter() - start - history.eval_seconds
-        began = time.perf_counter()
-        result = evaluate(model, eval_loader, device=device, amp=amp)
-        history.eval_seconds += time.perf_counter() - began
-        history.evals.append(
-            {
-                "step": at["step"],
-                "epoch": at["epoch"],
-                "seconds": trained_for,  # of training so far
-                **{f"test_{k}": v for k, v in result.items()},
-            }
-        )
-        show(
-            history.steps[-1] if history.steps else None,
-            test_acc=f"{result['acc']:.3f}",
-        )
-        model.train()
-
-    start = time.perf_counter() - history.seconds
-    with bar:  # closed even when a non-finite loss stops the run
-        # a run killed after its last step but before its last evaluation only evaluates
-        done = at["batch"] > 0 and budget_spent()
-        while True:
-            if not done:
-                if at["batch"] == 0:  # a new epoch (a resumed one keeps its place)
-                    at["epoch"] += 1
-                    at["loader_epoch"] = getattr(loader, "epoch", None)
-                elif at["loader_epoch"] is not None:
-                    loader.epoch = at["loader_epoch"]  # the same shuffle as before
-                for i, batch in enumerate(loader):
-                    if i < at["batch"]:
-                        continue  # trained before the interruption
-                    fraction = at["step"] / total_steps if total_steps else 0.0
-                    if seconds is not None:  # the clock may run out first
-                        elapsed = time.perf_counter() - start
-                        fraction = max(fraction, elapsed / seconds)
-                    progress = min(fraction, 1.0)
-                    factor = _lr_factor(progress, warmup)
-                    for group, base in zip(optimizer.param_groups, base_lrs):
-                        group["lr"] = base * factor
-                    if weight_decay_end is not None:
-                        # over the fraction of the run done, as the lr: the steps
-                        # done, or the clock's share with seconds=
-                        wd = cosine_schedule(
-                            weight_decay, weight_decay_end, progress, total_steps=1
-                        )
-                        for group, scheduled in zip(optimizer.param_groups, decayed):
-                            if scheduled:
-                                group["weight_decay"] = wd
-
-                    batch = _to(batch, device)
-                    with autocast:
-                        value, metrics = loss(trained, batch)
-                    optimizer.zero_grad(set_to_none=True)
-                    if scaler is not None:
-                        scaler.scale(value).backward()
-                        scaler.unscale_(optimizer)
-                    else:
-                        value.backward()
-                    if grad_clip is not None:
-                        clip(model.parameters(), grad_clip)
-                    if after_backward is not None:  # DINO's frozen last layer
-                        after_backward()
-                    if scaler is not None:
-                        scaler.step(optimizer)
-                        scaler.update()
-                    else:
-                        optimizer.step()
-                    if step_teacher is not None:
-                        step_teacher()
-
-                    at["step"] += 1
-                    at["batch"] = i + 1
-                    row = {"step": at["step"], "epoch": at["epoch"]}
-                    row["lr"] = base_lrs[0] * factor
-                    if weight_decay_end is not None:
-                        row["wd"] = wd
-                    log.add(row, value, metrics)
-                    bar.update(1)
-                    if log.due():  # the only place the device is waited for
-                        show(log.flush(lr))
-                    if (
-                        eval_every
-                        and at["step"] % eval_every == 0
-                        and not budget_spent()  # the end-of-epoch evaluation follows
-                    ):
-                        show(log.flush(lr))
-                        run_eval()
-                    if checkpoint_every and at["step"] % checkpoint_every == 0:
-                        log.flush(lr)
-                        history.seconds = time.perf_counter() - start
-                        save()
-                    if budget_spent():
-                        done = True
-                        break
-            show(log.flush(lr))
-            if eval_loader is not None and not evaluated_at(at["step"]):
-                run_eval()
-            at["batch"] = 0
-            if done:
-                break
-    history.seconds = time.perf_counter() - start
-    if checkpoint is not None:
-        at["finished"] = True
-        save()
-    return history
-
-
-# arguments fit gained after checkpoints were written: a checkpoint without one ran
-# with this value
-_LATER_ARGUMENTS = {"weight_decay_end": None, "clip_mode": "global"}
-
-
-def _check_same_run(saved: dict, now: dict, path) -> None:
-    """A checkpoint resumes only the run that wrote it."""
-    saved = {**_LATER_ARGUMENTS, **saved}
-    changed = [
-        f"{k}={saved.get(k)!r} then, {v!r} now"
-        for k, v in now.items()
-        if saved.get(k) != v
-    ]
-    if changed:
-        raise ValueError(
-            f"{path} was written by a different run ({'; '.join(changed)}): pass the "
-            f"same arguments to resume it, or delete it to start afresh"
-        )
-
-
-def _rng_of_every_rank(model: nn.Module) -> dict | list[dict]:
-    """This process's RNG states (:func:`checkpoint.rng_state`); under torchrun every
-    rank's, a list by rank, since each draws its own."""
-    state = ckpt.rng_state(model)
-    if not distributed.active():
-        return state
-    states = [None] * distributed.world_size()
-    torch.distributed.all_gather_object(states, state)
-    return states
-
-
-def _own_rng_state(saved: dict | list[dict], path) -> dict:
-    """This rank's RNG states from a checkpoint's (one dict: a single process wrote it,
-    or a version that saved rank 0's only)."""
-    if isinstance(saved, dict):
-        return saved
-    if len(saved) != distributed.world_size():
-        raise ValueError(
-            f"{path} was written by {len(saved)} data-parallel processes and "
-            f"{distributed.world_size()} resume it: resume with {len(saved)}, each "
-            "rank's random draws go on from its own"
-        )
-    return saved[distributed.rank()]
-
-
+# --------------------------------------------------------------------------- evaluate
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device=None, amp: bool = True) -> dict:
     """Mean cross-entropy and accuracy of a classifier over a loader: ``{"loss": ...,
@@ -641,9 +686,8 @@ def evaluate(model: nn.Module, loader, device=None, amp: bool = True) -> dict:
         images, labels = _to(images, device), _to(labels, device)
         with autocast:
             logits = model(images).float()
-        loss_sum += F.cross_entropy(
-            logits, labels, reduction="sum"
-        )  # stays on the device
+        # summed on the device: read once, at the end
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
         correct += (logits.argmax(-1) == labels).sum()
         total += len(labels)
     model.train(was_training)
@@ -668,240 +712,3 @@ def predict(
     )
     model.train(was_training)
     return out
-
-
-# ------------------------------------------------ evaluating representations
-@torch.no_grad()
-def extract_features(
-    backbone: nn.Module, loader, device=None, pool: Callable | None = None
-):
-    """Frozen features ``(n, d)`` and labels ``(n,)``. ``pool`` turns
-    ``forward_features`` output into one vector per image; by default the model's own
-    ``forward_head(..., pre_logits=True)``."""
-    device = (
-        next(backbone.parameters()).device if device is None else torch.device(device)
-    )
-    was_training = backbone.training
-    backbone.eval()
-    feats, labels = [], []
-    for images, y in loader:
-        tokens = backbone.forward_features(images.to(device))
-        f = (
-            pool(tokens)
-            if pool is not None
-            else backbone.forward_head(tokens, pre_logits=True)
-        )
-        feats.append(f.float().cpu())
-        labels.append(y.cpu())
-    backbone.train(was_training)
-    return torch.cat(feats), torch.cat(labels)
-
-
-def knn_accuracy(
-    train_features,
-    train_labels,
-    test_features,
-    test_labels,
-    k: int = 20,
-    temperature: float = 0.07,
-    num_classes: int | None = None,
-) -> float:
-    """Weighted k-NN on cosine similarity, as DINO evaluates frozen features (Wu et al.
-    2018)."""
-    if k < 1 or k > len(train_features):
-        raise ValueError(
-            f"k={k} must be between 1 and the number of training features "
-            f"{len(train_features)}"
-        )
-    num_classes = num_classes or int(max(train_labels.max(), test_labels.max())) + 1
-    train_f = F.normalize(train_features.float(), dim=1)
-    test_f = F.normalize(test_features.float(), dim=1)
-    correct = 0
-    for i in range(0, len(test_f), 1024):
-        sim, idx = (test_f[i : i + 1024] @ train_f.T).topk(k, dim=1)  # (q, k)
-        votes = torch.zeros(len(sim), num_classes).scatter_add_(
-            1, train_labels[idx], (sim / temperature).exp()
-        )
-        correct += (votes.argmax(1) == test_labels[i : i + 1024]).sum().item()
-    return correct / len(test_f)
-
-
-def linear_probe(
-    train_features,
-    train_labels,
-    test_features,
-    test_labels,
-    epochs: int = 100,
-    lr: float = 1e-2,
-    weight_decay: float = 1e-4,
-    seed: int = 0,
-) -> float:
-    """Accuracy of a linear classifier trained on frozen features (full-batch AdamW,
-    standardized inputs)."""
-    torch.manual_seed(seed)
-    mean, std = train_features.mean(0), train_features.std(0) + 1e-6
-    xtr, xte = (train_features - mean) / std, (test_features - mean) / std
-    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
-    head = nn.Linear(xtr.shape[1], num_classes)
-    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-    for _ in range(epochs):
-        opt.zero_grad()
-        F.cross_entropy(head(xtr), train_labels).backward()
-        opt.step()
-    with torch.no_grad():
-        return (head(xte).argmax(1) == test_labels).float().mean().item()
-
-
-@dataclass
-class RepresentationReport:
-    """k-NN and linear-probe test accuracy of several frozen feature extractors.
-
-    ``rows`` maps a row's name to ``{"knn": acc, "linear": acc, "note": str}``; printing
-    the report gives the table every self-supervised chapter shows.
-    """
-
-    rows: dict[str, dict]
-    k: int
-    n_train: int
-    n_test: int
-
-    def margin(
-        self, row: str = "pretrained", over: str = "random init"
-    ) -> dict[str, float]:
-        """Accuracy points of ``row`` above ``over``, per protocol: ``{"knn": ..,
-        "linear": ..}``."""
-        for name in (row, over):
-            if name not in self.rows:
-                raise KeyError(f"no row {name!r}; the rows are {list(self.rows)}")
-        return {
-            p: 100 * (self.rows[row][p] - self.rows[over][p]) for p in ("knn", "linear")
-        }
-
-    def __str__(self) -> str:
-        lines = [
-            f"{'features':<24}{f'k-NN (k={self.k})':>14}{'linear probe':>14}  note",
-            "-" * 64,
-        ]
-        for name, r in self.rows.items():
-            lines.append(
-                f"{name:<24}{100 * r['knn']:>13.2f}%{100 * r['linear']:>13.2f}%"
-                f"  {r.get('note', '')}"
-            )
-        lines.append(
-            f"(Fashion-MNIST test set, {self.n_test} images; "
-            f"features of {self.n_train} training images)"
-        )
-        return "\n".join(lines)
-
-    def __repr__(self) -> str:
-        return str(self)
-
-    def save(self, method: str, directory=None) -> None:
-        """Write this table to ``<results dir>/<method>.json`` (see
-        :func:`results_dir`), with the time and scale it was measured at, so the
-        comparison chapter can put every method's table side by side."""
-        path = results_dir(directory) / f"{method}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        record = {
-            "method": method,
-            "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "scale": scale(),
-            **asdict(self),
-        }
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=1))
-        tmp.replace(path)  # atomic: a reader never sees half a file
-
-
-def results_dir(directory=None) -> Path:
-    """Where chapters leave their measured tables: ``directory``, else
-    ``$VITBOOK_RESULTS``, else ``~/.cache/vitbook/results``."""
-    if directory is not None:
-        return Path(directory)
-    default = Path.home() / ".cache" / "vitbook" / "results"
-    return Path(os.environ.get("VITBOOK_RESULTS", default))
-
-
-def load_reports(directory=None) -> dict[str, dict]:
-    """Every table :meth:`RepresentationReport.save` left in :func:`results_dir`:
-    ``{method: {"report": RepresentationReport, "measured": ..., "scale": ...}}``."""
-    found = {}
-    for path in sorted(results_dir(directory).glob("*.json")):
-        record = json.loads(path.read_text())
-        fields = {k: record[k] for k in ("rows", "k", "n_train", "n_test")}
-        found[record["method"]] = {
-            "report": RepresentationReport(**fields),
-            "measured": record["measured"],
-            "scale": record["scale"],
-        }
-    return found
-
-
-def representation_report(
-    pretrained: nn.Module,
-    random_init: nn.Module,
-    train_set,
-    test_set,
-    *,
-    supervised: nn.Module | dict | None = None,
-    teacher: nn.Module | None = None,
-    pixels: bool = True,
-    n_train: int | None = None,
-    k: int = 20,
-    batch_size: int = 512,
-    probe_epochs: int = 100,
-    pool: Callable | None = None,
-    device=None,
-    seed: int = 0,
-) -> RepresentationReport:
-    """The one table every self-supervised chapter prints (and the comparison chapter
-    reuses).
-
-    Rows: the ``pretrained`` backbone, the ``teacher`` backbone when given (a
-    self-distillation method's EMA teacher, ``method.teacher_backbone``: the official
-    DINO evaluates the teacher), the same architecture at ``random_init``, raw pixels,
-    and the ``supervised`` model (a trained backbone, or a dict ``{"knn", "linear",
-    "note"}`` cited from where it was measured). Each row is judged twice on
-    the frozen features: weighted k-NN (cosine, as DINO) and a linear probe, both on the
-    ``test_set``. ``n_train`` subsamples the training split (seeded) to fit a notebook's
-    budget.
-    """
-    train_part = train_set.subset(n_train, seed=seed)
-    loaders = (train_part.loader(batch_size), test_set.loader(batch_size))
-
-    def judge(train_f, train_y, test_f, test_y, note):
-        return {
-            "knn": knn_accuracy(train_f, train_y, test_f, test_y, k=k),
-            "linear": linear_probe(
-                train_f, train_y, test_f, test_y, epochs=probe_epochs, seed=seed
-            ),
-            "note": note,
-        }
-
-    def of_model(model, note):
-        model = model.to(device) if device is not None else model
-        train_f, train_y = extract_features(model, loaders[0], pool=pool)
-        test_f, test_y = extract_features(model, loaders[1], pool=pool)
-        return judge(train_f, train_y, test_f, test_y, note)
-
-    rows = {
-        "pretrained": of_model(pretrained, f"{type(pretrained).__name__} backbone"),
-    }
-    if teacher is not None:
-        rows["pretrained (teacher)"] = of_model(teacher, "the EMA teacher's backbone")
-    rows["random init"] = of_model(random_init, "same architecture, untrained")
-    if pixels:
-        flat = [
-            (s.normalize(s.images).flatten(1), s.labels) for s in (train_part, test_set)
-        ]
-        rows["raw pixels"] = judge(*flat[0], *flat[1], "normalized, flattened")
-    if isinstance(supervised, dict):
-        missing = {"knn", "linear"} - set(supervised)
-        if missing:
-            raise ValueError(
-                f"supervised={supervised!r} needs the keys {sorted(missing)}"
-            )
-        rows["supervised"] = {"note": "cited", **supervised}
-    elif supervised is not None:
-        rows["supervised"] = of_model(supervised, "trained with labels")
-    return RepresentationReport(rows, k, len(train_part), len(test_set))

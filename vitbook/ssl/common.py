@@ -11,31 +11,18 @@ of its own; the names still import from here:
 - :mod:`.diagnostics`: the collapse diagnostics (``effective_rank``,
   ``embedding_std``).
 
-``method_loss`` is what ``vitbook.train.fit`` calls with a method.
+``method_loss``, what ``vitbook.train.fit`` calls with a method, is
+``vitbook.train.self_supervised_loss`` under the name the chapters use.
 """
 
 from __future__ import annotations
 
-import torch
-from torch import nn
-
+from ..train import method_loss  # noqa: F401 (re-exported: one function with fit's)
 from . import augment, heads, teacher
 from .augment import *  # noqa: F403
 from .diagnostics import effective_rank, embedding_std
 from .heads import *  # noqa: F403
 from .teacher import *  # noqa: F403
-
-
-def method_loss(method: nn.Module, batch) -> tuple[torch.Tensor, dict]:
-    """``fit(..., loss=method_loss)``: the method's loss plus the diagnostics it left
-    in ``method.metrics`` (tensors; ``fit`` reads them only when it logs). Under
-    ``torchrun`` ``fit`` passes the method wrapped in DDP: the metrics are read from the
-    wrapped module."""
-    images = batch[0] if isinstance(batch, (tuple, list)) else batch
-    loss = method(images)
-    if isinstance(method, nn.parallel.DistributedDataParallel):
-        method = method.module
-    return loss, dict(getattr(method, "metrics", {}))
 
 
 __all__ = [
