@@ -228,10 +228,10 @@ def test_scale_follows_the_environment(monkeypatch):
 
 
 def test_step_log_reads_the_device_only_when_flushed():
-    from vitbook.train import History, _StepLog
+    from vitbook.train import History, StepLog
 
     history = History()
-    log = _StepLog(history, interval=float("inf"))
+    log = StepLog(history, interval=float("inf"))
     for step in range(1, 6):
         log.add({"step": step, "epoch": 1, "lr": 0.1}, torch.tensor(step / 10),
                 {"acc": torch.tensor(0.5)})
@@ -243,9 +243,9 @@ def test_step_log_reads_the_device_only_when_flushed():
 
 
 def test_step_log_names_the_first_non_finite_step():
-    from vitbook.train import History, _StepLog
+    from vitbook.train import History, StepLog
 
-    log = _StepLog(History(), interval=float("inf"))
+    log = StepLog(History(), interval=float("inf"))
     for step, value in enumerate([0.3, float("nan"), float("inf")], start=1):
         log.add({"step": step, "epoch": 1, "lr": 0.1}, torch.tensor(value), {})
     with pytest.raises(FloatingPointError, match="loss became nan at step 2"):

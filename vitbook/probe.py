@@ -154,7 +154,7 @@ class RepresentationReport:
         :func:`results_dir`), with the time and scale it was measured at, so the
         comparison chapter can put every method's table side by side."""
         # imported here: vitbook.train imports this module to re-export its names
-        from .train import scale
+        from .runtime import scale
 
         path = results_dir(directory) / f"{method}.json"
         path.parent.mkdir(parents=True, exist_ok=True)

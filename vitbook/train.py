@@ -15,20 +15,14 @@ names this module re-exports.
 
 from __future__ import annotations
 
-import math
-import os
-import random
-import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from . import distributed
@@ -42,51 +36,14 @@ from .probe import (  # noqa: F401 (their home was here: train.NAME keeps workin
     representation_report,
     results_dir,
 )
-from .schedules import Budget, cosine_schedule, warmup_cosine
 
-SCALES = ("small", "full")
+# History, StepLog, param_groups, clip_per_tensor_ were defined here: train.NAME works
+from .history import History, StepLog, Tracker  # noqa: F401
+from .optim import CLIP_MODES, Schedules, clip_per_tensor_, param_groups  # noqa: F401
+from .schedules import Budget
 
-
-# ------------------------------------------------ where and how big
-def get_device(prefer: str | None = None) -> torch.device:
-    """``cuda`` if there is a GPU, else Apple's ``mps``, else ``cpu`` (``prefer``
-    overrides)."""
-    if prefer is not None:
-        return torch.device(prefer)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if (
-        getattr(torch.backends, "mps", None) is not None
-        and torch.backends.mps.is_available()
-    ):
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def scale() -> str:
-    """``"full"`` on a GPU, ``"small"`` elsewhere, unless ``$VITBOOK_SCALE`` names one.
-
-    Every chapter sizes its models and budgets from this one switch; both scales run the
-    same code, the full one is only bigger and longer.
-    """
-    forced = os.environ.get("VITBOOK_SCALE")
-    if forced:
-        if forced not in SCALES:
-            raise ValueError(f"VITBOOK_SCALE={forced!r} is not one of {SCALES}")
-        return forced
-    return "full" if torch.cuda.is_available() else "small"
-
-
-def at_scale(small, full):
-    """The value for the current :func:`scale`: ``at_scale(small=3, full=30)``."""
-    return full if scale() == "full" else small
-
-
-def seed_everything(seed: int = 0) -> None:
-    """Seed Python, NumPy and PyTorch (every device) so a run can be repeated."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+# get_device, scale, at_scale, seed_everything were defined here: train.NAME works
+from .runtime import SCALES, at_scale, get_device, scale, seed_everything  # noqa: F401
 
 
 # --------------------------------------------------------------------------- losses
@@ -119,42 +76,6 @@ def self_supervised_loss(method: nn.Module, batch) -> tuple[torch.Tensor, dict]:
 method_loss = self_supervised_loss
 
 
-# --------------------------------------------------------------------------- history
-@dataclass
-class History:
-    """What ``fit`` saw: one row per optimizer step, one per evaluation."""
-
-    steps: list[dict] = field(default_factory=list)
-    evals: list[dict] = field(default_factory=list)
-    seconds: float = 0.0  # wall time of the run, evaluations included
-    eval_seconds: float = 0.0  # of which evaluating
-
-    @property
-    def train_seconds(self) -> float:
-        """Wall time spent training, evaluations excluded (each evaluation row's
-        ``seconds`` is this clock when it was taken: the time-to-accuracy curve)."""
-        return self.seconds - self.eval_seconds
-
-    def last(self, key: str, default=None):
-        for row in reversed(self.evals + self.steps):
-            if key in row:
-                return row[key]
-        return default
-
-    def accuracy_at(self, seconds: float) -> float | None:
-        """The test accuracy of the last evaluation taken within ``seconds`` of
-        training (None if there was none yet): one point of the time-to-accuracy
-        curve."""
-        reached = [r["test_acc"] for r in self.evals if r.get("seconds", 0) <= seconds]
-        return reached[-1] if reached else None
-
-    def plot(self, smooth: int = 20, title: str | None = None):
-        """Loss per step (smoothed) and accuracy, train and test, side by side."""
-        from . import viz
-
-        return viz.plot_history(self, smooth=smooth, title=title)
-
-
 def _batches_per_epoch(loader) -> int | None:
     try:
         return len(loader)
@@ -177,56 +98,7 @@ def _to(batch, device):
     return batch
 
 
-# ------------------------------------------------ the optimizer and one step of it
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups as the papers train: decay the weight matrices only.
-
-    Not decayed: every 1-D parameter (LayerNorm gains and shifts, biases) and every name
-    a module's ``no_weight_decay()`` returns (position embeddings, class tokens, Swin's
-    bias tables), found on the model and on every sub-module (a self-supervised method's
-    backbone), so a method that wraps a backbone inherits its rules.
-    """
-    skip = set()
-    for prefix, module in model.named_modules():
-        if hasattr(module, "no_weight_decay"):
-            skip |= {f"{prefix}.{n}" if prefix else n for n in module.no_weight_decay()}
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-
-
-CLIP_MODES = ("global", "per_tensor")
-
-
-@torch.no_grad()
-def clip_per_tensor_(parameters, max_norm: float) -> torch.Tensor:
-    """Clip every parameter's gradient to the L2 norm ``max_norm`` on its own, as
-    DINO's ``clip_gradients``: a gradient of norm ``n`` is multiplied by ``max_norm /
-    (n + 1e-6)`` when that is below 1 and left as it is otherwise. Unlike
-    ``clip_grad_norm_`` (one norm over all gradients), a large gradient in one tensor
-    does not shrink the others. Returns the norms before clipping, one per parameter
-    that has a gradient ``(k,)``."""
-    if max_norm <= 0:
-        raise ValueError(f"max_norm={max_norm} must be positive")
-    if isinstance(parameters, torch.Tensor):
-        parameters = [parameters]
-    norms = []
-    for p in parameters:
-        if p.grad is None:
-            continue
-        norm = torch.linalg.vector_norm(p.grad)
-        # min(coef, 1) for DINO's `if coef < 1`: the same numbers (x * 1.0 is x),
-        # without reading the norm on the host, which would wait for the GPU
-        p.grad.mul_((max_norm / (norm + 1e-6)).clamp(max=1.0))
-        norms.append(norm)
-    return torch.stack(norms) if norms else torch.zeros(0)
-
-
+# ------------------------------------------------ one step of the optimizer
 def train_step(
     model: nn.Module,
     batch,
@@ -275,40 +147,6 @@ def train_step(
     return value, metrics
 
 
-class _Schedules:
-    """Sets the learning rate of every param group, and with ``weight_decay_end`` the
-    weight decay of the groups that have some (DINO's ``param_groups[0]``), for the
-    fraction of the run done."""
-
-    def __init__(self, optimizer, warmup: float, weight_decay: float, weight_decay_end):
-        self.optimizer, self.warmup = optimizer, warmup
-        self.weight_decay, self.weight_decay_end = weight_decay, weight_decay_end
-        self.base_lrs = [g["lr"] for g in optimizer.param_groups]
-        self.decayed = [g["weight_decay"] > 0 for g in optimizer.param_groups]
-        if weight_decay_end is not None and not any(self.decayed):
-            raise ValueError(
-                f"weight_decay_end={weight_decay_end} schedules the param groups whose "
-                "weight decay is > 0, and the optimizer has none (weight_decay=0?)"
-            )
-
-    def set(self, fraction: float) -> dict:
-        """Set them for ``fraction`` of the run; the values for the step's row."""
-        factor = warmup_cosine(fraction, self.warmup)
-        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
-            group["lr"] = base * factor
-        row = {"lr": self.base_lrs[0] * factor}
-        if self.weight_decay_end is not None:
-            # over the same fraction: the steps done, or the clock's share (seconds=)
-            wd = cosine_schedule(
-                self.weight_decay, self.weight_decay_end, fraction, total_steps=1
-            )
-            for group, scheduled in zip(self.optimizer.param_groups, self.decayed):
-                if scheduled:
-                    group["weight_decay"] = wd
-            row["wd"] = wd
-        return row
-
-
 # ------------------------------------------------ where a run stands
 @dataclass
 class RunState:
@@ -344,141 +182,6 @@ def batches_left(loader, state: RunState):
                 yield batch
         yield None
         state.batch = 0
-
-
-# ------------------------------------------------ what the run saw
-class _StepLog:
-    """Per-step losses and metrics kept on the device, read in one transfer when
-    flushed.
-
-    Reading a CUDA tensor's value waits for the GPU; ``fit`` flushes only at the
-    progress bar's refresh interval, at evaluations and at the end, and checks then that
-    every loss since the last flush was finite. On the CPU the history is the same,
-    number for number.
-    """
-
-    def __init__(self, history: "History", interval: float = 0.5, every=None):
-        # every: flush every n steps instead of by the clock (data-parallel ranks must
-        # flush at the same steps, since the flush averages over them)
-        self.history, self.interval, self.every = history, interval, every
-        self.pending: list[tuple[dict, torch.Tensor, dict]] = []
-        self.last_flush = time.perf_counter()
-
-    def add(self, row: dict, loss: torch.Tensor, metrics: dict) -> None:
-        self.pending.append((row, loss.detach(), metrics))
-
-    def due(self) -> bool:
-        if self.every is not None:
-            return len(self.pending) >= self.every
-        return time.perf_counter() - self.last_flush >= self.interval
-
-    def flush(self, lr: float) -> dict | None:
-        """Move the pending rows into the history (losses and metrics averaged over
-        data-parallel ranks); the newest row, or None if none waited."""
-        if not self.pending:
-            return None
-        keys = list(self.pending[0][2])
-        # (n, 1 + metrics): one read from the device for all
-        table = torch.stack(
-            [
-                torch.stack(
-                    [loss.float()]
-                    + [
-                        torch.as_tensor(m[k], dtype=torch.float32, device=loss.device)
-                        for k in keys
-                    ]
-                )
-                for _, loss, m in self.pending
-            ]
-        )
-        table = distributed.mean_over_ranks(table).tolist()
-        for (row, _, _), values in zip(self.pending, table):
-            if not math.isfinite(values[0]):
-                self.pending.clear()
-                raise FloatingPointError(
-                    f"loss became {values[0]} at step {row['step']}; lower lr (now "
-                    f"{lr}) or check the data"
-                )
-            self.history.steps.append(
-                {**row, "loss": values[0], **dict(zip(keys, values[1:]))}
-            )
-        self.pending.clear()
-        self.last_flush = time.perf_counter()
-        return self.history.steps[-1]
-
-
-class _Tracker:
-    """What a run saw and how far along it is: its history (the steps, logged by
-    :class:`_StepLog`; the evaluations, taken by ``judge()`` and timed), its clock
-    (going on from a resumed run's seconds), the share of its ``budget`` spent, and a
-    progress bar that shows the newest of it (on rank 0, when ``show``)."""
-
-    def __init__(self, history, budget, state, lr, judge=None, desc="", show=True):
-        self.history, self.budget, self.lr, self.judge = history, budget, lr, judge
-        # data-parallel ranks flush at the same steps, since a flush averages them
-        every = 25 if distributed.active() else None
-        self.log = _StepLog(history, every=every)
-        self.bar = tqdm(
-            total=budget.total_steps,
-            initial=state.step,
-            desc=desc,
-            unit="step",
-            disable=not (show and distributed.is_main()),
-        )
-        self.start = time.perf_counter() - history.seconds
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
-
-    def fraction(self, state: RunState) -> float:
-        return self.budget.fraction(state.step, self.elapsed())
-
-    def spent(self, state: RunState) -> bool:
-        return self.budget.spent(state.step, self.elapsed())
-
-    def add(self, row: dict, loss: torch.Tensor, metrics: dict) -> None:
-        self.log.add(row, loss, metrics)
-        self.bar.update(1)
-        # the only place the device is waited for
-        if self.log.due():
-            self.flush()
-
-    def flush(self) -> None:
-        self._show(self.log.flush(self.lr))
-
-    def evaluate(self, state: RunState) -> None:
-        """Evaluate, and record it with the training seconds before it."""
-        self.flush()
-        trained_for = self.elapsed() - self.history.eval_seconds
-        began = time.perf_counter()
-        result = self.judge()
-        self.history.eval_seconds += time.perf_counter() - began
-        self.history.evals.append(
-            {
-                "step": state.step,
-                "epoch": state.epoch,
-                "seconds": trained_for,
-                **{f"test_{k}": v for k, v in result.items()},
-            }
-        )
-        newest = self.history.steps[-1] if self.history.steps else None
-        self._show(newest, test_acc=f"{result['acc']:.3f}")
-
-    def end_epoch(self, state: RunState) -> None:
-        """Flush, and evaluate unless this step was just evaluated."""
-        self.flush()
-        evals = self.history.evals
-        if self.judge is not None and not (evals and evals[-1]["step"] == state.step):
-            self.evaluate(state)
-
-    def _show(self, row: dict | None, **extra) -> None:
-        if row is not None:
-            shown = {
-                k: f"{v:.3f}"
-                for k, v in row.items()
-                if k not in ("step", "epoch", "lr", "wd")
-            }
-            self.bar.set_postfix({**shown, **extra}, refresh=False)
 
 
 # --------------------------------------------------------------------------- fit
@@ -534,30 +237,19 @@ def fit(
     """
     budget = Budget(epochs, steps, seconds, batches=_batches_per_epoch(loader))
     _check_options(eval_loader, eval_every, checkpoint, checkpoint_every, seconds)
-    if clip_mode not in CLIP_MODES:
-        raise ValueError(f"clip_mode={clip_mode!r} must be one of {CLIP_MODES}")
-    if weight_decay_end is not None and weight_decay_end < 0:
-        raise ValueError(f"weight_decay_end={weight_decay_end} must be >= 0")
+    _check_optimizer(clip_mode, weight_decay_end)
     device, loader = _place(model, loader, device, seed)
     if optimizer is None:
         optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
-    schedules = _Schedules(optimizer, warmup, weight_decay, weight_decay_end)
+    schedules = Schedules(optimizer, warmup, weight_decay, weight_decay_end)
     autocast, amp_dtype = _autocast(device, amp)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     # DDP under torchrun, else the model itself
     trained = distributed.wrap(model, device)
-    run = dict(
-        epochs=epochs,
-        steps=steps,
-        lr=lr,
-        weight_decay=weight_decay,
-        warmup=warmup,
-        seed=seed,
-        grad_clip=grad_clip,
-        batches=budget.batches,
-        weight_decay_end=weight_decay_end,
-        clip_mode=clip_mode,
-    )
+    # what a checkpoint must have been written by to be resumed by this call
+    run = dict(epochs=epochs, steps=steps, lr=lr, weight_decay=weight_decay)
+    run |= dict(warmup=warmup, seed=seed, grad_clip=grad_clip, batches=budget.batches)
+    run |= dict(weight_decay_end=weight_decay_end, clip_mode=clip_mode)
     history, state = _resume(checkpoint, model, optimizer, scaler, run)
     if state.finished:
         return history
@@ -565,7 +257,7 @@ def fit(
     judge = None
     if eval_loader is not None:
         judge = partial(evaluate, model, eval_loader, device=device, amp=amp)
-    tracker = _Tracker(history, budget, state, lr, judge, desc, show=progress)
+    tracker = Tracker(history, budget, state, lr, judge, desc, show=progress)
 
     # a run killed after its last step but before its last evaluation only evaluates
     done = state.batch > 0 and tracker.spent(state)
@@ -616,6 +308,13 @@ def _check_options(eval_loader, eval_every, checkpoint, checkpoint_every, second
             "checkpoint= cannot resume a seconds= budget exactly (its schedule follows "
             "the clock): give steps= or epochs="
         )
+
+
+def _check_optimizer(clip_mode: str, weight_decay_end: float | None) -> None:
+    if clip_mode not in CLIP_MODES:
+        raise ValueError(f"clip_mode={clip_mode!r} must be one of {CLIP_MODES}")
+    if weight_decay_end is not None and weight_decay_end < 0:
+        raise ValueError(f"weight_decay_end={weight_decay_end} must be >= 0")
 
 
 def _place(model: nn.Module, loader, device, seed: int):
