@@ -6,7 +6,7 @@ import pytest
 from nbclient import NotebookClient
 
 import vitbook
-from vitbook.display import GLUE_PREFIX
+from vitbook.display import GLUE_PREFIX, glue_text
 
 
 def run_cell(source: str) -> list:
@@ -33,6 +33,8 @@ def test_glue_writes_what_myst_nb_reads():
         "vitbook.glue('acc', 0.88512, '{:.1%}')\n"
         "vitbook.glue('note', 'ten epochs')\n"
     )
+    # nothing but the two glued values: a cell ending in glue prints no more
+    assert len(outputs) == 2
     glued = {
         o["metadata"]["scrapbook"]["name"]: o["data"][GLUE_PREFIX + "text/plain"]
         for o in outputs
@@ -41,8 +43,10 @@ def test_glue_writes_what_myst_nb_reads():
     assert glued == {"acc": "88.5%", "note": "ten epochs"}
 
 
-def test_glue_outside_a_notebook_returns_the_text_and_checks_its_input():
-    assert vitbook.glue("steps", 300) == "300"
+def test_glue_outside_a_notebook_displays_nothing_and_checks_its_input():
+    assert vitbook.glue("steps", 300) is None
+    assert glue_text("steps", 300) == "300"
+    assert glue_text("ratio", 0.25, "{:.0%}") == "25%"
     with pytest.raises(ValueError, match="glue name 'a b'"):
         vitbook.glue("a b", 1)
     with pytest.raises(TypeError, match="takes a number or a string, got list"):

@@ -99,24 +99,29 @@ def show(obj, lines: tuple[int, int] | None = None) -> Source:
 GLUE_PREFIX = "application/papermill.record/"
 
 
-def glue(name: str, value, fmt: str | None = None):
+def glue_text(name: str, value, fmt: str | None = None) -> str:
+    """The text :func:`glue` records for ``value``: a string as it is, a number
+    formatted by ``fmt`` (or its ``repr``)."""
+    if not isinstance(name, str) or not name.replace("_", "").isalnum():
+        raise ValueError(f"glue name {name!r} must be letters, digits and underscores")
+    if isinstance(value, str):
+        return value
+    if fmt is not None:
+        return fmt.format(value)
+    if isinstance(value, (int, float)) or hasattr(value, "item"):
+        return repr(value.item() if hasattr(value, "item") else value)
+    kind = type(value).__name__
+    raise TypeError(f"glue({name!r}, ...) takes a number or a string, got {kind}")
+
+
+def glue(name: str, value, fmt: str | None = None) -> None:
     """Record ``value`` under ``name`` for the prose: ``{glue:text}`name``` in a
     markdown cell of the same notebook prints it. This is myst-nb's glue without
     importing myst-nb, so a chapter also runs where myst-nb is not installed (Colab).
     ``fmt`` formats a number once here: ``glue("acc", 0.8851, "{:.1%}")`` glues
-    ``88.5%``; a string is quoted as it is. Outside a notebook nothing is displayed.
-    Returns the text glued."""
-    if not isinstance(name, str) or not name.replace("_", "").isalnum():
-        raise ValueError(f"glue name {name!r} must be letters, digits and underscores")
-    if isinstance(value, str):
-        text = value
-    elif fmt is not None:
-        text = fmt.format(value)
-    elif isinstance(value, (int, float)) or hasattr(value, "item"):
-        text = repr(value.item() if hasattr(value, "item") else value)
-    else:
-        kind = type(value).__name__
-        raise TypeError(f"glue({name!r}, ...) takes a number or a string, got {kind}")
+    ``88.5%``; a string is quoted as it is (:func:`glue_text`). Outside a notebook
+    nothing is displayed. Returns nothing, so a cell ending in a glue prints no more."""
+    text = glue_text(name, value, fmt)
     if _in_notebook():
         from IPython.display import display
 
@@ -124,4 +129,3 @@ def glue(name: str, value, fmt: str | None = None):
         bundle = {GLUE_PREFIX + "text/plain": text}
         where = {"scrapbook": {"name": name, "mime_prefix": GLUE_PREFIX}}
         display(bundle, raw=True, metadata=where)
-    return text
