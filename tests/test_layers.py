@@ -10,6 +10,7 @@ from vitbook.layers import (
     PatchEmbed,
     attention_weights,
     pair,
+    patch_grid,
     posemb_sincos_2d,
     record_attention,
     resample_pos_embed,
@@ -112,6 +113,30 @@ def test_patch_size_must_divide_the_image():
         ValueError, match="image width 30 is not divisible by patch_size 4"
     ):
         PatchEmbed((32, 30), 4, channels=3, dim=8)
+
+
+def test_patch_grid_is_the_one_rule_every_patch_embedding_checks():
+    assert patch_grid((28, 20), (7, 5)) == (4, 4)
+    assert patch_grid(16, 4) == (4, 4)
+    with pytest.raises(
+        ValueError, match="image width 10 is not divisible by patch_size 4"
+    ):
+        patch_grid((16, 10), 4)
+    # 0 is divisible by anything, yet leaves no patch
+    with pytest.raises(
+        ValueError, match="max_image_size height 0 is smaller than patch_size 4"
+    ):
+        patch_grid((0, 16), 4, name="max_image_size")
+    with pytest.raises(ValueError, match="patch_size 0 must be >= 1"):
+        patch_grid(16, (4, 0))
+
+
+def test_a_resized_patch_embedding_keeps_the_rule_and_its_grid():
+    embed = PatchEmbed(32, 4, channels=1, dim=8)
+    embed.set_image_size((16, 24))
+    assert embed.image_size == (16, 24) and embed.grid == (4, 6)
+    with pytest.raises(ValueError, match="image height 18 is not divisible"):
+        embed.set_image_size((18, 24))
 
 
 def test_sincos_embedding_gives_every_position_its_own_unit_scale_code():

@@ -239,19 +239,18 @@ class PatchEmbed(nn.Module):
         self, image_size, patch_size, channels: int, dim: int, dynamic: bool = False
     ):
         super().__init__()
-        self.dynamic = (
-            dynamic  # any size divisible by the patch (timm's dynamic_img_size)
-        )
-        self.image_size, self.patch_size = pair(image_size), pair(patch_size)
-        (ih, iw), (ph, pw) = self.image_size, self.patch_size
-        for side, size, p in (("height", ih, ph), ("width", iw, pw)):
-            if p <= 0 or size % p:
-                raise ValueError(
-                    f"image {side} {size} is not divisible by patch_size {p}"
-                )
-        self.grid = (ih // ph, iw // pw)
-        self.channels = channels
+        # any size divisible by the patch (timm's dynamic_img_size)
+        self.dynamic = dynamic
+        self.patch_size, self.channels = pair(patch_size), channels
+        self.set_image_size(image_size)
+        ph, pw = self.patch_size
         self.proj = nn.Linear(channels * ph * pw, dim)
+
+    def set_image_size(self, image_size) -> None:
+        """Take images of ``image_size``: the patch grid follows (the patch must divide
+        it)."""
+        self.grid = patch_grid(image_size, self.patch_size)
+        self.image_size = pair(image_size)
 
     @property
     def num_patches(self) -> int:
@@ -301,11 +300,24 @@ def check_image(
             f"{image_size[0]}x{image_size[1]}"
         )
     if multiple_of is not None:
-        ph, pw = pair(multiple_of)
-        if h % ph:
-            raise ValueError(f"image height {h} is not divisible by patch_size {ph}")
-        if w % pw:
-            raise ValueError(f"image width {w} is not divisible by patch_size {pw}")
+        patch_grid((h, w), multiple_of)
+
+
+def patch_grid(image_size, patch_size, name: str = "image") -> tuple[int, int]:
+    """The grid ``(h, w)`` of ``patch_size`` patches that tiles ``image_size`` exactly.
+
+    The one check of the rule every patch embedding lives by: each side of the image
+    (``name`` in the error: ``max_image_size`` for NaViT) must be a whole, positive
+    number of patches."""
+    (h, w), (ph, pw) = pair(image_size), pair(patch_size)
+    for side, size, p in (("height", h, ph), ("width", w, pw)):
+        if p < 1:
+            raise ValueError(f"patch_size {p} must be >= 1")
+        if size % p:
+            raise ValueError(f"{name} {side} {size} is not divisible by patch_size {p}")
+        if size < p:
+            raise ValueError(f"{name} {side} {size} is smaller than patch_size {p}")
+    return h // ph, w // pw
 
 
 SINCOS_ORDERS = ("yx", "xy")
@@ -408,6 +420,7 @@ __all__ = [
     "Block",
     "PatchEmbed",
     "check_image",
+    "patch_grid",
     "posemb_sincos_2d",
     "resample_pos_embed",
     "trunc_normal_init",

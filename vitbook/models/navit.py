@@ -36,6 +36,7 @@ from ..layers import (
     FeedForward,
     check_image,
     merge_masks,
+    patch_grid,
     trunc_normal_init,
 )
 from ..packing import STRATEGIES, Packing, pack
@@ -196,17 +197,9 @@ class NaViT(Classifier):
             raise ValueError(f"packing={packing!r} is not one of {tuple(STRATEGIES)}")
         if not callable(token_dropout):
             check_rate(token_dropout)
-        max_h, max_w = (max_image_size, max_image_size) if isinstance(
-            max_image_size, int) else tuple(max_image_size)  # fmt: skip
-        for side, size in (("height", max_h), ("width", max_w)):
-            if size < patch_size or size % patch_size:
-                raise ValueError(
-                    f"max_image_size {side} {size} is not a positive multiple of "
-                    f"patch_size {patch_size}"
-                )
+        self.max_grid = patch_grid(max_image_size, patch_size, name="max_image_size")
         self.num_classes, self.num_features, self.dim = num_classes, dim, dim
         self.patch_size, self.channels = patch_size, channels
-        self.max_grid = (max_h // patch_size, max_w // patch_size)
         self.token_budget, self.packing, self.token_dropout = (
             token_budget, packing, token_dropout)  # fmt: skip
         mlp_dim = mlp_dim or 4 * dim

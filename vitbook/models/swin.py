@@ -43,6 +43,7 @@ from ..layers import (
     FeedForward,
     check_image,
     pair,
+    patch_grid,
     trunc_normal_init,
 )
 from .base import (
@@ -459,12 +460,7 @@ class Swin(PyramidClassifier):
         check_whole(window_size=window_size, patch_size=patch_size)
         if min(pair(window_size)) < 1:
             raise ValueError(f"window_size={window_size} must be positive")
-        (ih, iw), (ph, pw) = pair(image_size), pair(patch_size)
-        for side, size, p in (("height", ih, ph), ("width", iw, pw)):
-            if p < 1 or size % p:
-                raise ValueError(
-                    f"image {side} {size} is not divisible by patch_size {p}"
-                )
+        resolution = patch_grid(image_size, patch_size)
         dims = [dim * 2**i for i in range(len(depths))]
         for i, (d, h) in enumerate(zip(dims, heads)):
             if d % h:
@@ -472,14 +468,12 @@ class Swin(PyramidClassifier):
                     f"stage {i + 1} has dim {d} (= dim * 2^{i}), not divisible by "
                     f"heads {h}"
                 )
-        self.image_size, self.num_classes, self.dim = (ih, iw), num_classes, dim
+        self.image_size, self.num_classes, self.dim = pair(image_size), num_classes, dim
         self.num_features = dims[-1]
 
-        self.patch_embed = PatchPartition((ph, pw), channels, dim)
-        rates = torch.linspace(0, drop_path, sum(depths)).split(
-            list(depths)
-        )  # stochastic depth grows with depth
-        resolution = (ih // ph, iw // pw)
+        self.patch_embed = PatchPartition(patch_size, channels, dim)
+        # stochastic depth grows with depth
+        rates = torch.linspace(0, drop_path, sum(depths)).split(list(depths))
         self.stages = nn.ModuleList()
         for i, (depth, h) in enumerate(zip(depths, heads)):
             stage = Stage(

@@ -23,7 +23,6 @@ from torch import nn
 from ..layers import (
     Block,
     PatchEmbed,
-    pair,
     posemb_sincos_2d,
     resample_pos_embed,
     trunc_normal_init,
@@ -177,15 +176,9 @@ class ViT(Classifier):
         resampled to it (:func:`resample_pos_embed`; what the ViT paper does to
         fine-tune at a higher resolution, Sec. 3.2; the class token's row is kept), a
         sin-cos table is rebuilt. At the model's own size nothing changes."""
-        embed = self.patch_embed
-        (h, w), (ph, pw) = pair(image_size), embed.patch_size
-        for side, size, p in (("height", h, ph), ("width", w, pw)):
-            if size < p or size % p:
-                raise ValueError(
-                    f"image {side} {size} is not divisible by patch_size {p}"
-                )
-        old_grid, grid = embed.grid, (h // ph, w // pw)
-        embed.image_size, embed.grid = (h, w), grid
+        old_grid = self.grid
+        self.patch_embed.set_image_size(image_size)
+        grid = self.grid
         if grid == old_grid:
             return
         if isinstance(self.pos_embed, nn.Parameter):
