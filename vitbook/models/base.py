@@ -1,9 +1,12 @@
 """The interface every classifier of the book shares, timm's habits in one place.
 
-A model subclasses :class:`Classifier`, builds ``self.head`` from ``self.num_features``
-and implements ``forward_features`` and ``forward_head``; it gets, without writing them
-again:
+A model subclasses :class:`Classifier`, sets ``self.num_features``, calls
+``self.reset_classifier(num_classes, init=False)`` for its head and defines the three
+methods the base class raises ``NotImplementedError`` for: ``forward_features(x)``,
+``forward_head(features, pre_logits=False)`` and ``intermediate_layers(x)``. It gets,
+without writing them again:
 
+- ``forward(x) = forward_head(forward_features(x))``;
 - ``reset_classifier(num_classes, global_pool=None)``: a new head in the model's dtype
   and on its device (``0`` gives ``nn.Identity``, features out), and another pooling
   where the model has more than one (``global_pools``);
@@ -75,6 +78,13 @@ def check_mlp_ratio(mlp_ratio: float) -> float:
     return float(mlp_ratio)
 
 
+def not_defined(model: nn.Module, method: str, base: str) -> NotImplementedError:
+    """The error of a model that lacks a method the contract of ``base`` asks for."""
+    return NotImplementedError(
+        f"{type(model).__name__} must define {method}: every {base} subclass does"
+    )
+
+
 class Classifier(nn.Module):
     """Base class of vitbook's classifiers: timm's interface, written once."""
 
@@ -94,24 +104,43 @@ class Classifier(nn.Module):
     # timm's pretrained_cfg (mean, std, input_size, ...) of converted weights
     pretrained_cfg: dict | None = None
 
-    # a subclass defines forward_features(x), forward_head(features, pre_logits=False)
-    # and intermediate_layers(x), the generator behind forward_intermediates.
+    # ----------------------------------------------------------------- the contract
+    def forward_features(self, x: torch.Tensor):
+        """Images -> the features ``forward_head`` reads (ViT: the normalized tokens;
+        the hierarchical models and the CNN: the last map)."""
+        raise not_defined(self, "forward_features(x)", "Classifier")
+
+    def forward_head(self, features, pre_logits: bool = False) -> torch.Tensor:
+        """Features -> logits ``(b, num_classes)``: pooling, then the head; with
+        ``pre_logits=True`` the pooled features ``(b, num_features)``."""
+        raise not_defined(self, "forward_head(features, pre_logits)", "Classifier")
+
+    def intermediate_layers(self, x: torch.Tensor):
+        """Yield the output of every layer (ViT: block; the others: stage), first to
+        last: the generator behind ``forward_intermediates``."""
+        raise not_defined(self, "intermediate_layers(x)", "Classifier")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))  # (b, num_classes)
+        # (b, num_classes)
+        return self.forward_head(self.forward_features(x))
 
     # ----------------------------------------------------------------- head
     def get_classifier(self) -> nn.Module:
         return self.head
 
     def reset_classifier(
-        self, num_classes: int, global_pool: str | None = None
+        self, num_classes: int, global_pool: str | None = None, *, init: bool = True
     ) -> None:
         """Replace the head by a fresh ``Linear(num_features, num_classes)`` in the
-        model's dtype and on its device (timm's name and signature).
+        model's dtype and on its device (timm's name and signature), drawn as timm
+        draws it: weights N(0, 0.02) truncated at +-2, zero biases.
 
         ``num_classes=0`` removes it: ``forward`` then returns the pooled features.
         ``global_pool`` (one of ``global_pools``) changes the pooling too; ``None``
-        keeps it.
+        keeps it. ``init=False`` keeps PyTorch's default init of the ``Linear``: what
+        a constructor passes, since its ``reset_parameters`` draws every weight
+        afterwards, in module order (one more draw here would change the weights of a
+        seeded model).
         """
         check_num_classes(num_classes)
         if global_pool is not None:
@@ -122,8 +151,9 @@ class Classifier(nn.Module):
             self.head = nn.Linear(
                 self.num_features, num_classes, device=like.device, dtype=like.dtype
             )
-            nn.init.zeros_(self.head.bias)
-            nn.init.trunc_normal_(self.head.weight, std=0.02, a=-2.0, b=2.0)
+            if init:
+                nn.init.zeros_(self.head.bias)
+                nn.init.trunc_normal_(self.head.weight, std=0.02, a=-2.0, b=2.0)
         else:
             self.head = nn.Identity()
         self.head.train(self.training)
@@ -182,16 +212,6 @@ class Classifier(nn.Module):
             )
         outputs = list(self.intermediate_layers(x))
         return [outputs[i] for i in take_indices(len(outputs), indices)]
-
-
-__all__ = [
-    "Classifier",
-    "PyramidClassifier",
-    "check_num_classes",
-    "check_positive",
-    "check_mlp_ratio",
-    "take_indices",
-]
 
 
 class PyramidClassifier(Classifier):
@@ -262,3 +282,13 @@ class PyramidClassifier(Classifier):
     ) -> torch.Tensor:
         x = features.mean(dim=(2, 3))  # (b, d): global average pooling
         return x if pre_logits else self.head(x)
+
+
+__all__ = [
+    "Classifier",
+    "PyramidClassifier",
+    "check_num_classes",
+    "check_positive",
+    "check_mlp_ratio",
+    "take_indices",
+]

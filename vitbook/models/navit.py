@@ -198,7 +198,7 @@ class NaViT(Classifier):
         if not callable(token_dropout):
             check_rate(token_dropout)
         self.max_grid = patch_grid(max_image_size, patch_size, name="max_image_size")
-        self.num_classes, self.num_features, self.dim = num_classes, dim, dim
+        self.num_features, self.dim = dim, dim
         self.patch_size, self.channels = patch_size, channels
         self.token_budget, self.packing, self.token_dropout = (
             token_budget, packing, token_dropout)  # fmt: skip
@@ -218,7 +218,7 @@ class NaViT(Classifier):
             self.blocks.append(block)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.pool = AttentionPool(dim, heads, mlp_dim, dim_head, qkv_bias)
-        self.head = nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.reset_classifier(num_classes, init=False)
         self.reset_parameters()
 
     def reset_parameters(self):

@@ -468,7 +468,7 @@ class Swin(PyramidClassifier):
                     f"stage {i + 1} has dim {d} (= dim * 2^{i}), not divisible by "
                     f"heads {h}"
                 )
-        self.image_size, self.num_classes, self.dim = pair(image_size), num_classes, dim
+        self.image_size, self.dim = pair(image_size), dim
         self.num_features = dims[-1]
 
         self.patch_embed = PatchPartition(patch_size, channels, dim)
@@ -493,11 +493,7 @@ class Swin(PyramidClassifier):
             self.stages.append(stage)
             resolution = stage.resolution
         self.norm = nn.LayerNorm(self.num_features)
-        self.head = (
-            nn.Linear(self.num_features, num_classes)
-            if num_classes > 0
-            else nn.Identity()
-        )
+        self.reset_classifier(num_classes, init=False)
         self.reset_parameters()
 
     no_weight_decay_keys = ("relative_position_bias_table",)

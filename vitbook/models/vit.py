@@ -83,7 +83,7 @@ class ViT(Classifier):
         check_positive(dim=dim, depth=depth, heads=heads, channels=channels)
         if mlp_dim is not None:
             check_mlp_ratio(mlp_dim / dim)
-        self.num_classes, self.dim, self.pool = num_classes, dim, pool
+        self.dim, self.pool = dim, pool
         self.global_pool = "token" if pool == "cls" else "avg"
         self.num_features = dim
         mlp_dim = mlp_dim or 4 * dim
@@ -118,7 +118,7 @@ class ViT(Classifier):
             ]
         )
         self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.head = nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.reset_classifier(num_classes, init=False)
         self.reset_parameters()
 
     def reset_parameters(self):
