@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from vitbook import NaViT, ScalableViT, Swin, Twins, ViT, data
-from vitbook.models import CNN, Classifier
+from vitbook.models import CNN, Classifier, PyramidClassifier
 from vitbook.layers import trunc_normal_init
 from vitbook.models.swin import window_partition
 from vitbook.train import param_groups
@@ -313,6 +313,11 @@ def test_the_classifier_contract_names_the_method_a_subclass_lacks():
         model.forward_intermediates(torch.randn(2, 3))
     with pytest.raises(NotImplementedError, match=r"forward_features\(x\)"):
         Classifier().forward_features(torch.randn(2, 3))
+    with pytest.raises(
+        NotImplementedError,
+        match=r"Pyramid must define embed\(x\): every PyramidClassifier subclass",
+    ):
+        type("Pyramid", (PyramidClassifier,), {})()(torch.randn(1, 1, 4, 4))
 
 
 def test_linear_init_has_the_std_timm_uses():

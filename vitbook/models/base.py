@@ -218,15 +218,58 @@ class PyramidClassifier(Classifier):
     """A classifier made of stages that each map ``(b, h, w, d_i) -> (b, h_i, w_i,
     d_{i+1})``, the last one followed by a LayerNorm, pooled by the mean over the map:
     Swin, Twins-SVT and ScalableViT. A subclass sets ``self.stages``, ``self.norm``,
-    ``self.head`` and defines ``embed(images) -> (b, h, w, c)``, the map the first
-    stage reads (Swin: its patch embedding; Twins and ScalableViT: the pixels
-    themselves, since their stages embed)."""
+    ``self.head`` (Twins-SVT and ScalableViT through :meth:`build_stages`) and defines
+    ``embed(images) -> (b, h, w, c)``, the map the first stage reads (Swin: its patch
+    embedding; Twins and ScalableViT: the pixels themselves, since their stages
+    embed)."""
 
     stages: nn.ModuleList
     norm: nn.Module
 
     global_pools = ("avg",)
     global_pool = "avg"
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``(b, c, H, W)`` -> the map the first stage reads ``(b, h, w, c)``."""
+        raise not_defined(self, "embed(x)", "PyramidClassifier")
+
+    def build_stages(
+        self, stage: type[nn.Module], args, drop_path: float, per_stage=None, **block_kw
+    ) -> None:
+        """Twins-SVT's and ScalableViT's layers from their checked arguments ``args``
+        (:func:`vitbook.models.twins.check_stages`), then their init.
+
+        One ``stage`` (the model's ``Stage`` class) per entry of ``args.depths``: the
+        first embeds ``args.patch_size`` patches of the image, every later one 2 x 2
+        patches of the previous map. Stochastic depth grows linearly to ``drop_path``
+        over all the blocks. ``per_stage`` holds the model's own per-stage block
+        arguments (ScalableViT's ``c_ratio``: one value per stage); ``block_kw``
+        reaches every block. Then the final LayerNorm over ``args.dims[-1]``, the
+        head and the model's ``reset_parameters()``."""
+        dims, depths = args.dims, args.depths
+        per_stage = {**(per_stage or {}), "mlp_ratio": args.mlp_ratios}
+        self.image_size, self.patch_size = args.image_size, args.patch_size
+        self.channels, self.num_features = args.channels, dims[-1]
+        rates = torch.linspace(0, drop_path, sum(depths)).split(list(depths))
+        self.stages = nn.ModuleList(
+            stage(
+                dims[i - 1] if i else args.channels,
+                dims[i],
+                depths[i],
+                args.heads[i],
+                args.patch_size if i == 0 else 2,
+                args.window_sizes[i],
+                args.sr_ratios[i],
+                rates[i].tolist(),
+                index=i,
+                **{name: values[i] for name, values in per_stage.items()},
+                **block_kw,
+            )
+            for i in range(len(depths))
+        )
+        self.norm = nn.LayerNorm(self.num_features, eps=1e-6)
+        self.reset_classifier(args.num_classes, init=False)
+        self.reset_parameters()
 
     def intermediate_layers(self, x: torch.Tensor, norm: bool = True):
         """Yield every stage's map ``(b, d_i, h_i, w_i)``, first to last (a feature

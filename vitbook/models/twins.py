@@ -49,6 +49,7 @@ from ..layers import (
     FeedForward,
     check_image,
     pair,
+    patch_grid,
     trunc_normal_init,
 )
 from .base import (
@@ -324,24 +325,32 @@ def _per_stage(name: str, value, stages: int) -> tuple:
 
 
 class StageArgs(NamedTuple):
-    """The per-stage arguments Twins-SVT and ScalableViT share, checked."""
+    """The arguments Twins-SVT and ScalableViT share, checked: sizes as pairs,
+    per-stage values as one tuple entry per stage."""
 
+    num_classes: int
+    channels: int
     image_size: tuple[int, int]
     patch_size: tuple[int, int]
+    # the first stage's map: image_size / patch_size
+    grid: tuple[int, int]
     dims: tuple
     depths: tuple
     heads: tuple
     sr_ratios: tuple
-    window_sizes: tuple  # of (height, width) pairs
+    # of (height, width) pairs
+    window_sizes: tuple
     mlp_ratios: tuple
 
 
 def check_stages(
-    image_size, patch_size, dims, depths, heads, sr_ratios, window_sizes, mlp_ratios
-) -> StageArgs:
-    """Validate the per-stage arguments Twins-SVT and ScalableViT share, each error
-    naming the argument, its value and the rule; returns them as per-stage tuples
-    (``window_sizes`` as pairs) with ``image_size`` and ``patch_size`` as pairs."""
+    num_classes, channels, image_size, patch_size, dims, depths, heads, sr_ratios,
+    window_sizes, mlp_ratios,
+) -> StageArgs:  # fmt: skip
+    """Validate the arguments Twins-SVT and ScalableViT share, each error naming the
+    argument, its value and the rule; returns them as :class:`StageArgs`."""
+    check_num_classes(num_classes)
+    check_positive(channels=channels)
     dims, depths, heads = tuple(dims), tuple(depths), tuple(heads)
     n = len(depths)
     if not n or len(dims) != n or len(heads) != n:
@@ -351,7 +360,8 @@ def check_stages(
         )
     sr_ratios = _per_stage("sr_ratios", sr_ratios, n)
     window_sizes = _per_stage("window_sizes", window_sizes, n)
-    for i in range(n):  # 2.5 is refused, not truncated to 2
+    # 2.5 is refused, not truncated to 2
+    for i in range(n):
         check_whole(
             **{f"sr_ratios[{i}]": sr_ratios[i], f"window_sizes[{i}]": window_sizes[i]}
         )
@@ -375,12 +385,11 @@ def check_stages(
             raise ValueError(
                 f"stage {i + 1} has dim {dims[i]}, not divisible by heads {heads[i]}"
             )
-    (ih, iw), (ph, pw) = pair(image_size), pair(patch_size)
-    for side, size, p in (("height", ih, ph), ("width", iw, pw)):
-        if p < 1 or size % p:
-            raise ValueError(f"image {side} {size} is not divisible by patch_size {p}")
-    return StageArgs((ih, iw), (ph, pw), dims, depths, heads, sr_ratios, window_sizes,
-                     mlp_ratios)  # fmt: skip
+    grid = patch_grid(image_size, patch_size)
+    return StageArgs(
+        num_classes, channels, pair(image_size), pair(patch_size), grid, dims, depths,
+        heads, sr_ratios, window_sizes, mlp_ratios,
+    )  # fmt: skip
 
 
 def stage_resolutions(first, sr_ratios, attention: str, ceil: bool = False) -> list:
@@ -446,43 +455,11 @@ class Twins(PyramidClassifier):
         drop_path: float = 0.0,
     ):
         super().__init__()
-        check_num_classes(num_classes)
-        check_positive(channels=channels)
-        (ih, iw), (ph, pw), dims, depths, heads, sr_ratios, window_sizes, mlp_ratios = (
-            check_stages(image_size, patch_size, dims, depths, heads, sr_ratios,
-                         window_sizes, mlp_ratios)
-        )  # fmt: skip
-        n = len(depths)
-        self.resolutions = stage_resolutions((ih // ph, iw // pw), sr_ratios, "GSA")
-        self.image_size, self.patch_size, self.channels = (ih, iw), (ph, pw), channels
-        self.num_classes, self.num_features = num_classes, dims[-1]
-
-        rates = torch.linspace(0, drop_path, sum(depths)).split(list(depths))
-        self.stages = nn.ModuleList(
-            Stage(
-                dims[i - 1] if i else channels,
-                dims[i],
-                depths[i],
-                heads[i],
-                (ph, pw) if i == 0 else 2,
-                window_sizes[i],
-                sr_ratios[i],
-                rates[i].tolist(),
-                index=i,
-                mlp_ratio=mlp_ratios[i],
-                qkv_bias=qkv_bias,
-                dropout=dropout,
-                attn_dropout=attn_dropout,
-            )
-            for i in range(n)
-        )
-        self.norm = nn.LayerNorm(self.num_features, eps=1e-6)
-        self.head = (
-            nn.Linear(self.num_features, num_classes)
-            if num_classes > 0
-            else nn.Identity()
-        )
-        self.reset_parameters()
+        args = check_stages(num_classes, channels, image_size, patch_size, dims, depths,
+                            heads, sr_ratios, window_sizes, mlp_ratios)  # fmt: skip
+        self.resolutions = stage_resolutions(args.grid, args.sr_ratios, "GSA")
+        self.build_stages(Stage, args, drop_path, qkv_bias=qkv_bias, dropout=dropout,
+                          attn_dropout=attn_dropout)  # fmt: skip
 
     def reset_parameters(self):
         """The official Twins init (timm's ``_init_weights``): Linear weights N(0,
