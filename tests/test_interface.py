@@ -1,5 +1,6 @@
 """timm's interface on every classifier: each new model adds one line to MODELS."""
 
+import functools
 import subprocess
 import sys
 
@@ -7,73 +8,70 @@ import pytest
 import torch
 from torch import nn
 
-from vitbook import NaViT, ScalableViT, Swin, Twins, ViT, data
+from factories import small_scalable_vit, small_twins
+from vitbook import NaViT, Swin, ViT, data
 from vitbook.models import CNN, Classifier, PyramidClassifier
 from vitbook.layers import trunc_normal_init
 from vitbook.models.swin import window_partition
 from vitbook.train import param_groups
 
-MODELS = {
-    "vit": lambda n=10: ViT(
-        image_size=16, patch_size=4, num_classes=n, dim=32, depth=3, heads=2, channels=1
+# each model's small configuration: MODELS[name](n, **changes) builds it with n classes
+CONFIGS = {
+    "vit": (
+        ViT,
+        dict(image_size=16, patch_size=4, dim=32, depth=3, heads=2, channels=1),
     ),
-    "vit-mean": lambda n=10: ViT(
-        image_size=16,
-        patch_size=4,
-        num_classes=n,
-        dim=32,
-        depth=2,
-        heads=2,
-        channels=1,
-        pool="mean",
-        pos_embed="sincos",
+    "vit-mean": (
+        ViT,
+        dict(
+            image_size=16,
+            patch_size=4,
+            dim=32,
+            depth=2,
+            heads=2,
+            channels=1,
+            pool="mean",
+            pos_embed="sincos",
+        ),
     ),
-    "swin": lambda n=10: Swin(
-        image_size=16,
-        patch_size=2,
-        num_classes=n,
-        dim=16,
-        depths=(2, 2),
-        heads=(2, 4),
-        window_size=4,
-        channels=1,
+    "swin": (
+        Swin,
+        dict(
+            image_size=16,
+            patch_size=2,
+            dim=16,
+            depths=(2, 2),
+            heads=(2, 4),
+            window_size=4,
+            channels=1,
+        ),
     ),
-    "twins": lambda n=10: Twins(
-        image_size=16,
-        patch_size=2,
-        num_classes=n,
-        dims=(16, 32),
-        depths=(2, 2),
-        heads=(2, 4),
-        window_sizes=4,
-        sr_ratios=(2, 1),
-        channels=1,
+    "twins": (small_twins, dict(depths=(2, 2))),
+    "scalable_vit": (small_scalable_vit, dict(depths=(2, 2))),
+    # a (b, c, h, w) batch is b images to NaViT; two 16-token images pack into one
+    # sequence
+    "navit": (
+        NaViT,
+        dict(
+            max_image_size=16,
+            patch_size=4,
+            dim=32,
+            depth=2,
+            heads=2,
+            token_budget=64,
+            channels=1,
+        ),
     ),
-    "scalable_vit": lambda n=10: ScalableViT(
-        image_size=16,
-        patch_size=2,
-        num_classes=n,
-        dims=(16, 32),
-        depths=(2, 2),
-        heads=(2, 4),
-        window_sizes=4,
-        sr_ratios=(2, 1),
-        c_ratios=(1.25, 1),
-        channels=1,
-    ),
-    # a (b, c, h, w) batch is b images to NaViT; two 16-token images pack into one sequence
-    "navit": lambda n=10: NaViT(
-        max_image_size=16,
-        patch_size=4,
-        num_classes=n,
-        dim=32,
-        depth=2,
-        heads=2,
-        token_budget=64,
-        channels=1,
-    ),
-    "cnn": lambda n=10: CNN(num_classes=n, channels=1, widths=(8, 16)),
+    "cnn": (CNN, dict(channels=1, widths=(8, 16))),
 }
+
+
+def build(name: str, n: int = 10, **changes) -> nn.Module:
+    make, config = CONFIGS[name]
+    return make(**{**config, "num_classes": n, **changes})
+
+
+MODELS = {name: functools.partial(build, name) for name in CONFIGS}
 # what forward_intermediates yields: ViT the tokens after each block, Swin each stage's map
 INTERMEDIATES = {
     "vit": [(2, 17, 32)] * 3,
