@@ -11,7 +11,7 @@ from torch import nn
 from factories import small_scalable_vit, small_twins
 from vitbook import NaViT, Swin, ViT, data
 from vitbook.models import CNN, Classifier, PyramidClassifier
-from vitbook.layers import trunc_normal_init
+from vitbook.layers import Attention, trunc_normal_init
 from vitbook.models.swin import window_partition
 from vitbook.train import param_groups
 
@@ -258,6 +258,52 @@ def test_mlp_ratio_must_be_positive():
 def test_window_partition_refuses_a_map_the_window_does_not_divide():
     with pytest.raises(ValueError, match=r"7x8 map is not divisible by the window 4x4"):
         window_partition(torch.zeros(1, 7, 8, 3), 4)
+
+
+# --------------------------------------------------------------------------- one vocabulary
+@pytest.mark.parametrize("name", [name for name in MODELS if name != "cnn"])
+def test_attn_dropout_is_the_old_name_of_attn_drop_in_every_model(name):
+    def rates(model):
+        return [m.attn_drop for m in model.modules() if isinstance(m, Attention)]
+
+    torch.manual_seed(0)
+    model = MODELS[name](attn_drop=0.25)
+    torch.manual_seed(0)
+    with pytest.warns(DeprecationWarning, match="attn_dropout= is the old name"):
+        old = MODELS[name](attn_dropout=0.25)
+    assert 0.25 in rates(model) and rates(old) == rates(model)
+    torch.testing.assert_close(old.state_dict(), model.state_dict())
+    with pytest.raises(TypeError, match="got attn_dropout= and attn_drop="):
+        MODELS[name](attn_dropout=0.25, attn_drop=0.25)
+
+
+@pytest.mark.parametrize("name", ["vit", "navit"])
+def test_vit_and_navit_take_mlp_ratio_and_still_mlp_dim(name):
+    def widths(model):
+        return {block.mlp.fc1.out_features for block in model.blocks}
+
+    assert widths(MODELS[name]()) == {4 * 32}
+    torch.manual_seed(0)
+    by_ratio = MODELS[name](mlp_ratio=1.5)
+    torch.manual_seed(0)
+    by_width = MODELS[name](mlp_dim=48)
+    assert widths(by_ratio) == widths(by_width) == {48}
+    torch.testing.assert_close(by_ratio.state_dict(), by_width.state_dict())
+    with pytest.raises(ValueError, match=r"mlp_ratio=-0.5 must be > 0"):
+        MODELS[name](mlp_ratio=-0.5)
+
+
+# the keyword that names the image size of each model, and the name its errors use
+IMAGE_SIZE = {"navit": ("max_image_size", "max_image_size")}
+
+
+@pytest.mark.parametrize("name", [name for name in MODELS if name != "cnn"])
+def test_every_model_checks_its_image_against_the_patch_with_patch_grid(name):
+    keyword, said = IMAGE_SIZE.get(name, ("image_size", "image"))
+    with pytest.raises(ValueError, match=f"{said} width 0 is smaller than patch_size"):
+        MODELS[name](**{keyword: (16, 0)})
+    with pytest.raises(ValueError, match=f"{said} height 17 is not divisible by"):
+        MODELS[name](**{keyword: (17, 16)})
 
 
 # --------------------------------------------------------------------------- initialization

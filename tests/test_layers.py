@@ -13,6 +13,7 @@ from vitbook.layers import (
     patch_grid,
     posemb_sincos_2d,
     record_attention,
+    renamed,
     resample_pos_embed,
     sdpa_falls_back,
 )
@@ -137,6 +138,34 @@ def test_a_resized_patch_embedding_keeps_the_rule_and_its_grid():
     assert embed.image_size == (16, 24) and embed.grid == (4, 6)
     with pytest.raises(ValueError, match="image height 18 is not divisible"):
         embed.set_image_size((18, 24))
+
+
+def test_an_old_keyword_still_reaches_its_new_name_with_a_deprecation_warning():
+    @renamed(attn_dropout="attn_drop")
+    def build(dim, attn_drop=0.0):
+        return dim, attn_drop
+
+    assert build(8, attn_drop=0.1) == (8, 0.1)
+    with pytest.warns(
+        DeprecationWarning,
+        match=r"build\(\): attn_dropout= is the old name of attn_drop=",
+    ):
+        assert build(8, attn_dropout=0.2) == (8, 0.2)
+    with pytest.raises(TypeError, match="got attn_dropout= and attn_drop="):
+        build(8, attn_dropout=0.2, attn_drop=0.2)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'attn_dropuot'"):
+        build(8, attn_dropuot=0.2)
+
+
+def test_block_takes_mlp_ratio_as_every_model_does_and_mlp_dim_as_before():
+    assert Block(16, 2).mlp.fc1.out_features == 64
+    assert Block(16, 2, mlp_ratio=1.5).mlp.fc1.out_features == 24
+    # the third argument stays the hidden width, for the callers that pass it so
+    assert Block(16, 2, 40).mlp.fc1.out_features == 40
+    with pytest.raises(ValueError, match=r"mlp_ratio=0.0 must be > 0"):
+        Block(16, 2, mlp_ratio=0.0)
+    with pytest.warns(DeprecationWarning, match="attn_dropout= is the old name"):
+        assert Block(16, 2, attn_dropout=0.3).attn.attn_drop == 0.3
 
 
 def test_sincos_embedding_gives_every_position_its_own_unit_scale_code():

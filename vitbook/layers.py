@@ -7,6 +7,8 @@ weights can be kept for figures; ``tests/test_layers.py`` proves both paths agre
 
 from __future__ import annotations
 
+import functools
+import warnings
 from contextlib import contextmanager
 
 import torch
@@ -22,6 +24,38 @@ def pair(x) -> tuple[int, int]:
             raise ValueError(f"expected an int or a (height, width) pair, got {x!r}")
         return int(x[0]), int(x[1])
     return int(x), int(x)
+
+
+def renamed(**old_names: str):
+    """Let a constructor still take a keyword under the name it had before a rename:
+    ``@renamed(attn_dropout="attn_drop")`` passes ``attn_dropout=0.1`` on as
+    ``attn_drop=0.1``, with a DeprecationWarning that names the new keyword. Both
+    names at once are a TypeError."""
+
+    def decorate(init):
+        owner = init.__qualname__.removesuffix(".__init__")
+
+        @functools.wraps(init)
+        def wrapper(*args, **kwargs):
+            for old, new in old_names.items():
+                if old not in kwargs:
+                    continue
+                if new in kwargs:
+                    raise TypeError(
+                        f"{owner}() got {old}= and {new}=: {old} is the old name of "
+                        f"{new}; pass {new}= only"
+                    )
+                warnings.warn(
+                    f"{owner}(): {old}= is the old name of {new}=; pass {new}=",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+                kwargs[new] = kwargs.pop(old)
+            return init(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
 
 
 def merge_masks(
@@ -161,6 +195,24 @@ def record_attention(model: nn.Module):
             layer.recorded = None
 
 
+def check_mlp_ratio(mlp_ratio: float) -> float:
+    if not mlp_ratio > 0:
+        raise ValueError(
+            f"mlp_ratio={mlp_ratio} must be > 0 (hidden width = mlp_ratio * dim)"
+        )
+    return float(mlp_ratio)
+
+
+def mlp_width(dim: int, mlp_ratio: float = 4.0, mlp_dim: int | None = None) -> int:
+    """The MLP's hidden width: ``mlp_dim`` itself when given (the ViT paper's "MLP
+    size"), else ``int(mlp_ratio * dim)`` (timm's ``mlp_ratio``); either way the
+    ratio to ``dim`` must be > 0."""
+    if mlp_dim is not None:
+        check_mlp_ratio(mlp_dim / dim)
+        return mlp_dim
+    return int(dim * check_mlp_ratio(mlp_ratio))
+
+
 class FeedForward(nn.Module):
     """The transformer's MLP: Linear -> GELU -> Linear (timm names ``fc1``/``fc2``)."""
 
@@ -199,27 +251,34 @@ class DropPath(nn.Module):
 class Block(nn.Module):
     """A pre-norm transformer encoder block: x + Attn(LN(x)), then x + MLP(LN(x)).
 
-    ``eps=1e-6`` is the LayerNorm epsilon of the original ViT code (PyTorch's default is
-    1e-5).
+    The MLP is ``mlp_ratio * dim`` wide (timm's name, the one every block and model of
+    vitbook takes), or ``mlp_dim`` wide when that is given (the ViT paper's "MLP
+    size"). ``dropout`` acts on the outputs of the attention's projection and of the
+    MLP's layers, ``attn_drop`` on the attention weights (``attn_dropout``, its old
+    name, still works, with a DeprecationWarning). ``eps=1e-6`` is the LayerNorm
+    epsilon of the original ViT code (PyTorch's default is 1e-5).
     """
 
+    @renamed(attn_dropout="attn_drop")
     def __init__(
         self,
         dim: int,
         heads: int,
-        mlp_dim: int,
+        mlp_dim: int | None = None,
         dim_head: int | None = None,
         qkv_bias: bool = True,
         dropout: float = 0.0,
-        attn_dropout: float = 0.0,
+        attn_drop: float = 0.0,
         drop_path: float = 0.0,
         eps: float = 1e-6,
+        *,
+        mlp_ratio: float = 4.0,
     ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=eps)
-        self.attn = Attention(dim, heads, dim_head, qkv_bias, attn_dropout, dropout)
+        self.attn = Attention(dim, heads, dim_head, qkv_bias, attn_drop, dropout)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
-        self.mlp = FeedForward(dim, mlp_dim, dropout)
+        self.mlp = FeedForward(dim, mlp_width(dim, mlp_ratio, mlp_dim), dropout)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x, mask=None, bias=None):
@@ -412,6 +471,9 @@ def trunc_normal_init(module: nn.Module, std: float = 0.02) -> None:
 
 __all__ = [
     "pair",
+    "renamed",
+    "check_mlp_ratio",
+    "mlp_width",
     "Attention",
     "attention_weights",
     "record_attention",

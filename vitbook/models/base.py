@@ -32,6 +32,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+# check_mlp_ratio is re-exported: the models import it from here
+from ..layers import check_mlp_ratio
+
 
 def check_num_classes(num_classes) -> int:
     """``num_classes`` as an int; 0 is allowed (no head: the model returns its
@@ -68,14 +71,6 @@ def take_indices(n: int, indices=None) -> list[int]:
             f"indices {list(indices)} must lie in [-{n}, {n}) for {n} layers"
         )
     return sorted(set(chosen))
-
-
-def check_mlp_ratio(mlp_ratio: float) -> float:
-    if not mlp_ratio > 0:
-        raise ValueError(
-            f"mlp_ratio={mlp_ratio} must be > 0 (hidden width = mlp_ratio * dim)"
-        )
-    return float(mlp_ratio)
 
 
 def not_defined(model: nn.Module, method: str, base: str) -> NotImplementedError:

@@ -36,11 +36,13 @@ from ..layers import (
     FeedForward,
     check_image,
     merge_masks,
+    mlp_width,
     patch_grid,
+    renamed,
     trunc_normal_init,
 )
 from ..packing import STRATEGIES, Packing, pack
-from .base import Classifier, check_mlp_ratio, check_num_classes, check_positive
+from .base import Classifier, check_num_classes, check_positive
 
 
 class QKNormAttention(Attention):
@@ -162,10 +164,16 @@ class NaViT(Classifier):
     ``(b, c, h, w)``, read as b images) and returns ``(len(images), num_classes)``
     logits in input order. ``forward_features`` returns :class:`PackedTokens`;
     ``forward_intermediates`` the packed tokens ``(S, L, dim)`` after each block (the
-    structure is the same as ``forward_features``' for the same input)."""
+    structure is the same as ``forward_features``' for the same input).
+
+    The MLPs are ``mlp_ratio * dim`` wide, or ``mlp_dim`` wide when that is given (as
+    for :class:`~vitbook.models.ViT`); ``attn_drop`` is the dropout on the attention
+    weights (``attn_dropout``, its old name, still works, with a
+    DeprecationWarning)."""
 
     no_weight_decay_keys = ("pos_embed_row", "pos_embed_col", "probe")
 
+    @renamed(attn_dropout="attn_drop")
     def __init__(
         self,
         *,
@@ -176,6 +184,7 @@ class NaViT(Classifier):
         depth: int,
         heads: int,
         token_budget: int,
+        mlp_ratio: float = 4.0,
         mlp_dim: int | None = None,
         channels: int = 3,
         dim_head: int | None = None,
@@ -184,15 +193,14 @@ class NaViT(Classifier):
         qk_norm: bool = True,
         qkv_bias: bool = True,
         dropout: float = 0.0,
-        attn_dropout: float = 0.0,
+        attn_drop: float = 0.0,
         drop_path: float = 0.0,
     ):
         super().__init__()
         check_num_classes(num_classes)
         check_positive(patch_size=patch_size, dim=dim, depth=depth, heads=heads,
                        channels=channels, token_budget=token_budget)  # fmt: skip
-        if mlp_dim is not None:
-            check_mlp_ratio(mlp_dim / dim)
+        mlp_dim = mlp_width(dim, mlp_ratio, mlp_dim)
         if packing not in STRATEGIES:
             raise ValueError(f"packing={packing!r} is not one of {tuple(STRATEGIES)}")
         if not callable(token_dropout):
@@ -202,7 +210,6 @@ class NaViT(Classifier):
         self.patch_size, self.channels = patch_size, channels
         self.token_budget, self.packing, self.token_dropout = (
             token_budget, packing, token_dropout)  # fmt: skip
-        mlp_dim = mlp_dim or 4 * dim
 
         self.patch_embed = nn.Linear(channels * patch_size**2, dim)
         self.pos_embed_row = nn.Parameter(torch.zeros(self.max_grid[0], dim))
@@ -211,10 +218,11 @@ class NaViT(Classifier):
         self.blocks = nn.ModuleList()
         for rate in rates:
             block = Block(dim, heads, mlp_dim, dim_head, qkv_bias, dropout,
-                          attn_dropout, rate)  # fmt: skip
-            if qk_norm:  # the same block with ViT-22B's attention in place
+                          attn_drop, rate)  # fmt: skip
+            # the same block with ViT-22B's attention in place
+            if qk_norm:
                 block.attn = QKNormAttention(dim, heads, dim_head, qkv_bias,
-                                             attn_dropout, dropout)  # fmt: skip
+                                             attn_drop, dropout)  # fmt: skip
             self.blocks.append(block)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.pool = AttentionPool(dim, heads, mlp_dim, dim_head, qkv_bias)

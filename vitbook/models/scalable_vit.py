@@ -48,6 +48,7 @@ from torch import nn
 from ..layers import (
     Attention,
     pair,
+    renamed,
     trunc_normal_init,
 )
 from .base import (
@@ -246,16 +247,16 @@ class ScalableViTBlock(TwinsBlock):
     kinds = ("IWSA", "SSA")
 
     def attention(
-        self, dim, heads, window_size, sr_ratio, qkv_bias, attn_dropout, dropout,
+        self, dim, heads, window_size, sr_ratio, qkv_bias, attn_drop, dropout,
         c_ratio: float = 1.25,
     ) -> nn.Module:  # fmt: skip
         """IWSA inside ``window_size`` windows, or SSA when ``window_size`` is None."""
         if window_size is None:
             return ScalableAttention(
-                dim, heads, sr_ratio, c_ratio, qkv_bias, attn_dropout, dropout
+                dim, heads, sr_ratio, c_ratio, qkv_bias, attn_drop, dropout
             )
         return InteractiveWindowAttention(
-            dim, heads, window_size, qkv_bias, attn_dropout, dropout
+            dim, heads, window_size, qkv_bias, attn_drop, dropout
         )
 
 
@@ -284,11 +285,14 @@ class ScalableViT(PyramidClassifier):
     models put a 4096-wide MLP there). ``image_size`` fixes the sizes the arguments are
     checked against; other sizes also run (IWSA pads), as long as every stage's map is
     at least its ``sr_ratio`` on each side (a smaller one is refused with the
-    constructor's error).
+    constructor's error). Plural names take one value per stage, as in
+    :class:`~vitbook.models.Twins`; ``attn_drop`` is the dropout on the attention
+    weights (``attn_dropout``, its old name, still works, with a DeprecationWarning).
     """
 
     no_weight_decay_modules = ("peg",)  # the position encoding, as officially
 
+    @renamed(attn_dropout="attn_drop")
     def __init__(
         self,
         *,
@@ -305,7 +309,7 @@ class ScalableViT(PyramidClassifier):
         channels: int = 3,
         qkv_bias: bool = True,
         dropout: float = 0.0,
-        attn_dropout: float = 0.0,
+        attn_drop: float = 0.0,
         drop_path: float = 0.0,
     ):
         super().__init__()
@@ -318,7 +322,7 @@ class ScalableViT(PyramidClassifier):
         )
         self.build_stages(Stage, args, drop_path, dict(c_ratio=c_ratios),
                           qkv_bias=qkv_bias, dropout=dropout,
-                          attn_dropout=attn_dropout)  # fmt: skip
+                          attn_drop=attn_drop)  # fmt: skip
 
     def reset_parameters(self):
         """The official init: Linear weights N(0, 0.02), zero biases, unit LayerNorms,

@@ -44,6 +44,7 @@ from ..layers import (
     check_image,
     pair,
     patch_grid,
+    renamed,
     trunc_normal_init,
 )
 from .base import (
@@ -228,9 +229,11 @@ class SwinBlock(nn.Module):
 
     ``shift_size=0`` is W-MSA, ``shift_size > 0`` SW-MSA. The shift mask depends only on
     the padded map size, so it is built the first time a size is seen and cached per
-    device.
+    device. ``attn_drop`` was ``attn_dropout`` (still taken, with a
+    DeprecationWarning).
     """
 
+    @renamed(attn_dropout="attn_drop")
     def __init__(
         self,
         dim: int,
@@ -240,7 +243,7 @@ class SwinBlock(nn.Module):
         mlp_ratio: float = 4.0,
         qkv_bias: bool = True,
         dropout: float = 0.0,
-        attn_dropout: float = 0.0,
+        attn_drop: float = 0.0,
         drop_path: float = 0.0,
     ):
         super().__init__()
@@ -257,7 +260,7 @@ class SwinBlock(nn.Module):
                 )
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention(
-            dim, heads, self.window_size, qkv_bias, attn_dropout, dropout
+            dim, heads, self.window_size, qkv_bias, attn_drop, dropout
         )
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
@@ -423,8 +426,11 @@ class Swin(PyramidClassifier):
     ``image_size`` is the size the windows are fitted to (window clamping); other sizes
     that the patch size divides are accepted and padded to whole windows.
     ``window_size`` is M, the same for every stage; the shift is M // 2 as in the paper.
+    ``attn_drop`` is the dropout on the attention weights (``attn_dropout``, its old
+    name, still works, with a DeprecationWarning).
     """
 
+    @renamed(attn_dropout="attn_drop")
     def __init__(
         self,
         *,
@@ -439,7 +445,7 @@ class Swin(PyramidClassifier):
         channels: int = 3,
         qkv_bias: bool = True,
         dropout: float = 0.0,
-        attn_dropout: float = 0.0,
+        attn_drop: float = 0.0,
         drop_path: float = 0.1,
     ):
         super().__init__()
@@ -488,7 +494,7 @@ class Swin(PyramidClassifier):
                 mlp_ratio=mlp_ratio,
                 qkv_bias=qkv_bias,
                 dropout=dropout,
-                attn_dropout=attn_dropout,
+                attn_drop=attn_drop,
             )
             self.stages.append(stage)
             resolution = stage.resolution

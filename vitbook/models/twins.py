@@ -50,6 +50,7 @@ from ..layers import (
     check_image,
     pair,
     patch_grid,
+    renamed,
     trunc_normal_init,
 )
 from .base import (
@@ -216,10 +217,12 @@ class PEG(nn.Module):
 class TwinsBlock(nn.Module):
     """x + Attn(LN(x)), then x + MLP(LN(x)) on a map ``(b, H, W, dim)``, where Attn is
     LSA (``window_size`` given) or GSA (``sr_ratio``). ScalableViT's block is this one
-    with its own two attentions (:meth:`attention`)."""
+    with its own two attentions (:meth:`attention`). ``attn_drop`` was
+    ``attn_dropout`` (still taken, with a DeprecationWarning)."""
 
     kinds = ("LSA", "GSA")  # (windowed, global): the names ``kind`` reports
 
+    @renamed(attn_dropout="attn_drop")
     def __init__(
         self,
         dim: int,
@@ -229,7 +232,7 @@ class TwinsBlock(nn.Module):
         mlp_ratio: float = 4.0,
         qkv_bias: bool = True,
         dropout: float = 0.0,
-        attn_dropout: float = 0.0,
+        attn_drop: float = 0.0,
         drop_path: float = 0.0,
         **attention_kw,
     ):
@@ -237,7 +240,7 @@ class TwinsBlock(nn.Module):
         check_mlp_ratio(mlp_ratio)
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = self.attention(
-            dim, heads, window_size, sr_ratio, qkv_bias, attn_dropout, dropout,
+            dim, heads, window_size, sr_ratio, qkv_bias, attn_drop, dropout,
             **attention_kw,
         )  # fmt: skip
         self.kind = self.kinds[window_size is None]
@@ -246,15 +249,15 @@ class TwinsBlock(nn.Module):
         self.mlp = FeedForward(dim, int(dim * mlp_ratio), dropout)
 
     def attention(
-        self, dim, heads, window_size, sr_ratio, qkv_bias, attn_dropout, dropout
+        self, dim, heads, window_size, sr_ratio, qkv_bias, attn_drop, dropout
     ) -> nn.Module:
         """LSA inside ``window_size`` windows, or GSA when ``window_size`` is None."""
         if window_size is None:
             return GlobalSubsampledAttention(
-                dim, heads, sr_ratio, qkv_bias, attn_dropout, dropout
+                dim, heads, sr_ratio, qkv_bias, attn_drop, dropout
             )
         return LocallyGroupedAttention(
-            dim, heads, window_size, qkv_bias, attn_dropout, dropout
+            dim, heads, window_size, qkv_bias, attn_drop, dropout
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -431,11 +434,15 @@ class Twins(PyramidClassifier):
     w)``; ``forward_intermediates`` every stage's map. ``image_size`` fixes the sizes
     the arguments are checked against; other sizes the patch divides also run (LSA
     pads), as long as every stage's map is at least its ``sr_ratio`` on each side (a
-    smaller one is refused with the constructor's error).
+    smaller one is refused with the constructor's error). A plural name takes one
+    value per stage (one value for all where allowed), as timm's Twins does
+    (``window_sizes`` is its ``wss``); ``attn_drop`` is the dropout on the attention
+    weights (``attn_dropout``, its old name, still works, with a DeprecationWarning).
     """
 
     no_weight_decay_modules = ("peg",)  # the position encoding, as officially
 
+    @renamed(attn_dropout="attn_drop")
     def __init__(
         self,
         *,
@@ -451,7 +458,7 @@ class Twins(PyramidClassifier):
         channels: int = 3,
         qkv_bias: bool = True,
         dropout: float = 0.0,
-        attn_dropout: float = 0.0,
+        attn_drop: float = 0.0,
         drop_path: float = 0.0,
     ):
         super().__init__()
@@ -459,7 +466,7 @@ class Twins(PyramidClassifier):
                             heads, sr_ratios, window_sizes, mlp_ratios)  # fmt: skip
         self.resolutions = stage_resolutions(args.grid, args.sr_ratios, "GSA")
         self.build_stages(Stage, args, drop_path, qkv_bias=qkv_bias, dropout=dropout,
-                          attn_dropout=attn_dropout)  # fmt: skip
+                          attn_drop=attn_drop)  # fmt: skip
 
     def reset_parameters(self):
         """The official Twins init (timm's ``_init_weights``): Linear weights N(0,
