@@ -116,9 +116,10 @@ class Attention(nn.Module):
         mask: torch.Tensor | None = None,
         bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        # 3 x (b, h, n, d)
         q, k, v = rearrange(
             self.qkv(x), "b n (qkv h d) -> qkv b h n d", qkv=3, h=self.heads
-        )  # 3 x (b, h, n, d)
+        )
         return self.attend(q, k, v, merge_masks(mask, bias, q.dtype))
 
     def attend(self, q, k, v, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -321,9 +322,8 @@ class PatchEmbed(nn.Module):
         else:
             check_image(img, self.channels, self.image_size)
         ph, pw = self.patch_size
-        patches = rearrange(
-            img, "b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=ph, p2=pw
-        )  # (b, n, p*p*c)
+        # (b, n, p*p*c)
+        patches = rearrange(img, "b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=ph, p2=pw)
         return self.proj(patches)  # (b, n, dim)
 
 
@@ -410,9 +410,10 @@ def posemb_sincos_2d(
         torch.arange(w, dtype=torch.float64),
         indexing="ij",
     )
+    # (dim/4,)
     omega = 1.0 / temperature ** (
         torch.arange(dim // 4, dtype=torch.float64) / (dim // 4)
-    )  # (dim/4,)
+    )
     y = y.flatten()[:, None] * omega[None, :]  # (h*w, dim/4)
     x = x.flatten()[:, None] * omega[None, :]
     first, second = (y, x) if order == "yx" else (x, y)
@@ -448,9 +449,10 @@ def resample_pos_embed(
     prefix, table = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
     dtype = torch.float64 if pos_embed.dtype == torch.float64 else torch.float32
     table = rearrange(table.to(dtype), "1 (h w) d -> 1 d h w", h=old_h)
+    # (1, dim, h, w)
     table = F.interpolate(
         table, size=(h, w), mode="bicubic", align_corners=False, antialias=True
-    )  # (1, dim, h, w)
+    )
     table = rearrange(table, "1 d h w -> 1 (h w) d").to(pos_embed.dtype)
     return torch.cat((prefix, table), dim=1)  # (1, prefix + h * w, dim)
 

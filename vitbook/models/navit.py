@@ -57,9 +57,10 @@ class QKNormAttention(Attention):
         self.k_norm = nn.LayerNorm(self.dim_head, eps=eps)
 
     def forward(self, x, mask=None, bias=None):
+        # 3 x (b, h, n, d)
         q, k, v = rearrange(
             self.qkv(x), "b n (qkv h d) -> qkv b h n d", qkv=3, h=self.heads
-        )  # 3 x (b, h, n, d)
+        )
         # over d, per token and head; on a strided view PyTorch's CPU LayerNorm is ~6x
         # slower than a copy followed by the norm
         q, k = self.q_norm(q.contiguous()), self.k_norm(k.contiguous())
@@ -78,9 +79,10 @@ class PoolAttention(Attention):
 
     def forward(self, queries, context, mask=None):
         q = rearrange(self.q(queries), "b m (h d) -> b h m d", h=self.heads)
+        # 2 x (b, h, n, d)
         k, v = rearrange(
             self.kv(context), "b n (kv h d) -> kv b h n d", kv=2, h=self.heads
-        )  # 2 x (b, h, n, d)
+        )
         return self.attend(q, k, v, merge_masks(mask, None, q.dtype))  # (b, m, dim)
 
 
@@ -266,9 +268,10 @@ class NaViT(Classifier):
                 f"{cols - 1}"
             )
         p, device = self.patch_size, images.device
+        # (k, n, p*p*c)
         patches = rearrange(
             images, "k c (h p1) (w p2) -> k (h w) (p1 p2 c)", p1=p, p2=p
-        )  # (k, n, p*p*c)
+        )
         grid = torch.stack(torch.meshgrid(
             torch.arange(rows, device=device),
             torch.arange(cols, device=device), indexing="ij"), -1)  # fmt: skip
@@ -315,9 +318,10 @@ class NaViT(Classifier):
         # where token t of image i goes: sequence s_i, slot offset_i + t
         device = patches.device
         counts = torch.tensor(lengths, device=device)
+        # (B, 2)
         place = torch.tensor(
             [(p.sequence, p.offset) for p in packing.placements], device=device
-        )  # (B, 2)
+        )
         owner = torch.repeat_interleave(
             torch.arange(len(images), device=device), counts
         )

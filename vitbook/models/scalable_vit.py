@@ -157,12 +157,13 @@ class InteractiveWindowAttention(Attention):
         x = F.pad(x, (0, 0, 0, -w % ww, 0, -h % wh))  # (b, Hp, Wp, dim), zeros
         hp, wp = x.shape[1:3]
         qkv = self.qkv(x)  # (b, Hp, Wp, 3 dim)
+        # 3 x (b * windows, heads, k*k, d)
         q, k, v = rearrange(
             window_partition(qkv, self.window_size),
             "n t (three h d) -> three n h t d",
             three=3,
             h=self.heads,
-        )  # 3 x (b * windows, heads, k*k, d)
+        )
         out = window_reverse(self.mix(q, k, v), self.window_size, hp, wp)
         out = out[:, :h, :w] + self.local_interaction(qkv[:, :h, :w, 2 * dim :])
         return self.proj_drop(self.proj(out))  # (b, H, W, dim)

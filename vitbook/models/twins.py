@@ -182,15 +182,15 @@ class GlobalSubsampledAttention(Attention):
             else self.qkv.bias.split([inner, 2 * inner])
         )
         tokens = rearrange(x, "b h w d -> b (h w) d")
-        q = rearrange(
-            F.linear(tokens, w_q, b_q), "b n (h d) -> b h n d", h=self.heads
-        )  # (b, heads, H*W, d)
+        # (b, heads, H*W, d)
+        q = rearrange(F.linear(tokens, w_q, b_q), "b n (h d) -> b h n d", h=self.heads)
+        # 2 x (b, heads, H/r * W/r, d)
         k, v = rearrange(
             F.linear(self.summary(x), w_kv, b_kv),
             "b m (kv h d) -> kv b h m d",
             kv=2,
             h=self.heads,
-        )  # 2 x (b, heads, H/r * W/r, d)
+        )
         out = self.attend(q, k, v)  # (b, H*W, dim)
         return rearrange(out, "b (h w) d -> b h w d", h=h, w=w)
 
