@@ -9,27 +9,13 @@ import torch
 import torch.distributed as dist
 import torchvision
 from conftest import randomize_
+from factories import tiny_vit
 from torch import nn
 
-from vitbook import ViT
 from vitbook.ssl import BYOL, byol_loss, cosine_schedule
 from vitbook.ssl.byol import Online
 
 byol_pytorch = pytest.importorskip("byol_pytorch")
-
-
-def tiny_vit(channels=1, image_size=16, **kw):
-    return ViT(
-        image_size=image_size,
-        patch_size=4,
-        num_classes=0,
-        dim=16,
-        depth=1,
-        heads=2,
-        mlp_dim=32,
-        channels=channels,
-        **kw,
-    )
 
 
 def tiny_byol(backbone=None, **kw):

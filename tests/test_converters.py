@@ -7,6 +7,7 @@ import timm
 import torch
 
 from conftest import randomize_
+from factories import TIMM_TWINS
 from vitbook import ViT
 from vitbook.reference import swin_from_timm, twins_from_timm, vit_from_timm
 
@@ -19,16 +20,6 @@ SWIN = dict(
     depths=(2, 2, 2),
     num_heads=(3, 3, 6),
     window_size=4,
-)
-TWINS = dict(
-    img_size=32,
-    embed_dims=[16, 32],
-    num_heads=[1, 2],
-    mlp_ratios=[4, 4],
-    depths=[2, 2],
-    wss=[4, 4],
-    sr_ratios=[2, 1],
-    num_classes=10,
 )
 
 
@@ -46,7 +37,9 @@ def swin64():
 
 
 def twins64():
-    return in_float64(timm.create_model("twins_svt_small", pretrained=False, **TWINS))
+    return in_float64(
+        timm.create_model("twins_svt_small", pretrained=False, **TIMM_TWINS)
+    )
 
 
 @pytest.mark.parametrize(

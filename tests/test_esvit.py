@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from vit_pytorch import es_vit
 
-from vitbook import Swin, ViT
+from factories import tiny_vit
+from vitbook import Swin
 from vitbook.ssl import EsViT, dino_loss, esvit_loss, match_regions, region_loss
 from vitbook.ssl.esvit import region_grid, view_and_regions
 
@@ -24,20 +25,6 @@ def tiny_swin():
         heads=(1, 2),
         window_size=4,
         drop_path=0.0,
-    )
-
-
-def tiny_vit():
-    return ViT(
-        image_size=16,
-        patch_size=4,
-        num_classes=0,
-        dim=16,
-        depth=1,
-        heads=2,
-        mlp_dim=32,
-        channels=1,
-        dynamic_img_size=True,
     )
 
 

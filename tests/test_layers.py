@@ -10,8 +10,10 @@ from vitbook.layers import (
     PatchEmbed,
     attention_weights,
     pair,
+    patch_grid,
     posemb_sincos_2d,
     record_attention,
+    renamed,
     resample_pos_embed,
     sdpa_falls_back,
 )
@@ -112,6 +114,58 @@ def test_patch_size_must_divide_the_image():
         ValueError, match="image width 30 is not divisible by patch_size 4"
     ):
         PatchEmbed((32, 30), 4, channels=3, dim=8)
+
+
+def test_patch_grid_is_the_one_rule_every_patch_embedding_checks():
+    assert patch_grid((28, 20), (7, 5)) == (4, 4)
+    assert patch_grid(16, 4) == (4, 4)
+    with pytest.raises(
+        ValueError, match="image width 10 is not divisible by patch_size 4"
+    ):
+        patch_grid((16, 10), 4)
+    # 0 is divisible by anything, yet leaves no patch
+    with pytest.raises(
+        ValueError, match="max_image_size height 0 is smaller than patch_size 4"
+    ):
+        patch_grid((0, 16), 4, name="max_image_size")
+    with pytest.raises(ValueError, match="patch_size 0 must be >= 1"):
+        patch_grid(16, (4, 0))
+
+
+def test_a_resized_patch_embedding_keeps_the_rule_and_its_grid():
+    embed = PatchEmbed(32, 4, channels=1, dim=8)
+    embed.set_image_size((16, 24))
+    assert embed.image_size == (16, 24) and embed.grid == (4, 6)
+    with pytest.raises(ValueError, match="image height 18 is not divisible"):
+        embed.set_image_size((18, 24))
+
+
+def test_an_old_keyword_still_reaches_its_new_name_with_a_deprecation_warning():
+    @renamed(attn_dropout="attn_drop")
+    def build(dim, attn_drop=0.0):
+        return dim, attn_drop
+
+    assert build(8, attn_drop=0.1) == (8, 0.1)
+    with pytest.warns(
+        DeprecationWarning,
+        match=r"build\(\): attn_dropout= is the old name of attn_drop=",
+    ):
+        assert build(8, attn_dropout=0.2) == (8, 0.2)
+    with pytest.raises(TypeError, match="got attn_dropout= and attn_drop="):
+        build(8, attn_dropout=0.2, attn_drop=0.2)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'attn_dropuot'"):
+        build(8, attn_dropuot=0.2)
+
+
+def test_block_takes_mlp_ratio_as_every_model_does_and_mlp_dim_as_before():
+    assert Block(16, 2).mlp.fc1.out_features == 64
+    assert Block(16, 2, mlp_ratio=1.5).mlp.fc1.out_features == 24
+    # the third argument stays the hidden width, for the callers that pass it so
+    assert Block(16, 2, 40).mlp.fc1.out_features == 40
+    with pytest.raises(ValueError, match=r"mlp_ratio=0.0 must be > 0"):
+        Block(16, 2, mlp_ratio=0.0)
+    with pytest.warns(DeprecationWarning, match="attn_dropout= is the old name"):
+        assert Block(16, 2, attn_dropout=0.3).attn.attn_drop == 0.3
 
 
 def test_sincos_embedding_gives_every_position_its_own_unit_scale_code():

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import randomize_
+from factories import small_scalable_vit
 from vitbook import record_attention
 from vitbook.layers import Attention, FeedForward
 from vitbook.models.scalable_vit import (
@@ -20,22 +21,6 @@ from vitbook.models.scalable_vit import (
     attention_flops,
 )
 from vitbook.models.twins import PEG
-
-
-def small_model(**kw):
-    cfg = dict(
-        image_size=16,
-        patch_size=2,
-        num_classes=10,
-        dims=(16, 32),
-        depths=(4, 2),
-        heads=(2, 4),
-        window_sizes=4,
-        sr_ratios=(2, 1),
-        c_ratios=(1.25, 1),
-        channels=1,
-    )
-    return ScalableViT(**{**cfg, **kw})
 
 
 def window_of(h, w, k):
@@ -331,7 +316,7 @@ def vitbook_order(model, x):
 
 
 def test_sub_layers_run_in_the_official_order():
-    order = vitbook_order(small_model(), torch.randn(1, 1, 16, 16))
+    order = vitbook_order(small_scalable_vit(), torch.randn(1, 1, 16, 16))
     assert order[:9] == ["IWSA", "FF", "PEG", "SSA", "FF", "IWSA", "FF", "SSA", "FF"]
     assert order == official_order((4, 2))
 
@@ -363,7 +348,7 @@ def test_the_order_check_rejects_the_seeds_order():
 
 
 def test_blocks_alternate_iwsa_and_ssa_starting_with_iwsa():
-    model = small_model(depths=(3, 2))
+    model = small_scalable_vit(depths=(3, 2))
     kinds = [[b.kind for b in s.blocks] for s in model.stages]
     assert kinds == [["IWSA", "SSA", "IWSA"], ["IWSA", "SSA"]]
 
@@ -420,7 +405,7 @@ def test_init_follows_the_official_code():
 
 
 def test_peg_runs_after_the_first_block_and_is_left_out_of_weight_decay():
-    model = small_model()
+    model = small_scalable_vit()
     names = model.no_weight_decay()
     assert "stages.0.peg.proj.weight" in names
     assert "stages.0.blocks.0.attn.lim.weight" not in names
@@ -428,7 +413,7 @@ def test_peg_runs_after_the_first_block_and_is_left_out_of_weight_decay():
 
 # ---------------------------------------------------------------- shapes and sizes
 def test_features_are_a_map_and_every_stage_can_be_returned():
-    model = small_model(
+    model = small_scalable_vit(
         depths=(2, 2, 2),
         dims=(8, 16, 24),
         heads=(2, 2, 4),
@@ -442,7 +427,7 @@ def test_features_are_a_map_and_every_stage_can_be_returned():
 
 
 def test_odd_maps_round_up_and_other_sizes_run():
-    model = small_model(image_size=28, patch_size=4).eval()  # 7x7 then 4x4
+    model = small_scalable_vit(image_size=28, patch_size=4).eval()  # 7x7 then 4x4
     assert model.resolutions == [(7, 7), (4, 4)]
     for size in (12, 28, 36):
         assert model(torch.randn(1, 1, size, size)).shape == (1, 10)
@@ -465,7 +450,7 @@ def test_the_default_is_scalable_vit_s_with_a_7x7_grid_of_ssa_keys_at_224():
 
 
 def test_recorded_attention_gives_the_same_logits_as_sdpa():
-    model = randomize_(small_model(image_size=20), std=0.2).eval()
+    model = randomize_(small_scalable_vit(image_size=20), std=0.2).eval()
     x = torch.randn(2, 1, 20, 20)  # 10x10 tokens, windows 4: padded
     with torch.no_grad():
         plain = model(x)
@@ -506,7 +491,7 @@ def test_attention_flops_follow_the_formulas():
 )
 def test_bad_arguments_name_the_argument_the_value_and_the_rule(kw, message):
     with pytest.raises(ValueError, match=message):
-        small_model(**kw)
+        small_scalable_vit(**kw)
 
 
 @pytest.mark.parametrize(
@@ -521,7 +506,7 @@ def test_fractional_sub_sampling_and_windows_are_refused_not_truncated(
     kw, error, message
 ):
     with pytest.raises(error, match=message):
-        small_model(**kw)
+        small_scalable_vit(**kw)
     with pytest.raises(ValueError, match=r"sr_ratio=2.5 must be a whole number"):
         ScalableAttention(8, 2, sr_ratio=2.5, c_ratio=1)
     with pytest.raises(ValueError, match=r"window_size=3.5 must be a whole number"):
@@ -535,12 +520,12 @@ def test_an_image_too_small_for_a_stage_is_refused_as_the_constructor_refuses_it
     # built for 32 with sr 4 in stage 1: a 6x6 (2x2) image makes a 3x3 (1x1) map,
     # which the depthwise 4x4 reduction cannot cover (it raised Conv2d's own error)
     build = dict(image_size=32, channels=3, sr_ratios=(4, 1))
-    model = small_model(**build).eval()
+    model = small_scalable_vit(**build).eval()
     message = rf"stage 1 has a {side}x{side} map.*\[0\]=4: SSA would have no key"
     with pytest.raises(ValueError, match=message) as raised:
         model(torch.randn(1, 3, size, size))
     with pytest.raises(ValueError) as built:
-        small_model(**{**build, "image_size": size})
+        small_scalable_vit(**{**build, "image_size": size})
     assert str(raised.value) == str(built.value)
     assert model(torch.randn(1, 3, 8, 8)).shape == (1, 10)  # large enough: runs
 

@@ -3,6 +3,7 @@ import timm
 import torch
 
 from conftest import randomize_
+from factories import TIMM_TWINS, small_twins
 from vitbook import record_attention
 from vitbook.layers import Attention
 from vitbook.models.twins import (
@@ -17,18 +18,8 @@ from vitbook.models.twins import (
 from vitbook.reference import twins_from_timm
 
 CONFIGS = {
-    # the configuration: 8x8 then 4x4 tokens, windows 4 divide both maps,
-    # GSA sub-samples 2x2 patches in stage 1 and is full attention (sr 1) in stage 2
-    "two-stages": dict(
-        img_size=32,
-        embed_dims=[16, 32],
-        num_heads=[1, 2],
-        mlp_ratios=[4, 4],
-        depths=[2, 2],
-        wss=[4, 4],
-        sr_ratios=[2, 1],
-        num_classes=10,
-    ),
+    # the configuration (factories.TIMM_TWINS)
+    "two-stages": TIMM_TWINS,
     # 12x12, 6x6, 3x3 maps; windows 5, 4, 2 divide none of them (LSA pads), sr 5 does
     # not divide 12 (the strided convolution drops the rest), an odd depth (LSA, GSA,
     # LSA), per-stage mlp ratios, grey images
@@ -151,21 +142,6 @@ def test_init_follows_the_official_code():
 
 
 # --------------------------------------------------------------------------- the paper, not the seed
-def small_twins(**kw):
-    cfg = dict(
-        image_size=16,
-        patch_size=2,
-        num_classes=10,
-        dims=(16, 32),
-        depths=(4, 2),
-        heads=(2, 4),
-        window_sizes=4,
-        sr_ratios=(2, 1),
-        channels=1,
-    )
-    return Twins(**{**cfg, **kw})
-
-
 def test_peg_runs_right_after_the_first_block_of_every_stage():
     # the seed (vit-pytorch TwinsSVT) runs its PEG after an LSA and a GSA block
     model = small_twins().eval()

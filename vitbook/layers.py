@@ -7,6 +7,8 @@ weights can be kept for figures; ``tests/test_layers.py`` proves both paths agre
 
 from __future__ import annotations
 
+import functools
+import warnings
 from contextlib import contextmanager
 
 import torch
@@ -22,6 +24,38 @@ def pair(x) -> tuple[int, int]:
             raise ValueError(f"expected an int or a (height, width) pair, got {x!r}")
         return int(x[0]), int(x[1])
     return int(x), int(x)
+
+
+def renamed(**old_names: str):
+    """Let a constructor still take a keyword under the name it had before a rename:
+    ``@renamed(attn_dropout="attn_drop")`` passes ``attn_dropout=0.1`` on as
+    ``attn_drop=0.1``, with a DeprecationWarning that names the new keyword. Both
+    names at once are a TypeError."""
+
+    def decorate(init):
+        owner = init.__qualname__.removesuffix(".__init__")
+
+        @functools.wraps(init)
+        def wrapper(*args, **kwargs):
+            for old, new in old_names.items():
+                if old not in kwargs:
+                    continue
+                if new in kwargs:
+                    raise TypeError(
+                        f"{owner}() got {old}= and {new}=: {old} is the old name of "
+                        f"{new}; pass {new}= only"
+                    )
+                warnings.warn(
+                    f"{owner}(): {old}= is the old name of {new}=; pass {new}=",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+                kwargs[new] = kwargs.pop(old)
+            return init(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
 
 
 def merge_masks(
@@ -82,9 +116,10 @@ class Attention(nn.Module):
         mask: torch.Tensor | None = None,
         bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        # 3 x (b, h, n, d)
         q, k, v = rearrange(
             self.qkv(x), "b n (qkv h d) -> qkv b h n d", qkv=3, h=self.heads
-        )  # 3 x (b, h, n, d)
+        )
         return self.attend(q, k, v, merge_masks(mask, bias, q.dtype))
 
     def attend(self, q, k, v, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -161,6 +196,24 @@ def record_attention(model: nn.Module):
             layer.recorded = None
 
 
+def check_mlp_ratio(mlp_ratio: float) -> float:
+    if not mlp_ratio > 0:
+        raise ValueError(
+            f"mlp_ratio={mlp_ratio} must be > 0 (hidden width = mlp_ratio * dim)"
+        )
+    return float(mlp_ratio)
+
+
+def mlp_width(dim: int, mlp_ratio: float = 4.0, mlp_dim: int | None = None) -> int:
+    """The MLP's hidden width: ``mlp_dim`` itself when given (the ViT paper's "MLP
+    size"), else ``int(mlp_ratio * dim)`` (timm's ``mlp_ratio``); either way the
+    ratio to ``dim`` must be > 0."""
+    if mlp_dim is not None:
+        check_mlp_ratio(mlp_dim / dim)
+        return mlp_dim
+    return int(dim * check_mlp_ratio(mlp_ratio))
+
+
 class FeedForward(nn.Module):
     """The transformer's MLP: Linear -> GELU -> Linear (timm names ``fc1``/``fc2``)."""
 
@@ -199,27 +252,34 @@ class DropPath(nn.Module):
 class Block(nn.Module):
     """A pre-norm transformer encoder block: x + Attn(LN(x)), then x + MLP(LN(x)).
 
-    ``eps=1e-6`` is the LayerNorm epsilon of the original ViT code (PyTorch's default is
-    1e-5).
+    The MLP is ``mlp_ratio * dim`` wide (timm's name, the one every block and model of
+    vitbook takes), or ``mlp_dim`` wide when that is given (the ViT paper's "MLP
+    size"). ``dropout`` acts on the outputs of the attention's projection and of the
+    MLP's layers, ``attn_drop`` on the attention weights (``attn_dropout``, its old
+    name, still works, with a DeprecationWarning). ``eps=1e-6`` is the LayerNorm
+    epsilon of the original ViT code (PyTorch's default is 1e-5).
     """
 
+    @renamed(attn_dropout="attn_drop")
     def __init__(
         self,
         dim: int,
         heads: int,
-        mlp_dim: int,
+        mlp_dim: int | None = None,
         dim_head: int | None = None,
         qkv_bias: bool = True,
         dropout: float = 0.0,
-        attn_dropout: float = 0.0,
+        attn_drop: float = 0.0,
         drop_path: float = 0.0,
         eps: float = 1e-6,
+        *,
+        mlp_ratio: float = 4.0,
     ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=eps)
-        self.attn = Attention(dim, heads, dim_head, qkv_bias, attn_dropout, dropout)
+        self.attn = Attention(dim, heads, dim_head, qkv_bias, attn_drop, dropout)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
-        self.mlp = FeedForward(dim, mlp_dim, dropout)
+        self.mlp = FeedForward(dim, mlp_width(dim, mlp_ratio, mlp_dim), dropout)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x, mask=None, bias=None):
@@ -239,19 +299,18 @@ class PatchEmbed(nn.Module):
         self, image_size, patch_size, channels: int, dim: int, dynamic: bool = False
     ):
         super().__init__()
-        self.dynamic = (
-            dynamic  # any size divisible by the patch (timm's dynamic_img_size)
-        )
-        self.image_size, self.patch_size = pair(image_size), pair(patch_size)
-        (ih, iw), (ph, pw) = self.image_size, self.patch_size
-        for side, size, p in (("height", ih, ph), ("width", iw, pw)):
-            if p <= 0 or size % p:
-                raise ValueError(
-                    f"image {side} {size} is not divisible by patch_size {p}"
-                )
-        self.grid = (ih // ph, iw // pw)
-        self.channels = channels
+        # any size divisible by the patch (timm's dynamic_img_size)
+        self.dynamic = dynamic
+        self.patch_size, self.channels = pair(patch_size), channels
+        self.set_image_size(image_size)
+        ph, pw = self.patch_size
         self.proj = nn.Linear(channels * ph * pw, dim)
+
+    def set_image_size(self, image_size) -> None:
+        """Take images of ``image_size``: the patch grid follows (the patch must divide
+        it)."""
+        self.grid = patch_grid(image_size, self.patch_size)
+        self.image_size = pair(image_size)
 
     @property
     def num_patches(self) -> int:
@@ -263,9 +322,8 @@ class PatchEmbed(nn.Module):
         else:
             check_image(img, self.channels, self.image_size)
         ph, pw = self.patch_size
-        patches = rearrange(
-            img, "b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=ph, p2=pw
-        )  # (b, n, p*p*c)
+        # (b, n, p*p*c)
+        patches = rearrange(img, "b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=ph, p2=pw)
         return self.proj(patches)  # (b, n, dim)
 
 
@@ -301,11 +359,24 @@ def check_image(
             f"{image_size[0]}x{image_size[1]}"
         )
     if multiple_of is not None:
-        ph, pw = pair(multiple_of)
-        if h % ph:
-            raise ValueError(f"image height {h} is not divisible by patch_size {ph}")
-        if w % pw:
-            raise ValueError(f"image width {w} is not divisible by patch_size {pw}")
+        patch_grid((h, w), multiple_of)
+
+
+def patch_grid(image_size, patch_size, name: str = "image") -> tuple[int, int]:
+    """The grid ``(h, w)`` of ``patch_size`` patches that tiles ``image_size`` exactly.
+
+    The one check of the rule every patch embedding lives by: each side of the image
+    (``name`` in the error: ``max_image_size`` for NaViT) must be a whole, positive
+    number of patches."""
+    (h, w), (ph, pw) = pair(image_size), pair(patch_size)
+    for side, size, p in (("height", h, ph), ("width", w, pw)):
+        if p < 1:
+            raise ValueError(f"patch_size {p} must be >= 1")
+        if size % p:
+            raise ValueError(f"{name} {side} {size} is not divisible by patch_size {p}")
+        if size < p:
+            raise ValueError(f"{name} {side} {size} is smaller than patch_size {p}")
+    return h // ph, w // pw
 
 
 SINCOS_ORDERS = ("yx", "xy")
@@ -339,9 +410,10 @@ def posemb_sincos_2d(
         torch.arange(w, dtype=torch.float64),
         indexing="ij",
     )
+    # (dim/4,)
     omega = 1.0 / temperature ** (
         torch.arange(dim // 4, dtype=torch.float64) / (dim // 4)
-    )  # (dim/4,)
+    )
     y = y.flatten()[:, None] * omega[None, :]  # (h*w, dim/4)
     x = x.flatten()[:, None] * omega[None, :]
     first, second = (y, x) if order == "yx" else (x, y)
@@ -377,9 +449,10 @@ def resample_pos_embed(
     prefix, table = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
     dtype = torch.float64 if pos_embed.dtype == torch.float64 else torch.float32
     table = rearrange(table.to(dtype), "1 (h w) d -> 1 d h w", h=old_h)
+    # (1, dim, h, w)
     table = F.interpolate(
         table, size=(h, w), mode="bicubic", align_corners=False, antialias=True
-    )  # (1, dim, h, w)
+    )
     table = rearrange(table, "1 d h w -> 1 (h w) d").to(pos_embed.dtype)
     return torch.cat((prefix, table), dim=1)  # (1, prefix + h * w, dim)
 
@@ -400,6 +473,9 @@ def trunc_normal_init(module: nn.Module, std: float = 0.02) -> None:
 
 __all__ = [
     "pair",
+    "renamed",
+    "check_mlp_ratio",
+    "mlp_width",
     "Attention",
     "attention_weights",
     "record_attention",
@@ -408,6 +484,7 @@ __all__ = [
     "Block",
     "PatchEmbed",
     "check_image",
+    "patch_grid",
     "posemb_sincos_2d",
     "resample_pos_embed",
     "trunc_normal_init",

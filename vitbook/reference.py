@@ -217,7 +217,7 @@ def _timm_vit_config(timm_vit: nn.Module) -> dict:
         qkv_bias=block.attn.qkv.bias is not None,
         pool="cls" if has_cls else "mean",
         dropout=block.attn.proj_drop.p,
-        attn_dropout=block.attn.attn_drop.p,
+        attn_drop=block.attn.attn_drop.p,
         emb_dropout=timm_vit.pos_drop.p,
         drop_path=_drop_path_rate(timm_vit.blocks),
         dynamic_img_size=timm_vit.dynamic_img_size,

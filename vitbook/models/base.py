@@ -1,9 +1,12 @@
 """The interface every classifier of the book shares, timm's habits in one place.
 
-A model subclasses :class:`Classifier`, builds ``self.head`` from ``self.num_features``
-and implements ``forward_features`` and ``forward_head``; it gets, without writing them
-again:
+A model subclasses :class:`Classifier`, sets ``self.num_features``, calls
+``self.reset_classifier(num_classes, init=False)`` for its head and defines the three
+methods the base class raises ``NotImplementedError`` for: ``forward_features(x)``,
+``forward_head(features, pre_logits=False)`` and ``intermediate_layers(x)``. It gets,
+without writing them again:
 
+- ``forward(x) = forward_head(forward_features(x))``;
 - ``reset_classifier(num_classes, global_pool=None)``: a new head in the model's dtype
   and on its device (``0`` gives ``nn.Identity``, features out), and another pooling
   where the model has more than one (``global_pools``);
@@ -28,6 +31,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+# check_mlp_ratio is re-exported: the models import it from here
+from ..layers import check_mlp_ratio
 
 
 def check_num_classes(num_classes) -> int:
@@ -67,12 +73,11 @@ def take_indices(n: int, indices=None) -> list[int]:
     return sorted(set(chosen))
 
 
-def check_mlp_ratio(mlp_ratio: float) -> float:
-    if not mlp_ratio > 0:
-        raise ValueError(
-            f"mlp_ratio={mlp_ratio} must be > 0 (hidden width = mlp_ratio * dim)"
-        )
-    return float(mlp_ratio)
+def not_defined(model: nn.Module, method: str, base: str) -> NotImplementedError:
+    """The error of a model that lacks a method the contract of ``base`` asks for."""
+    return NotImplementedError(
+        f"{type(model).__name__} must define {method}: every {base} subclass does"
+    )
 
 
 class Classifier(nn.Module):
@@ -94,24 +99,43 @@ class Classifier(nn.Module):
     # timm's pretrained_cfg (mean, std, input_size, ...) of converted weights
     pretrained_cfg: dict | None = None
 
-    # a subclass defines forward_features(x), forward_head(features, pre_logits=False)
-    # and intermediate_layers(x), the generator behind forward_intermediates.
+    # ----------------------------------------------------------------- the contract
+    def forward_features(self, x: torch.Tensor):
+        """Images -> the features ``forward_head`` reads (ViT: the normalized tokens;
+        the hierarchical models and the CNN: the last map)."""
+        raise not_defined(self, "forward_features(x)", "Classifier")
+
+    def forward_head(self, features, pre_logits: bool = False) -> torch.Tensor:
+        """Features -> logits ``(b, num_classes)``: pooling, then the head; with
+        ``pre_logits=True`` the pooled features ``(b, num_features)``."""
+        raise not_defined(self, "forward_head(features, pre_logits)", "Classifier")
+
+    def intermediate_layers(self, x: torch.Tensor):
+        """Yield the output of every layer (ViT: block; the others: stage), first to
+        last: the generator behind ``forward_intermediates``."""
+        raise not_defined(self, "intermediate_layers(x)", "Classifier")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))  # (b, num_classes)
+        # (b, num_classes)
+        return self.forward_head(self.forward_features(x))
 
     # ----------------------------------------------------------------- head
     def get_classifier(self) -> nn.Module:
         return self.head
 
     def reset_classifier(
-        self, num_classes: int, global_pool: str | None = None
+        self, num_classes: int, global_pool: str | None = None, *, init: bool = True
     ) -> None:
         """Replace the head by a fresh ``Linear(num_features, num_classes)`` in the
-        model's dtype and on its device (timm's name and signature).
+        model's dtype and on its device (timm's name and signature), drawn as timm
+        draws it: weights N(0, 0.02) truncated at +-2, zero biases.
 
         ``num_classes=0`` removes it: ``forward`` then returns the pooled features.
         ``global_pool`` (one of ``global_pools``) changes the pooling too; ``None``
-        keeps it.
+        keeps it. ``init=False`` keeps PyTorch's default init of the ``Linear``: what
+        a constructor passes, since its ``reset_parameters`` draws every weight
+        afterwards, in module order (one more draw here would change the weights of a
+        seeded model).
         """
         check_num_classes(num_classes)
         if global_pool is not None:
@@ -122,8 +146,9 @@ class Classifier(nn.Module):
             self.head = nn.Linear(
                 self.num_features, num_classes, device=like.device, dtype=like.dtype
             )
-            nn.init.zeros_(self.head.bias)
-            nn.init.trunc_normal_(self.head.weight, std=0.02, a=-2.0, b=2.0)
+            if init:
+                nn.init.zeros_(self.head.bias)
+                nn.init.trunc_normal_(self.head.weight, std=0.02, a=-2.0, b=2.0)
         else:
             self.head = nn.Identity()
         self.head.train(self.training)
@@ -184,29 +209,62 @@ class Classifier(nn.Module):
         return [outputs[i] for i in take_indices(len(outputs), indices)]
 
 
-__all__ = [
-    "Classifier",
-    "PyramidClassifier",
-    "check_num_classes",
-    "check_positive",
-    "check_mlp_ratio",
-    "take_indices",
-]
-
-
 class PyramidClassifier(Classifier):
     """A classifier made of stages that each map ``(b, h, w, d_i) -> (b, h_i, w_i,
     d_{i+1})``, the last one followed by a LayerNorm, pooled by the mean over the map:
     Swin, Twins-SVT and ScalableViT. A subclass sets ``self.stages``, ``self.norm``,
-    ``self.head`` and defines ``embed(images) -> (b, h, w, c)``, the map the first
-    stage reads (Swin: its patch embedding; Twins and ScalableViT: the pixels
-    themselves, since their stages embed)."""
+    ``self.head`` (Twins-SVT and ScalableViT through :meth:`build_stages`) and defines
+    ``embed(images) -> (b, h, w, c)``, the map the first stage reads (Swin: its patch
+    embedding; Twins and ScalableViT: the pixels themselves, since their stages
+    embed)."""
 
     stages: nn.ModuleList
     norm: nn.Module
 
     global_pools = ("avg",)
     global_pool = "avg"
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``(b, c, H, W)`` -> the map the first stage reads ``(b, h, w, c)``."""
+        raise not_defined(self, "embed(x)", "PyramidClassifier")
+
+    def build_stages(
+        self, stage: type[nn.Module], args, drop_path: float, per_stage=None, **block_kw
+    ) -> None:
+        """Twins-SVT's and ScalableViT's layers from their checked arguments ``args``
+        (:func:`vitbook.models.twins.check_stages`), then their init.
+
+        One ``stage`` (the model's ``Stage`` class) per entry of ``args.depths``: the
+        first embeds ``args.patch_size`` patches of the image, every later one 2 x 2
+        patches of the previous map. Stochastic depth grows linearly to ``drop_path``
+        over all the blocks. ``per_stage`` holds the model's own per-stage block
+        arguments (ScalableViT's ``c_ratio``: one value per stage); ``block_kw``
+        reaches every block. Then the final LayerNorm over ``args.dims[-1]``, the
+        head and the model's ``reset_parameters()``."""
+        dims, depths = args.dims, args.depths
+        per_stage = {**(per_stage or {}), "mlp_ratio": args.mlp_ratios}
+        self.image_size, self.patch_size = args.image_size, args.patch_size
+        self.channels, self.num_features = args.channels, dims[-1]
+        rates = torch.linspace(0, drop_path, sum(depths)).split(list(depths))
+        self.stages = nn.ModuleList(
+            stage(
+                dims[i - 1] if i else args.channels,
+                dims[i],
+                depths[i],
+                args.heads[i],
+                args.patch_size if i == 0 else 2,
+                args.window_sizes[i],
+                args.sr_ratios[i],
+                rates[i].tolist(),
+                index=i,
+                **{name: values[i] for name, values in per_stage.items()},
+                **block_kw,
+            )
+            for i in range(len(depths))
+        )
+        self.norm = nn.LayerNorm(self.num_features, eps=1e-6)
+        self.reset_classifier(args.num_classes, init=False)
+        self.reset_parameters()
 
     def intermediate_layers(self, x: torch.Tensor, norm: bool = True):
         """Yield every stage's map ``(b, d_i, h_i, w_i)``, first to last (a feature
@@ -262,3 +320,13 @@ class PyramidClassifier(Classifier):
     ) -> torch.Tensor:
         x = features.mean(dim=(2, 3))  # (b, d): global average pooling
         return x if pre_logits else self.head(x)
+
+
+__all__ = [
+    "Classifier",
+    "PyramidClassifier",
+    "check_num_classes",
+    "check_positive",
+    "check_mlp_ratio",
+    "take_indices",
+]

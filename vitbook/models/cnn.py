@@ -43,7 +43,7 @@ class CNN(Classifier):
             raise ValueError(
                 f"kernel_size={kernel_size} must be odd (a centred kernel)"
             )
-        self.num_classes, self.num_features = num_classes, widths[-1]
+        self.num_features = widths[-1]
         self.channels = channels
         self.stages = nn.ModuleList(
             nn.Sequential(
@@ -54,7 +54,7 @@ class CNN(Classifier):
             )
             for i, (c_in, c_out) in enumerate(zip((channels,) + widths, widths))
         )
-        self.head = nn.Linear(widths[-1], num_classes) if num_classes else nn.Identity()
+        self.reset_classifier(num_classes, init=False)
 
     def intermediate_layers(self, x: torch.Tensor):
         """Yield every stage's map ``(b, width_i, h_i, w_i)``."""

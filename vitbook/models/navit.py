@@ -36,10 +36,13 @@ from ..layers import (
     FeedForward,
     check_image,
     merge_masks,
+    mlp_width,
+    patch_grid,
+    renamed,
     trunc_normal_init,
 )
 from ..packing import STRATEGIES, Packing, pack
-from .base import Classifier, check_mlp_ratio, check_num_classes, check_positive
+from .base import Classifier, check_num_classes, check_positive
 
 
 class QKNormAttention(Attention):
@@ -54,9 +57,10 @@ class QKNormAttention(Attention):
         self.k_norm = nn.LayerNorm(self.dim_head, eps=eps)
 
     def forward(self, x, mask=None, bias=None):
+        # 3 x (b, h, n, d)
         q, k, v = rearrange(
             self.qkv(x), "b n (qkv h d) -> qkv b h n d", qkv=3, h=self.heads
-        )  # 3 x (b, h, n, d)
+        )
         # over d, per token and head; on a strided view PyTorch's CPU LayerNorm is ~6x
         # slower than a copy followed by the norm
         q, k = self.q_norm(q.contiguous()), self.k_norm(k.contiguous())
@@ -75,9 +79,10 @@ class PoolAttention(Attention):
 
     def forward(self, queries, context, mask=None):
         q = rearrange(self.q(queries), "b m (h d) -> b h m d", h=self.heads)
+        # 2 x (b, h, n, d)
         k, v = rearrange(
             self.kv(context), "b n (kv h d) -> kv b h n d", kv=2, h=self.heads
-        )  # 2 x (b, h, n, d)
+        )
         return self.attend(q, k, v, merge_masks(mask, None, q.dtype))  # (b, m, dim)
 
 
@@ -161,10 +166,16 @@ class NaViT(Classifier):
     ``(b, c, h, w)``, read as b images) and returns ``(len(images), num_classes)``
     logits in input order. ``forward_features`` returns :class:`PackedTokens`;
     ``forward_intermediates`` the packed tokens ``(S, L, dim)`` after each block (the
-    structure is the same as ``forward_features``' for the same input)."""
+    structure is the same as ``forward_features``' for the same input).
+
+    The MLPs are ``mlp_ratio * dim`` wide, or ``mlp_dim`` wide when that is given (as
+    for :class:`~vitbook.models.ViT`); ``attn_drop`` is the dropout on the attention
+    weights (``attn_dropout``, its old name, still works, with a
+    DeprecationWarning)."""
 
     no_weight_decay_keys = ("pos_embed_row", "pos_embed_col", "probe")
 
+    @renamed(attn_dropout="attn_drop")
     def __init__(
         self,
         *,
@@ -175,6 +186,7 @@ class NaViT(Classifier):
         depth: int,
         heads: int,
         token_budget: int,
+        mlp_ratio: float = 4.0,
         mlp_dim: int | None = None,
         channels: int = 3,
         dim_head: int | None = None,
@@ -183,33 +195,23 @@ class NaViT(Classifier):
         qk_norm: bool = True,
         qkv_bias: bool = True,
         dropout: float = 0.0,
-        attn_dropout: float = 0.0,
+        attn_drop: float = 0.0,
         drop_path: float = 0.0,
     ):
         super().__init__()
         check_num_classes(num_classes)
         check_positive(patch_size=patch_size, dim=dim, depth=depth, heads=heads,
                        channels=channels, token_budget=token_budget)  # fmt: skip
-        if mlp_dim is not None:
-            check_mlp_ratio(mlp_dim / dim)
+        mlp_dim = mlp_width(dim, mlp_ratio, mlp_dim)
         if packing not in STRATEGIES:
             raise ValueError(f"packing={packing!r} is not one of {tuple(STRATEGIES)}")
         if not callable(token_dropout):
             check_rate(token_dropout)
-        max_h, max_w = (max_image_size, max_image_size) if isinstance(
-            max_image_size, int) else tuple(max_image_size)  # fmt: skip
-        for side, size in (("height", max_h), ("width", max_w)):
-            if size < patch_size or size % patch_size:
-                raise ValueError(
-                    f"max_image_size {side} {size} is not a positive multiple of "
-                    f"patch_size {patch_size}"
-                )
-        self.num_classes, self.num_features, self.dim = num_classes, dim, dim
+        self.max_grid = patch_grid(max_image_size, patch_size, name="max_image_size")
+        self.num_features, self.dim = dim, dim
         self.patch_size, self.channels = patch_size, channels
-        self.max_grid = (max_h // patch_size, max_w // patch_size)
         self.token_budget, self.packing, self.token_dropout = (
             token_budget, packing, token_dropout)  # fmt: skip
-        mlp_dim = mlp_dim or 4 * dim
 
         self.patch_embed = nn.Linear(channels * patch_size**2, dim)
         self.pos_embed_row = nn.Parameter(torch.zeros(self.max_grid[0], dim))
@@ -218,14 +220,15 @@ class NaViT(Classifier):
         self.blocks = nn.ModuleList()
         for rate in rates:
             block = Block(dim, heads, mlp_dim, dim_head, qkv_bias, dropout,
-                          attn_dropout, rate)  # fmt: skip
-            if qk_norm:  # the same block with ViT-22B's attention in place
+                          attn_drop, rate)  # fmt: skip
+            # the same block with ViT-22B's attention in place
+            if qk_norm:
                 block.attn = QKNormAttention(dim, heads, dim_head, qkv_bias,
-                                             attn_dropout, dropout)  # fmt: skip
+                                             attn_drop, dropout)  # fmt: skip
             self.blocks.append(block)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.pool = AttentionPool(dim, heads, mlp_dim, dim_head, qkv_bias)
-        self.head = nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.reset_classifier(num_classes, init=False)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -265,9 +268,10 @@ class NaViT(Classifier):
                 f"{cols - 1}"
             )
         p, device = self.patch_size, images.device
+        # (k, n, p*p*c)
         patches = rearrange(
             images, "k c (h p1) (w p2) -> k (h w) (p1 p2 c)", p1=p, p2=p
-        )  # (k, n, p*p*c)
+        )
         grid = torch.stack(torch.meshgrid(
             torch.arange(rows, device=device),
             torch.arange(cols, device=device), indexing="ij"), -1)  # fmt: skip
@@ -314,9 +318,10 @@ class NaViT(Classifier):
         # where token t of image i goes: sequence s_i, slot offset_i + t
         device = patches.device
         counts = torch.tensor(lengths, device=device)
+        # (B, 2)
         place = torch.tensor(
             [(p.sequence, p.offset) for p in packing.placements], device=device
-        )  # (B, 2)
+        )
         owner = torch.repeat_interleave(
             torch.arange(len(images), device=device), counts
         )

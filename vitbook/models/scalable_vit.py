@@ -47,17 +47,17 @@ from torch import nn
 
 from ..layers import (
     Attention,
-    check_image,
     pair,
+    renamed,
     trunc_normal_init,
 )
 from .base import (
     PyramidClassifier,
-    check_num_classes,
     check_positive,
 )
 from .swin import check_whole, window_partition, window_reverse
 from .twins import (
+    Twins,
     TwinsBlock,
     _per_stage,
     check_stages,
@@ -65,6 +65,18 @@ from .twins import (
     stage_resolutions,
 )
 from .twins import Stage as TwinsStage
+
+
+def check_c_ratios(c_ratios, dims, heads) -> tuple:
+    """``c_ratios`` as one value per stage of ``dims`` and ``heads``, each checked by
+    :func:`check_c_ratio` (the error names the stage)."""
+    c_ratios = _per_stage("c_ratios", c_ratios, len(dims))
+    for i, c_ratio in enumerate(c_ratios):
+        try:
+            check_c_ratio(dims[i], heads[i], c_ratio)
+        except ValueError as error:
+            raise ValueError(f"c_ratios[{i}]: {error}") from None
+    return c_ratios
 
 
 def check_c_ratio(dim: int, heads: int, c_ratio: float) -> int:
@@ -145,12 +157,13 @@ class InteractiveWindowAttention(Attention):
         x = F.pad(x, (0, 0, 0, -w % ww, 0, -h % wh))  # (b, Hp, Wp, dim), zeros
         hp, wp = x.shape[1:3]
         qkv = self.qkv(x)  # (b, Hp, Wp, 3 dim)
+        # 3 x (b * windows, heads, k*k, d)
         q, k, v = rearrange(
             window_partition(qkv, self.window_size),
             "n t (three h d) -> three n h t d",
             three=3,
             h=self.heads,
-        )  # 3 x (b * windows, heads, k*k, d)
+        )
         out = window_reverse(self.mix(q, k, v), self.window_size, hp, wp)
         out = out[:, :h, :w] + self.local_interaction(qkv[:, :h, :w, 2 * dim :])
         return self.proj_drop(self.proj(out))  # (b, H, W, dim)
@@ -235,16 +248,16 @@ class ScalableViTBlock(TwinsBlock):
     kinds = ("IWSA", "SSA")
 
     def attention(
-        self, dim, heads, window_size, sr_ratio, qkv_bias, attn_dropout, dropout,
+        self, dim, heads, window_size, sr_ratio, qkv_bias, attn_drop, dropout,
         c_ratio: float = 1.25,
     ) -> nn.Module:  # fmt: skip
         """IWSA inside ``window_size`` windows, or SSA when ``window_size`` is None."""
         if window_size is None:
             return ScalableAttention(
-                dim, heads, sr_ratio, c_ratio, qkv_bias, attn_dropout, dropout
+                dim, heads, sr_ratio, c_ratio, qkv_bias, attn_drop, dropout
             )
         return InteractiveWindowAttention(
-            dim, heads, window_size, qkv_bias, attn_dropout, dropout
+            dim, heads, window_size, qkv_bias, attn_drop, dropout
         )
 
 
@@ -273,11 +286,14 @@ class ScalableViT(PyramidClassifier):
     models put a 4096-wide MLP there). ``image_size`` fixes the sizes the arguments are
     checked against; other sizes also run (IWSA pads), as long as every stage's map is
     at least its ``sr_ratio`` on each side (a smaller one is refused with the
-    constructor's error).
+    constructor's error). Plural names take one value per stage, as in
+    :class:`~vitbook.models.Twins`; ``attn_drop`` is the dropout on the attention
+    weights (``attn_dropout``, its old name, still works, with a DeprecationWarning).
     """
 
     no_weight_decay_modules = ("peg",)  # the position encoding, as officially
 
+    @renamed(attn_dropout="attn_drop")
     def __init__(
         self,
         *,
@@ -294,57 +310,20 @@ class ScalableViT(PyramidClassifier):
         channels: int = 3,
         qkv_bias: bool = True,
         dropout: float = 0.0,
-        attn_dropout: float = 0.0,
+        attn_drop: float = 0.0,
         drop_path: float = 0.0,
     ):
         super().__init__()
-        check_num_classes(num_classes)
-        check_positive(channels=channels)
-        (ih, iw), (ph, pw), dims, depths, heads, sr_ratios, window_sizes, mlp_ratios = (
-            check_stages(image_size, patch_size, dims, depths, heads, sr_ratios,
-                         window_sizes, mlp_ratios)
-        )  # fmt: skip
-        n = len(depths)
-        c_ratios = _per_stage("c_ratios", c_ratios, n)
-        for i in range(n):
-            try:
-                check_c_ratio(dims[i], heads[i], c_ratios[i])
-            except ValueError as error:
-                raise ValueError(f"c_ratios[{i}]: {error}") from None
+        args = check_stages(num_classes, channels, image_size, patch_size, dims, depths,
+                            heads, sr_ratios, window_sizes, mlp_ratios)  # fmt: skip
+        c_ratios = check_c_ratios(c_ratios, args.dims, args.heads)
         # overlapping patch embeddings (kernel 3, stride 2, padding 1): ceil(h / 2)
         self.resolutions = stage_resolutions(
-            (ih // ph, iw // pw), sr_ratios, "SSA", ceil=True
+            args.grid, args.sr_ratios, "SSA", ceil=True
         )
-        self.image_size, self.patch_size, self.channels = (ih, iw), (ph, pw), channels
-        self.num_classes, self.num_features = num_classes, dims[-1]
-
-        rates = torch.linspace(0, drop_path, sum(depths)).split(list(depths))
-        self.stages = nn.ModuleList(
-            Stage(
-                dims[i - 1] if i else channels,
-                dims[i],
-                depths[i],
-                heads[i],
-                (ph, pw) if i == 0 else 2,
-                window_sizes[i],
-                sr_ratios[i],
-                rates[i].tolist(),
-                index=i,
-                c_ratio=c_ratios[i],
-                mlp_ratio=mlp_ratios[i],
-                qkv_bias=qkv_bias,
-                dropout=dropout,
-                attn_dropout=attn_dropout,
-            )
-            for i in range(n)
-        )
-        self.norm = nn.LayerNorm(self.num_features, eps=1e-6)
-        self.head = (
-            nn.Linear(self.num_features, num_classes)
-            if num_classes > 0
-            else nn.Identity()
-        )
-        self.reset_parameters()
+        self.build_stages(Stage, args, drop_path, dict(c_ratio=c_ratios),
+                          qkv_bias=qkv_bias, dropout=dropout,
+                          attn_drop=attn_drop)  # fmt: skip
 
     def reset_parameters(self):
         """The official init: Linear weights N(0, 0.02), zero biases, unit LayerNorms,
@@ -356,11 +335,9 @@ class ScalableViT(PyramidClassifier):
                 kernel = math.prod(module.kernel_size)
                 conv_init_(module, kernel, groups=module.groups)
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Images ``(b, c, H, W)`` -> the map of pixels ``(b, H, W, c)`` the first
-        stage's overlapping patch embedding reads."""
-        check_image(x, self.channels, multiple_of=self.patch_size)
-        return rearrange(x, "b c h w -> b h w c")
+    # the map of pixels (b, H, W, c): the first stage's overlapping patch embedding
+    # reads it
+    embed = Twins.embed
 
 
 def attention_flops(
@@ -401,5 +378,6 @@ __all__ = [
     "InteractiveWindowAttention",
     "ScalableAttention",
     "check_c_ratio",
+    "check_c_ratios",
     "attention_flops",
 ]

@@ -43,6 +43,8 @@ from ..layers import (
     FeedForward,
     check_image,
     pair,
+    patch_grid,
+    renamed,
     trunc_normal_init,
 )
 from .base import (
@@ -52,9 +54,8 @@ from .base import (
     check_positive,
 )
 
-MASK_FILL = (
-    -100.0
-)  # the official code's "minus infinity": exp(-100) is ~4e-44, finite in fp16 sums
+# the official code's "minus infinity": exp(-100) is ~4e-44, finite in fp16 sums
+MASK_FILL = -100.0
 
 
 def check_whole(**values) -> None:
@@ -113,9 +114,8 @@ def relative_position_index(window) -> torch.Tensor:
     wh, ww = pair(window)
     ys, xs = torch.meshgrid(torch.arange(wh), torch.arange(ww), indexing="ij")
     coords = torch.stack((ys.flatten(), xs.flatten()))  # (2, N)
-    offset = (
-        coords[:, :, None] - coords[:, None, :]
-    )  # (2, N, N): position of query minus position of key
+    # (2, N, N): position of query minus position of key
+    offset = coords[:, :, None] - coords[:, None, :]
     return (offset[0] + wh - 1) * (2 * ww - 1) + (offset[1] + ww - 1)  # (N, N)
 
 
@@ -153,9 +153,8 @@ def shift_mask(height: int, width: int, window, shift, device=None) -> torch.Ten
             f"window {wh}x{ww}"
         )
     regions = shift_regions(height, width, shift).to(device)
-    regions = window_partition(regions[None, :, :, None], (wh, ww))[
-        ..., 0
-    ]  # (windows, N)
+    # (windows, N)
+    regions = window_partition(regions[None, :, :, None], (wh, ww))[..., 0]
     different = regions[:, :, None] != regions[:, None, :]  # (windows, N, N)
     return torch.zeros(different.shape, device=device).masked_fill(different, MASK_FILL)
 
@@ -193,15 +192,15 @@ class WindowAttention(Attention):
             relative_position_index(self.window_size),
             persistent=False,
         )
+        # timm's init of the table: N(0, 0.02), truncated at +-2
         nn.init.trunc_normal_(
             self.relative_position_bias_table, std=0.02, a=-2.0, b=2.0
-        )  # timm
+        )
 
     def relative_position_bias(self) -> torch.Tensor:
         """``(heads, N, N)``: the bias each head adds to query i attending to key j."""
-        bias = self.relative_position_bias_table[
-            self.relative_position_index
-        ]  # (N, N, heads)
+        # (N, N, heads)
+        bias = self.relative_position_bias_table[self.relative_position_index]
         return bias.permute(2, 0, 1)
 
     def forward(
@@ -212,12 +211,12 @@ class WindowAttention(Attention):
         bias = self.relative_position_bias()[None]  # (1, heads, N, N)
         if mask_bias is not None:
             windows, n = mask_bias.shape[0], x.shape[1]
-            bias = (
-                mask_bias[None, :, None].to(bias.dtype) + bias[:, None]
-            )  # (1, windows, heads, N, N)
+            # (1, windows, heads, N, N)
+            bias = mask_bias[None, :, None].to(bias.dtype) + bias[:, None]
+            # (b*windows, ...)
             bias = bias.expand(x.shape[0] // windows, -1, -1, -1, -1).reshape(
                 -1, self.heads, n, n
-            )  # (b*windows, ...)
+            )
         return super().forward(x, bias=bias)
 
 
@@ -227,9 +226,11 @@ class SwinBlock(nn.Module):
 
     ``shift_size=0`` is W-MSA, ``shift_size > 0`` SW-MSA. The shift mask depends only on
     the padded map size, so it is built the first time a size is seen and cached per
-    device.
+    device. ``attn_drop`` was ``attn_dropout`` (still taken, with a
+    DeprecationWarning).
     """
 
+    @renamed(attn_dropout="attn_drop")
     def __init__(
         self,
         dim: int,
@@ -239,7 +240,7 @@ class SwinBlock(nn.Module):
         mlp_ratio: float = 4.0,
         qkv_bias: bool = True,
         dropout: float = 0.0,
-        attn_dropout: float = 0.0,
+        attn_drop: float = 0.0,
         drop_path: float = 0.0,
     ):
         super().__init__()
@@ -256,14 +257,13 @@ class SwinBlock(nn.Module):
                 )
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention(
-            dim, heads, self.window_size, qkv_bias, attn_dropout, dropout
+            dim, heads, self.window_size, qkv_bias, attn_drop, dropout
         )
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = FeedForward(dim, int(dim * mlp_ratio), dropout)
-        self._masks: dict[
-            tuple, torch.Tensor
-        ] = {}  # (Hp, Wp, device) -> (windows, N, N)
+        # (Hp, Wp, device) -> (windows, N, N)
+        self._masks: dict[tuple, torch.Tensor] = {}
 
     @property
     def shifted(self) -> bool:
@@ -288,14 +288,12 @@ class SwinBlock(nn.Module):
         (wh, ww), (sh, sw) = self.window_size, self.shift_size
         pad_h, pad_w = -h % wh, -w % ww
         if pad_h or pad_w:
-            x = F.pad(
-                x, (0, 0, 0, pad_w, 0, pad_h)
-            )  # (b, Hp, Wp, dim), zeros at the bottom and right
+            # (b, Hp, Wp, dim), zeros at the bottom and right
+            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
         hp, wp = h + pad_h, w + pad_w
         if self.shifted:
-            x = torch.roll(
-                x, shifts=(-sh, -sw), dims=(1, 2)
-            )  # cyclic: the same windows, no extra padding
+            # cyclic: the same windows, no extra padding
+            x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
         windows = window_partition(x, self.window_size)  # (b * windows, N, dim)
         windows = self.attn(windows, mask_bias=self.attn_mask(hp, wp, x.device))
         x = window_reverse(windows, self.window_size, hp, wp)  # (b, Hp, Wp, dim)
@@ -329,9 +327,8 @@ class PatchMerging(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[1:3]
         x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
-        x = rearrange(
-            x, "b (h dh) (w dw) c -> b h w (dw dh c)", dh=2, dw=2
-        )  # (b, H/2, W/2, 4c)
+        # (b, H/2, W/2, 4c)
+        x = rearrange(x, "b (h dh) (w dw) c -> b h w (dw dh c)", dh=2, dw=2)
         return self.reduction(self.norm(x))  # (b, H/2, W/2, 2c)
 
 
@@ -353,9 +350,8 @@ class PatchPartition(nn.Module):
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         check_image(img, self.channels, multiple_of=self.patch_size)
         ph, pw = self.patch_size
-        patches = rearrange(
-            img, "b c (h p1) (w p2) -> b h w (p1 p2 c)", p1=ph, p2=pw
-        )  # (b, h, w, p*p*c)
+        # (b, h, w, p*p*c)
+        patches = rearrange(img, "b c (h p1) (w p2) -> b h w (p1 p2 c)", p1=ph, p2=pw)
         return self.norm(self.proj(patches))  # (b, h, w, dim)
 
 
@@ -422,8 +418,11 @@ class Swin(PyramidClassifier):
     ``image_size`` is the size the windows are fitted to (window clamping); other sizes
     that the patch size divides are accepted and padded to whole windows.
     ``window_size`` is M, the same for every stage; the shift is M // 2 as in the paper.
+    ``attn_drop`` is the dropout on the attention weights (``attn_dropout``, its old
+    name, still works, with a DeprecationWarning).
     """
 
+    @renamed(attn_dropout="attn_drop")
     def __init__(
         self,
         *,
@@ -438,7 +437,7 @@ class Swin(PyramidClassifier):
         channels: int = 3,
         qkv_bias: bool = True,
         dropout: float = 0.0,
-        attn_dropout: float = 0.0,
+        attn_drop: float = 0.0,
         drop_path: float = 0.1,
     ):
         super().__init__()
@@ -459,12 +458,7 @@ class Swin(PyramidClassifier):
         check_whole(window_size=window_size, patch_size=patch_size)
         if min(pair(window_size)) < 1:
             raise ValueError(f"window_size={window_size} must be positive")
-        (ih, iw), (ph, pw) = pair(image_size), pair(patch_size)
-        for side, size, p in (("height", ih, ph), ("width", iw, pw)):
-            if p < 1 or size % p:
-                raise ValueError(
-                    f"image {side} {size} is not divisible by patch_size {p}"
-                )
+        resolution = patch_grid(image_size, patch_size)
         dims = [dim * 2**i for i in range(len(depths))]
         for i, (d, h) in enumerate(zip(dims, heads)):
             if d % h:
@@ -472,14 +466,12 @@ class Swin(PyramidClassifier):
                     f"stage {i + 1} has dim {d} (= dim * 2^{i}), not divisible by "
                     f"heads {h}"
                 )
-        self.image_size, self.num_classes, self.dim = (ih, iw), num_classes, dim
+        self.image_size, self.dim = pair(image_size), dim
         self.num_features = dims[-1]
 
-        self.patch_embed = PatchPartition((ph, pw), channels, dim)
-        rates = torch.linspace(0, drop_path, sum(depths)).split(
-            list(depths)
-        )  # stochastic depth grows with depth
-        resolution = (ih // ph, iw // pw)
+        self.patch_embed = PatchPartition(patch_size, channels, dim)
+        # stochastic depth grows with depth
+        rates = torch.linspace(0, drop_path, sum(depths)).split(list(depths))
         self.stages = nn.ModuleList()
         for i, (depth, h) in enumerate(zip(depths, heads)):
             stage = Stage(
@@ -494,16 +486,12 @@ class Swin(PyramidClassifier):
                 mlp_ratio=mlp_ratio,
                 qkv_bias=qkv_bias,
                 dropout=dropout,
-                attn_dropout=attn_dropout,
+                attn_drop=attn_drop,
             )
             self.stages.append(stage)
             resolution = stage.resolution
         self.norm = nn.LayerNorm(self.num_features)
-        self.head = (
-            nn.Linear(self.num_features, num_classes)
-            if num_classes > 0
-            else nn.Identity()
-        )
+        self.reset_classifier(num_classes, init=False)
         self.reset_parameters()
 
     no_weight_decay_keys = ("relative_position_bias_table",)

@@ -49,6 +49,8 @@ from ..layers import (
     FeedForward,
     check_image,
     pair,
+    patch_grid,
+    renamed,
     trunc_normal_init,
 )
 from .base import (
@@ -180,15 +182,15 @@ class GlobalSubsampledAttention(Attention):
             else self.qkv.bias.split([inner, 2 * inner])
         )
         tokens = rearrange(x, "b h w d -> b (h w) d")
-        q = rearrange(
-            F.linear(tokens, w_q, b_q), "b n (h d) -> b h n d", h=self.heads
-        )  # (b, heads, H*W, d)
+        # (b, heads, H*W, d)
+        q = rearrange(F.linear(tokens, w_q, b_q), "b n (h d) -> b h n d", h=self.heads)
+        # 2 x (b, heads, H/r * W/r, d)
         k, v = rearrange(
             F.linear(self.summary(x), w_kv, b_kv),
             "b m (kv h d) -> kv b h m d",
             kv=2,
             h=self.heads,
-        )  # 2 x (b, heads, H/r * W/r, d)
+        )
         out = self.attend(q, k, v)  # (b, H*W, dim)
         return rearrange(out, "b (h w) d -> b h w d", h=h, w=w)
 
@@ -215,10 +217,12 @@ class PEG(nn.Module):
 class TwinsBlock(nn.Module):
     """x + Attn(LN(x)), then x + MLP(LN(x)) on a map ``(b, H, W, dim)``, where Attn is
     LSA (``window_size`` given) or GSA (``sr_ratio``). ScalableViT's block is this one
-    with its own two attentions (:meth:`attention`)."""
+    with its own two attentions (:meth:`attention`). ``attn_drop`` was
+    ``attn_dropout`` (still taken, with a DeprecationWarning)."""
 
     kinds = ("LSA", "GSA")  # (windowed, global): the names ``kind`` reports
 
+    @renamed(attn_dropout="attn_drop")
     def __init__(
         self,
         dim: int,
@@ -228,7 +232,7 @@ class TwinsBlock(nn.Module):
         mlp_ratio: float = 4.0,
         qkv_bias: bool = True,
         dropout: float = 0.0,
-        attn_dropout: float = 0.0,
+        attn_drop: float = 0.0,
         drop_path: float = 0.0,
         **attention_kw,
     ):
@@ -236,7 +240,7 @@ class TwinsBlock(nn.Module):
         check_mlp_ratio(mlp_ratio)
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = self.attention(
-            dim, heads, window_size, sr_ratio, qkv_bias, attn_dropout, dropout,
+            dim, heads, window_size, sr_ratio, qkv_bias, attn_drop, dropout,
             **attention_kw,
         )  # fmt: skip
         self.kind = self.kinds[window_size is None]
@@ -245,15 +249,15 @@ class TwinsBlock(nn.Module):
         self.mlp = FeedForward(dim, int(dim * mlp_ratio), dropout)
 
     def attention(
-        self, dim, heads, window_size, sr_ratio, qkv_bias, attn_dropout, dropout
+        self, dim, heads, window_size, sr_ratio, qkv_bias, attn_drop, dropout
     ) -> nn.Module:
         """LSA inside ``window_size`` windows, or GSA when ``window_size`` is None."""
         if window_size is None:
             return GlobalSubsampledAttention(
-                dim, heads, sr_ratio, qkv_bias, attn_dropout, dropout
+                dim, heads, sr_ratio, qkv_bias, attn_drop, dropout
             )
         return LocallyGroupedAttention(
-            dim, heads, window_size, qkv_bias, attn_dropout, dropout
+            dim, heads, window_size, qkv_bias, attn_drop, dropout
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -324,24 +328,32 @@ def _per_stage(name: str, value, stages: int) -> tuple:
 
 
 class StageArgs(NamedTuple):
-    """The per-stage arguments Twins-SVT and ScalableViT share, checked."""
+    """The arguments Twins-SVT and ScalableViT share, checked: sizes as pairs,
+    per-stage values as one tuple entry per stage."""
 
+    num_classes: int
+    channels: int
     image_size: tuple[int, int]
     patch_size: tuple[int, int]
+    # the first stage's map: image_size / patch_size
+    grid: tuple[int, int]
     dims: tuple
     depths: tuple
     heads: tuple
     sr_ratios: tuple
-    window_sizes: tuple  # of (height, width) pairs
+    # of (height, width) pairs
+    window_sizes: tuple
     mlp_ratios: tuple
 
 
 def check_stages(
-    image_size, patch_size, dims, depths, heads, sr_ratios, window_sizes, mlp_ratios
-) -> StageArgs:
-    """Validate the per-stage arguments Twins-SVT and ScalableViT share, each error
-    naming the argument, its value and the rule; returns them as per-stage tuples
-    (``window_sizes`` as pairs) with ``image_size`` and ``patch_size`` as pairs."""
+    num_classes, channels, image_size, patch_size, dims, depths, heads, sr_ratios,
+    window_sizes, mlp_ratios,
+) -> StageArgs:  # fmt: skip
+    """Validate the arguments Twins-SVT and ScalableViT share, each error naming the
+    argument, its value and the rule; returns them as :class:`StageArgs`."""
+    check_num_classes(num_classes)
+    check_positive(channels=channels)
     dims, depths, heads = tuple(dims), tuple(depths), tuple(heads)
     n = len(depths)
     if not n or len(dims) != n or len(heads) != n:
@@ -351,7 +363,8 @@ def check_stages(
         )
     sr_ratios = _per_stage("sr_ratios", sr_ratios, n)
     window_sizes = _per_stage("window_sizes", window_sizes, n)
-    for i in range(n):  # 2.5 is refused, not truncated to 2
+    # 2.5 is refused, not truncated to 2
+    for i in range(n):
         check_whole(
             **{f"sr_ratios[{i}]": sr_ratios[i], f"window_sizes[{i}]": window_sizes[i]}
         )
@@ -375,12 +388,11 @@ def check_stages(
             raise ValueError(
                 f"stage {i + 1} has dim {dims[i]}, not divisible by heads {heads[i]}"
             )
-    (ih, iw), (ph, pw) = pair(image_size), pair(patch_size)
-    for side, size, p in (("height", ih, ph), ("width", iw, pw)):
-        if p < 1 or size % p:
-            raise ValueError(f"image {side} {size} is not divisible by patch_size {p}")
-    return StageArgs((ih, iw), (ph, pw), dims, depths, heads, sr_ratios, window_sizes,
-                     mlp_ratios)  # fmt: skip
+    grid = patch_grid(image_size, patch_size)
+    return StageArgs(
+        num_classes, channels, pair(image_size), pair(patch_size), grid, dims, depths,
+        heads, sr_ratios, window_sizes, mlp_ratios,
+    )  # fmt: skip
 
 
 def stage_resolutions(first, sr_ratios, attention: str, ceil: bool = False) -> list:
@@ -422,11 +434,15 @@ class Twins(PyramidClassifier):
     w)``; ``forward_intermediates`` every stage's map. ``image_size`` fixes the sizes
     the arguments are checked against; other sizes the patch divides also run (LSA
     pads), as long as every stage's map is at least its ``sr_ratio`` on each side (a
-    smaller one is refused with the constructor's error).
+    smaller one is refused with the constructor's error). A plural name takes one
+    value per stage (one value for all where allowed), as timm's Twins does
+    (``window_sizes`` is its ``wss``); ``attn_drop`` is the dropout on the attention
+    weights (``attn_dropout``, its old name, still works, with a DeprecationWarning).
     """
 
     no_weight_decay_modules = ("peg",)  # the position encoding, as officially
 
+    @renamed(attn_dropout="attn_drop")
     def __init__(
         self,
         *,
@@ -442,47 +458,15 @@ class Twins(PyramidClassifier):
         channels: int = 3,
         qkv_bias: bool = True,
         dropout: float = 0.0,
-        attn_dropout: float = 0.0,
+        attn_drop: float = 0.0,
         drop_path: float = 0.0,
     ):
         super().__init__()
-        check_num_classes(num_classes)
-        check_positive(channels=channels)
-        (ih, iw), (ph, pw), dims, depths, heads, sr_ratios, window_sizes, mlp_ratios = (
-            check_stages(image_size, patch_size, dims, depths, heads, sr_ratios,
-                         window_sizes, mlp_ratios)
-        )  # fmt: skip
-        n = len(depths)
-        self.resolutions = stage_resolutions((ih // ph, iw // pw), sr_ratios, "GSA")
-        self.image_size, self.patch_size, self.channels = (ih, iw), (ph, pw), channels
-        self.num_classes, self.num_features = num_classes, dims[-1]
-
-        rates = torch.linspace(0, drop_path, sum(depths)).split(list(depths))
-        self.stages = nn.ModuleList(
-            Stage(
-                dims[i - 1] if i else channels,
-                dims[i],
-                depths[i],
-                heads[i],
-                (ph, pw) if i == 0 else 2,
-                window_sizes[i],
-                sr_ratios[i],
-                rates[i].tolist(),
-                index=i,
-                mlp_ratio=mlp_ratios[i],
-                qkv_bias=qkv_bias,
-                dropout=dropout,
-                attn_dropout=attn_dropout,
-            )
-            for i in range(n)
-        )
-        self.norm = nn.LayerNorm(self.num_features, eps=1e-6)
-        self.head = (
-            nn.Linear(self.num_features, num_classes)
-            if num_classes > 0
-            else nn.Identity()
-        )
-        self.reset_parameters()
+        args = check_stages(num_classes, channels, image_size, patch_size, dims, depths,
+                            heads, sr_ratios, window_sizes, mlp_ratios)  # fmt: skip
+        self.resolutions = stage_resolutions(args.grid, args.sr_ratios, "GSA")
+        self.build_stages(Stage, args, drop_path, qkv_bias=qkv_bias, dropout=dropout,
+                          attn_drop=attn_drop)  # fmt: skip
 
     def reset_parameters(self):
         """The official Twins init (timm's ``_init_weights``): Linear weights N(0,

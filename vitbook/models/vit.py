@@ -23,14 +23,14 @@ from torch import nn
 from ..layers import (
     Block,
     PatchEmbed,
-    pair,
+    mlp_width,
     posemb_sincos_2d,
+    renamed,
     resample_pos_embed,
     trunc_normal_init,
 )
 from .base import (
     Classifier,
-    check_mlp_ratio,
     check_num_classes,
     check_positive,
     take_indices,
@@ -49,11 +49,17 @@ class ViT(Classifier):
     (the class token, ``pool='cls'``), ``'avg'`` (the mean of the patch tokens,
     ``pool='mean'``) or ``''`` (none: every token goes to the head);
     ``reset_classifier(n, global_pool)`` changes it. ``pool`` stays what the model was
-    built with: whether it has a class token."""
+    built with: whether it has a class token.
+
+    The MLP is ``mlp_ratio * dim`` wide, or ``mlp_dim`` wide when that is given (the
+    paper's "MLP size", what the chapters pass). ``attn_drop`` is the dropout on the
+    attention weights (``attn_dropout``, its old name, still works, with a
+    DeprecationWarning)."""
 
     no_weight_decay_keys = ("pos_embed", "cls_token")
     global_pools = ("token", "avg", "")
 
+    @renamed(attn_dropout="attn_drop")
     def __init__(
         self,
         *,
@@ -63,6 +69,7 @@ class ViT(Classifier):
         dim: int,
         depth: int,
         heads: int,
+        mlp_ratio: float = 4.0,
         mlp_dim: int | None = None,
         channels: int = 3,
         dim_head: int | None = None,
@@ -70,7 +77,7 @@ class ViT(Classifier):
         pos_embed: str = "learned",
         qkv_bias: bool = True,
         dropout: float = 0.0,
-        attn_dropout: float = 0.0,
+        attn_drop: float = 0.0,
         emb_dropout: float = 0.0,
         drop_path: float = 0.0,
         dynamic_img_size: bool = False,
@@ -82,21 +89,18 @@ class ViT(Classifier):
             raise ValueError(f"pos_embed={pos_embed!r} is not one of {POS_EMBEDS}")
         check_num_classes(num_classes)
         check_positive(dim=dim, depth=depth, heads=heads, channels=channels)
-        if mlp_dim is not None:
-            check_mlp_ratio(mlp_dim / dim)
-        self.num_classes, self.dim, self.pool = num_classes, dim, pool
+        mlp_dim = mlp_width(dim, mlp_ratio, mlp_dim)
+        self.dim, self.pool = dim, pool
         self.global_pool = "token" if pool == "cls" else "avg"
         self.num_features = dim
-        mlp_dim = mlp_dim or 4 * dim
 
         # dynamic_img_size (timm's name): any image size divisible by the patch is
         # taken, the position embedding resized to its grid (DINO's small local crops)
         self.patch_embed = PatchEmbed(
             image_size, patch_size, channels, dim, dynamic=dynamic_img_size
         )
-        self.num_prefix_tokens = (
-            1 if pool == "cls" else 0
-        )  # the GAP variant (paper App. D.3) has no class token
+        # the GAP variant (paper App. D.3) has no class token
+        self.num_prefix_tokens = 1 if pool == "cls" else 0
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if pool == "cls" else None
         num_tokens = self.num_prefix_tokens + self.patch_embed.num_patches
         if pos_embed == "learned":
@@ -107,19 +111,14 @@ class ViT(Classifier):
             self.register_buffer("pos_embed", table, persistent=False)
         self.pos_drop = nn.Dropout(emb_dropout)
 
-        rates = torch.linspace(
-            0, drop_path, depth
-        ).tolist()  # stochastic depth grows with depth
+        # stochastic depth grows with depth
+        rates = torch.linspace(0, drop_path, depth).tolist()
         self.blocks = nn.ModuleList(
-            [
-                Block(
-                    dim, heads, mlp_dim, dim_head, qkv_bias, dropout, attn_dropout, rate
-                )
-                for rate in rates
-            ]
+            Block(dim, heads, mlp_dim, dim_head, qkv_bias, dropout, attn_drop, rate)
+            for rate in rates
         )
         self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.head = nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.reset_classifier(num_classes, init=False)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -177,15 +176,9 @@ class ViT(Classifier):
         resampled to it (:func:`resample_pos_embed`; what the ViT paper does to
         fine-tune at a higher resolution, Sec. 3.2; the class token's row is kept), a
         sin-cos table is rebuilt. At the model's own size nothing changes."""
-        embed = self.patch_embed
-        (h, w), (ph, pw) = pair(image_size), embed.patch_size
-        for side, size, p in (("height", h, ph), ("width", w, pw)):
-            if size < p or size % p:
-                raise ValueError(
-                    f"image {side} {size} is not divisible by patch_size {p}"
-                )
-        old_grid, grid = embed.grid, (h // ph, w // pw)
-        embed.image_size, embed.grid = (h, w), grid
+        old_grid = self.grid
+        self.patch_embed.set_image_size(image_size)
+        grid = self.grid
         if grid == old_grid:
             return
         if isinstance(self.pos_embed, nn.Parameter):
