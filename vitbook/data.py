@@ -310,17 +310,14 @@ def fashion_mnist(
         "Fashion-MNIST was not found. Looked in:\n  "
         + "\n  ".join(searched)
         + "\nTo get it: `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu), "
-        "or run once with a "
-        "network connection (torchvision downloads it), or put the four idx .gz files "
-        "in a directory "
-        "and set VITBOOK_DATA to it."
+        "or run once with a network connection (torchvision downloads it), or put the "
+        "four idx .gz files in a directory and set VITBOOK_DATA to it."
     )
 
 
 def _fashion_from_idx(image_path: Path, label_path: Path) -> ImageTensors:
-    images = torch.from_numpy(_read_idx(image_path).copy())[
-        :, None
-    ]  # (n, 1, 28, 28) uint8
+    # (n, 1, 28, 28) uint8
+    images = torch.from_numpy(_read_idx(image_path).copy())[:, None]
     labels = torch.from_numpy(_read_idx(label_path).astype(np.int64))
     return ImageTensors(images, labels, FASHION_CLASSES, mean=(0.2860,), std=(0.3530,))
 
@@ -341,9 +338,8 @@ def cifar10(split: str = "train", root=None, download: bool = True) -> ImageTens
             "Run once with a network connection, or set VITBOOK_DATA to a directory "
             "that holds cifar-10-batches-py/."
         ) from error
-    images = (
-        torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
-    )  # (n, 3, 32, 32) uint8
+    # (n, 3, 32, 32) uint8
+    images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
     labels = torch.tensor(ds.targets, dtype=torch.int64)
     return ImageTensors(
         images,
@@ -464,13 +460,14 @@ class VariableResolutionLoader:
             out: list = [None] * len(images)
             for h, w in torch.unique(sizes, dim=0).tolist():
                 idx = ((sizes[:, 0] == h) & (sizes[:, 1] == w)).nonzero()[:, 0]
+                # (k, c, h, w)
                 resized = F.interpolate(
                     images[idx.to(images.device)],
                     size=(h, w),
                     mode="bilinear",
                     antialias=True,
                     align_corners=False,
-                )  # (k, c, h, w)
+                )
                 for i, image in zip(idx.tolist(), resized):
                     out[i] = image
             yield out, labels

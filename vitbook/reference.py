@@ -3,8 +3,8 @@
 They serve two purposes: the parity tests (same weights, same input, same logits as
 timm), and loading pretrained weights on a machine that can download them (Colab)::
 
-    model =
-    vitbook.reference.pretrained_vit("vit_tiny_patch16_224.augreg_in21k_ft_in1k")
+    name = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
+    model = vitbook.reference.pretrained_vit(name)
 
 timm is an optional dependency (``pip install vitbook[reference]``), imported only here.
 """
@@ -128,9 +128,8 @@ def _check_timm_block(block: nn.Module, i: int) -> None:
 def _drop_path_rate(blocks) -> float:
     """The ``drop_path_rate`` behind timm's per-block stochastic depth rates, which
     grow linearly from 0 to it, as vitbook's do."""
-    rates = [
-        getattr(block.drop_path1, "drop_prob", 0.0) for block in blocks
-    ]  # nn.Identity where the rate is 0
+    # nn.Identity (no drop_prob) where the rate is 0
+    rates = [getattr(block.drop_path1, "drop_prob", 0.0) for block in blocks]
     second = [getattr(block.drop_path2, "drop_prob", 0.0) for block in blocks]
     if rates != second or rates != torch.linspace(0, rates[-1], len(rates)).tolist():
         _refuse(

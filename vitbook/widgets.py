@@ -50,9 +50,8 @@ class Explorer:
 
     def _draw(self):
         figure = self.draw(**self.values)
-        plt.close(
-            figure
-        )  # shown through display(), not by the inline backend a second time
+        # shown through display(), not by the inline backend a second time
+        plt.close(figure)
         return figure
 
     def _changed(self, _change) -> None:

@@ -62,7 +62,7 @@ CHAPTER_MODELS: dict[str, tuple[int, type, dict, dict]] = {
             window_size=7,
             drop_path=0.1,
         ),
-    ),  # fmt: skip
+    ),
     "Twins-SVT": (
         3,
         Twins,
@@ -83,7 +83,7 @@ CHAPTER_MODELS: dict[str, tuple[int, type, dict, dict]] = {
             sr_ratios=(4, 2, 1),
             drop_path=0.1,
         ),
-    ),  # fmt: skip
+    ),
     "ScalableViT": (
         4,
         ScalableViT,
@@ -106,7 +106,7 @@ CHAPTER_MODELS: dict[str, tuple[int, type, dict, dict]] = {
             c_ratios=(1.25, 1.25, 1),
             drop_path=0.1,
         ),
-    ),  # fmt: skip
+    ),
 }
 
 
@@ -117,8 +117,9 @@ def chapter_model(
     28x28 Fashion-MNIST images; ``changes`` replace entries of its configuration
     (``chapter_model("ViT", patch_size=4)``)."""
     if name not in CHAPTER_MODELS:
-        raise ValueError(f"name={name!r}: not a chapter model; there are "
-                         f"{list(CHAPTER_MODELS)}")  # fmt: skip
+        raise ValueError(
+            f"name={name!r}: not a chapter model; there are {list(CHAPTER_MODELS)}"
+        )
     _, cls, small, full = CHAPTER_MODELS[name]
     config = {**at_scale(small=small, full=full), **changes}
     if cls is CNN:
@@ -162,8 +163,10 @@ def time_to_accuracy(
     ``changes`` try another recipe: ``lr`` and ``batch_size`` replace the recipe's,
     anything else an entry of the model's configuration (``patch_size=4``)."""
     if name not in CHAPTER_RECIPES and name != "NaViT":
-        raise ValueError(f"name={name!r}: not a chapter model; there are "
-                         f"{list(CHAPTER_RECIPES) + ['NaViT']}")  # fmt: skip
+        raise ValueError(
+            f"name={name!r}: not a chapter model; there are "
+            f"{list(CHAPTER_RECIPES) + ['NaViT']}"
+        )
     if (seconds is None) == (epochs is None):
         raise ValueError(f"seconds={seconds}, epochs={epochs}: give exactly one budget")
     recipe_changes = {k: changes.pop(k) for k in ("lr", "batch_size") if k in changes}
@@ -173,23 +176,39 @@ def time_to_accuracy(
     if name == "NaViT":
         r, config = {**NAVIT_RECIPE, **recipe_changes}, {**NAVIT, **changes}
         patch = config["patch_size"]
-        model = NaViT(max_image_size=r["heights"][1], num_classes=10, channels=1,
-                      **config)  # fmt: skip
+        model = NaViT(
+            max_image_size=r["heights"][1], num_classes=10, channels=1, **config
+        )
         loader = data.VariableResolutionLoader(
-            train_set, r["batch_size"], heights=r["heights"], patch_size=patch,
-            shuffle=True, seed=seed)  # fmt: skip
+            train_set,
+            r["batch_size"],
+            heights=r["heights"],
+            patch_size=patch,
+            shuffle=True,
+            seed=seed,
+        )
         test_loader = data.VariableResolutionLoader(
-            test_set, 1000, heights=(28, 28), patch_size=patch)  # fmt: skip
+            test_set, 1000, heights=(28, 28), patch_size=patch
+        )
     else:
         r = {**CHAPTER_RECIPES[name], **recipe_changes}
         model = chapter_model(name, **changes)
-        loader = train_set.loader(r["batch_size"], shuffle=True, seed=seed,
-                                  device=device)  # fmt: skip
+        loader = train_set.loader(
+            r["batch_size"], shuffle=True, seed=seed, device=device
+        )
         test_loader = test_set.loader(1000, device=device)
     budget = f"{seconds:g} s" if epochs is None else f"{epochs:g} epochs"
-    history = fit(model.to(device), loader, seconds=seconds, epochs=epochs, lr=r["lr"],
-                  seed=seed, device=device, progress=progress,
-                  desc=f"{name} {budget}")  # fmt: skip
+    history = fit(
+        model.to(device),
+        loader,
+        seconds=seconds,
+        epochs=epochs,
+        lr=r["lr"],
+        seed=seed,
+        device=device,
+        progress=progress,
+        desc=f"{name} {budget}",
+    )
     acc = evaluate(model, test_loader, device=device)["acc"]
     return {"acc": acc, "steps": len(history.steps), "seconds": history.train_seconds}
 
@@ -253,8 +272,10 @@ def main(argv=None) -> None:
     for name in args.models:
         accs = []
         for seed in args.seeds:
-            cells = [time_to_accuracy(name, seed=seed, **{unit: v}, **changes)
-                     for v in values]  # fmt: skip
+            cells = [
+                time_to_accuracy(name, seed=seed, **{unit: v}, **changes)
+                for v in values
+            ]
             accs.append([c["acc"] for c in cells])
             label = name if args.seeds == [0] else f"{name}, seed {seed}"
             print(f"| {label} | " + " | ".join(map(_cell, cells)) + " |", flush=True)

@@ -16,16 +16,28 @@ def vit_contenders(
 
     from ..models.vit import ViT
 
-    shape = dict(image_size=image_size, patch_size=patch_size, num_classes=num_classes,
-                 dim=dim, depth=depth, heads=heads, mlp_dim=4 * dim)  # fmt: skip
+    shape = dict(
+        image_size=image_size,
+        patch_size=patch_size,
+        num_classes=num_classes,
+        dim=dim,
+        depth=depth,
+        heads=heads,
+        mlp_dim=4 * dim,
+    )
     return {
         "vitbook": ViT(**shape),
         "timm": timm.models.vision_transformer.VisionTransformer(
-            img_size=image_size, patch_size=patch_size, num_classes=num_classes,
-            embed_dim=dim, depth=depth, num_heads=heads, mlp_ratio=4.0,
+            img_size=image_size,
+            patch_size=patch_size,
+            num_classes=num_classes,
+            embed_dim=dim,
+            depth=depth,
+            num_heads=heads,
+            mlp_ratio=4.0,
         ),
         "vit-pytorch": SeedViT(dim_head=dim // heads, **shape),
-    }  # fmt: skip
+    }
 
 
 def swin_contenders(

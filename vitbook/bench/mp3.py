@@ -16,9 +16,14 @@ from .tables import report_block
 
 
 def mp3_contenders(
-    image_size=224, patch_size=16, dim=192, depth=12, heads=3, mask_ratio=0.75,
+    image_size=224,
+    patch_size=16,
+    dim=192,
+    depth=12,
+    heads=3,
+    mask_ratio=0.75,
     num_classes=None,
-) -> dict[str, nn.Module]:  # fmt: skip
+) -> dict[str, nn.Module]:
     """MP3's training step on a ViT-Ti/16 (class token, 75% masked), three ways with
     the same weights: vitbook's ``MP3``, which projects keys and values for the context
     tokens only (scores ``(1 + n) x (1 + n_keep)``, the paper's cost); the same model
@@ -29,8 +34,15 @@ def mp3_contenders(
     from ..models.vit import ViT
     from ..ssl.mp3 import MP3
 
-    backbone = ViT(image_size=image_size, patch_size=patch_size, num_classes=0,
-                   dim=dim, depth=depth, heads=heads, mlp_dim=4 * dim)  # fmt: skip
+    backbone = ViT(
+        image_size=image_size,
+        patch_size=patch_size,
+        num_classes=0,
+        dim=dim,
+        depth=depth,
+        heads=heads,
+        mlp_dim=4 * dim,
+    )
     gathered = MP3(backbone, mask_ratio=mask_ratio)
     masked = copy.deepcopy(gathered)
     masked.attention = "mask"
@@ -63,8 +75,10 @@ def mp3_costs(results: Results) -> str:
     lines += report_block(flops, list(next(iter(flops.values()))), "vitbook")
     for task in ("forward", "train step"):
         # the gathered context's time over each one's: their img/s over its img/s
-        time = {k: r[f"{task} img/s"] / results["vitbook"][f"{task} img/s"]
-                for k, r in results.items()}  # fmt: skip
+        time = {
+            k: r[f"{task} img/s"] / results["vitbook"][f"{task} img/s"]
+            for k, r in results.items()
+        }
         lines.append(
             f"{task}: the gathered context, {time['masked']:.2f}x the masked one's "
             f"time, {time['plain ViT']:.2f}x the plain ViT's"

@@ -83,8 +83,14 @@ def navit_contenders(
 
     side = image_size // patch_size
     budget = side**2
-    shape = dict(patch_size=patch_size, num_classes=num_classes, dim=dim, depth=depth,
-                 heads=heads, mlp_dim=4 * dim)  # fmt: skip
+    shape = dict(
+        patch_size=patch_size,
+        num_classes=num_classes,
+        dim=dim,
+        depth=depth,
+        heads=heads,
+        mlp_dim=4 * dim,
+    )
     navit = dict(max_image_size=image_size, token_budget=budget, **shape)
     return {
         "vitbook": NaViT(packing="ffd", **navit),

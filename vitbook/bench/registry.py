@@ -47,32 +47,50 @@ class Benchmark:
 # each entry: the contenders, the settings line, --quick's sizes (and, where they are
 # not the defaults, the inputs and the details)
 REGISTRY: dict[str, Benchmark] = {
-    "vit": Benchmark(vit_contenders, "ViT-Ti/16 (DeiT-Tiny), classification",
-                     quick=dict(image_size=96, depth=4)),
-    "swin": Benchmark(swin_contenders,
-                      "Swin-T, window 7, stochastic depth 0.1 on both sides",
-                      quick=dict(image_size=112, depth=2)),
-    "twins": Benchmark(twins_contenders,
-                       "Twins-SVT-S, windows 7, sub-sampling 8, 4, 2, 1",
-                       quick=dict(image_size=128, depth=2)),
-    "navit": Benchmark(navit_contenders,
-                       "ViT-Ti/16 widths on variable-size images, one token budget",
-                       quick=dict(image_size=96, depth=4), inputs=variable_images,
-                       details=lambda results, b, size: navit_utilization(b, size)),
-    "mae": Benchmark(mae_contenders,
-                     "MAE step, ViT-Ti/16 encoder, 75% masked, normalized pixels",
-                     quick=dict(image_size=96, depth=4, decoder_depth=2)),
-    "dino": Benchmark(dino_contenders,
-                      "DINO step (seed setting: 2+2 crops), ViT-Ti/16, EMA update",
-                      quick=dict(image_size=64, depth=4, out_dim=1024)),
-    "byol": Benchmark(byol_contenders,
-                      "BYOL step, ViT-Ti/16 in both, paper's heads, EMA update",
-                      quick=dict(image_size=64, depth=4, hidden_dim=1024)),
-    "mp3": Benchmark(mp3_contenders,
-                     "MP3 step, ViT-Ti/16, 75% masked, gathered context against masked",
-                     quick=dict(image_size=96, depth=4),
-                     details=lambda results, b, size: mp3_costs(results)),
-}  # fmt: skip
+    "vit": Benchmark(
+        vit_contenders,
+        "ViT-Ti/16 (DeiT-Tiny), classification",
+        quick=dict(image_size=96, depth=4),
+    ),
+    "swin": Benchmark(
+        swin_contenders,
+        "Swin-T, window 7, stochastic depth 0.1 on both sides",
+        quick=dict(image_size=112, depth=2),
+    ),
+    "twins": Benchmark(
+        twins_contenders,
+        "Twins-SVT-S, windows 7, sub-sampling 8, 4, 2, 1",
+        quick=dict(image_size=128, depth=2),
+    ),
+    "navit": Benchmark(
+        navit_contenders,
+        "ViT-Ti/16 widths on variable-size images, one token budget",
+        quick=dict(image_size=96, depth=4),
+        inputs=variable_images,
+        details=lambda results, b, size: navit_utilization(b, size),
+    ),
+    "mae": Benchmark(
+        mae_contenders,
+        "MAE step, ViT-Ti/16 encoder, 75% masked, normalized pixels",
+        quick=dict(image_size=96, depth=4, decoder_depth=2),
+    ),
+    "dino": Benchmark(
+        dino_contenders,
+        "DINO step (seed setting: 2+2 crops), ViT-Ti/16, EMA update",
+        quick=dict(image_size=64, depth=4, out_dim=1024),
+    ),
+    "byol": Benchmark(
+        byol_contenders,
+        "BYOL step, ViT-Ti/16 in both, paper's heads, EMA update",
+        quick=dict(image_size=64, depth=4, hidden_dim=1024),
+    ),
+    "mp3": Benchmark(
+        mp3_contenders,
+        "MP3 step, ViT-Ti/16, 75% masked, gathered context against masked",
+        quick=dict(image_size=96, depth=4),
+        details=lambda results, b, size: mp3_costs(results),
+    ),
+}
 
 # the four tables the registry replaced, each read from it; their names stay importable
 BENCHMARKS = {name: b.contenders for name, b in REGISTRY.items()}

@@ -50,8 +50,16 @@ class QKNormAttention(Attention):
     Dehghani et al. 2023), which keeps the attention logits from growing without bound
     in large models. The scale stays ``1/sqrt(d_head)``."""
 
-    def __init__(self, dim, heads, dim_head=None, qkv_bias=True, attn_drop=0.0,
-                 proj_drop=0.0, eps: float = 1e-6):  # fmt: skip
+    def __init__(
+        self,
+        dim,
+        heads,
+        dim_head=None,
+        qkv_bias=True,
+        attn_drop=0.0,
+        proj_drop=0.0,
+        eps: float = 1e-6,
+    ):
         super().__init__(dim, heads, dim_head, qkv_bias, attn_drop, proj_drop)
         self.q_norm = nn.LayerNorm(self.dim_head, eps=eps)
         self.k_norm = nn.LayerNorm(self.dim_head, eps=eps)
@@ -200,8 +208,14 @@ class NaViT(Classifier):
     ):
         super().__init__()
         check_num_classes(num_classes)
-        check_positive(patch_size=patch_size, dim=dim, depth=depth, heads=heads,
-                       channels=channels, token_budget=token_budget)  # fmt: skip
+        check_positive(
+            patch_size=patch_size,
+            dim=dim,
+            depth=depth,
+            heads=heads,
+            channels=channels,
+            token_budget=token_budget,
+        )
         mlp_dim = mlp_width(dim, mlp_ratio, mlp_dim)
         if packing not in STRATEGIES:
             raise ValueError(f"packing={packing!r} is not one of {tuple(STRATEGIES)}")
@@ -211,7 +225,10 @@ class NaViT(Classifier):
         self.num_features, self.dim = dim, dim
         self.patch_size, self.channels = patch_size, channels
         self.token_budget, self.packing, self.token_dropout = (
-            token_budget, packing, token_dropout)  # fmt: skip
+            token_budget,
+            packing,
+            token_dropout,
+        )
 
         self.patch_embed = nn.Linear(channels * patch_size**2, dim)
         self.pos_embed_row = nn.Parameter(torch.zeros(self.max_grid[0], dim))
@@ -219,12 +236,14 @@ class NaViT(Classifier):
         rates = torch.linspace(0, drop_path, depth).tolist()
         self.blocks = nn.ModuleList()
         for rate in rates:
-            block = Block(dim, heads, mlp_dim, dim_head, qkv_bias, dropout,
-                          attn_drop, rate)  # fmt: skip
+            block = Block(
+                dim, heads, mlp_dim, dim_head, qkv_bias, dropout, attn_drop, rate
+            )
             # the same block with ViT-22B's attention in place
             if qk_norm:
-                block.attn = QKNormAttention(dim, heads, dim_head, qkv_bias,
-                                             attn_drop, dropout)  # fmt: skip
+                block.attn = QKNormAttention(
+                    dim, heads, dim_head, qkv_bias, attn_drop, dropout
+                )
             self.blocks.append(block)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.pool = AttentionPool(dim, heads, mlp_dim, dim_head, qkv_bias)
@@ -272,9 +291,14 @@ class NaViT(Classifier):
         patches = rearrange(
             images, "k c (h p1) (w p2) -> k (h w) (p1 p2 c)", p1=p, p2=p
         )
-        grid = torch.stack(torch.meshgrid(
-            torch.arange(rows, device=device),
-            torch.arange(cols, device=device), indexing="ij"), -1)  # fmt: skip
+        grid = torch.stack(
+            torch.meshgrid(
+                torch.arange(rows, device=device),
+                torch.arange(cols, device=device),
+                indexing="ij",
+            ),
+            -1,
+        )
         positions = rearrange(grid, "h w two -> (h w) two").expand(k, -1, -1)
         keep = self.num_tokens(h, w)
         if keep < rows * cols:  # token dropout: one random subset per image
@@ -348,8 +372,11 @@ class NaViT(Classifier):
             )
         for i, img in enumerate(images):
             try:
-                check_image(img[None] if isinstance(img, torch.Tensor) else img,
-                            self.channels, multiple_of=self.patch_size)  # fmt: skip
+                check_image(
+                    img[None] if isinstance(img, torch.Tensor) else img,
+                    self.channels,
+                    multiple_of=self.patch_size,
+                )
             except (ValueError, TypeError) as error:
                 raise type(error)(f"image {i}: {error}") from None
         return list(images)

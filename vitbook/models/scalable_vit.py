@@ -248,9 +248,16 @@ class ScalableViTBlock(TwinsBlock):
     kinds = ("IWSA", "SSA")
 
     def attention(
-        self, dim, heads, window_size, sr_ratio, qkv_bias, attn_drop, dropout,
+        self,
+        dim,
+        heads,
+        window_size,
+        sr_ratio,
+        qkv_bias,
+        attn_drop,
+        dropout,
         c_ratio: float = 1.25,
-    ) -> nn.Module:  # fmt: skip
+    ) -> nn.Module:
         """IWSA inside ``window_size`` windows, or SSA when ``window_size`` is None."""
         if window_size is None:
             return ScalableAttention(
@@ -314,16 +321,32 @@ class ScalableViT(PyramidClassifier):
         drop_path: float = 0.0,
     ):
         super().__init__()
-        args = check_stages(num_classes, channels, image_size, patch_size, dims, depths,
-                            heads, sr_ratios, window_sizes, mlp_ratios)  # fmt: skip
+        args = check_stages(
+            num_classes,
+            channels,
+            image_size,
+            patch_size,
+            dims,
+            depths,
+            heads,
+            sr_ratios,
+            window_sizes,
+            mlp_ratios,
+        )
         c_ratios = check_c_ratios(c_ratios, args.dims, args.heads)
         # overlapping patch embeddings (kernel 3, stride 2, padding 1): ceil(h / 2)
         self.resolutions = stage_resolutions(
             args.grid, args.sr_ratios, "SSA", ceil=True
         )
-        self.build_stages(Stage, args, drop_path, dict(c_ratio=c_ratios),
-                          qkv_bias=qkv_bias, dropout=dropout,
-                          attn_drop=attn_drop)  # fmt: skip
+        self.build_stages(
+            Stage,
+            args,
+            drop_path,
+            dict(c_ratio=c_ratios),
+            qkv_bias=qkv_bias,
+            dropout=dropout,
+            attn_drop=attn_drop,
+        )
 
     def reset_parameters(self):
         """The official init: Linear weights N(0, 0.02), zero biases, unit LayerNorms,

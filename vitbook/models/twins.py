@@ -240,9 +240,15 @@ class TwinsBlock(nn.Module):
         check_mlp_ratio(mlp_ratio)
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = self.attention(
-            dim, heads, window_size, sr_ratio, qkv_bias, attn_drop, dropout,
+            dim,
+            heads,
+            window_size,
+            sr_ratio,
+            qkv_bias,
+            attn_drop,
+            dropout,
             **attention_kw,
-        )  # fmt: skip
+        )
         self.kind = self.kinds[window_size is None]
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
@@ -347,9 +353,17 @@ class StageArgs(NamedTuple):
 
 
 def check_stages(
-    num_classes, channels, image_size, patch_size, dims, depths, heads, sr_ratios,
-    window_sizes, mlp_ratios,
-) -> StageArgs:  # fmt: skip
+    num_classes,
+    channels,
+    image_size,
+    patch_size,
+    dims,
+    depths,
+    heads,
+    sr_ratios,
+    window_sizes,
+    mlp_ratios,
+) -> StageArgs:
     """Validate the arguments Twins-SVT and ScalableViT share, each error naming the
     argument, its value and the rule; returns them as :class:`StageArgs`."""
     check_num_classes(num_classes)
@@ -390,9 +404,18 @@ def check_stages(
             )
     grid = patch_grid(image_size, patch_size)
     return StageArgs(
-        num_classes, channels, pair(image_size), pair(patch_size), grid, dims, depths,
-        heads, sr_ratios, window_sizes, mlp_ratios,
-    )  # fmt: skip
+        num_classes,
+        channels,
+        pair(image_size),
+        pair(patch_size),
+        grid,
+        dims,
+        depths,
+        heads,
+        sr_ratios,
+        window_sizes,
+        mlp_ratios,
+    )
 
 
 def stage_resolutions(first, sr_ratios, attention: str, ceil: bool = False) -> list:
@@ -462,11 +485,27 @@ class Twins(PyramidClassifier):
         drop_path: float = 0.0,
     ):
         super().__init__()
-        args = check_stages(num_classes, channels, image_size, patch_size, dims, depths,
-                            heads, sr_ratios, window_sizes, mlp_ratios)  # fmt: skip
+        args = check_stages(
+            num_classes,
+            channels,
+            image_size,
+            patch_size,
+            dims,
+            depths,
+            heads,
+            sr_ratios,
+            window_sizes,
+            mlp_ratios,
+        )
         self.resolutions = stage_resolutions(args.grid, args.sr_ratios, "GSA")
-        self.build_stages(Stage, args, drop_path, qkv_bias=qkv_bias, dropout=dropout,
-                          attn_drop=attn_drop)  # fmt: skip
+        self.build_stages(
+            Stage,
+            args,
+            drop_path,
+            qkv_bias=qkv_bias,
+            dropout=dropout,
+            attn_drop=attn_drop,
+        )
 
     def reset_parameters(self):
         """The official Twins init (timm's ``_init_weights``): Linear weights N(0,

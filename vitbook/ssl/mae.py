@@ -150,9 +150,10 @@ class MAE(nn.Module):
         # the lightweight decoder: its own width, depth and fixed positions
         self.decoder_embed = nn.Linear(backbone.dim, decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+        # (1, prefix + n, decoder_dim)
         self.register_buffer(
             "decoder_pos_embed", self._sincos(decoder_dim), persistent=False
-        )  # (1, prefix + n, decoder_dim)
+        )
         mlp_dim = int(decoder_dim * decoder_mlp_ratio)
         self.decoder_blocks = nn.ModuleList(
             [Block(decoder_dim, decoder_heads, mlp_dim) for _ in range(decoder_depth)]

@@ -42,9 +42,10 @@ def context_mask(noise: torch.Tensor, n_keep: int, prefix: int = 0) -> torch.Ten
     b, n = noise.shape
     keep = torch.zeros(b, n, dtype=torch.bool, device=noise.device)
     keep.scatter_(1, noise.argsort(dim=1)[:, :n_keep], True)  # (b, n)
+    # (b, prefix + n)
     keys = torch.cat(
         (torch.ones(b, prefix, dtype=torch.bool, device=noise.device), keep), dim=1
-    )  # (b, prefix + n)
+    )
     return keys[:, None, None, :].expand(-1, 1, prefix + n, -1)
 
 

@@ -15,8 +15,9 @@ def plot_time_to_accuracy(histories: dict, title: str | None = None):
     for name, history in histories.items():
         rows = history.evals
         acc = [100 * r["test_acc"] for r in rows]
-        (line,) = by_time.plot([r["seconds"] for r in rows], acc, "o-", ms=3,
-                               label=name)  # fmt: skip
+        (line,) = by_time.plot(
+            [r["seconds"] for r in rows], acc, "o-", ms=3, label=name
+        )
         by_step.plot([r["step"] for r in rows], acc, "o-", ms=3, color=line.get_color())
     by_time.set_xlabel("training seconds on this machine (evaluation excluded)")
     by_step.set_xlabel("optimizer steps")
@@ -36,8 +37,11 @@ def plot_representation_comparison(reports: dict, title: str | None = None):
     initialization and the supervised model, with raw pixels as a dashed line per
     method. ``reports``: ``{method: RepresentationReport}``."""
     methods = list(reports)
-    rows = [("pretrained", "tab:blue"), ("random init", "tab:gray"),
-            ("supervised", "tab:green")]  # fmt: skip
+    rows = [
+        ("pretrained", "tab:blue"),
+        ("random init", "tab:gray"),
+        ("supervised", "tab:green"),
+    ]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     x = np.arange(len(methods))
     width = 0.8 / len(rows)
@@ -51,17 +55,25 @@ def plot_representation_comparison(reports: dict, title: str | None = None):
         for j, m in enumerate(methods):
             if "raw pixels" in reports[m].rows:
                 pixels = 100 * reports[m].rows["raw pixels"][protocol]
-                ax.hlines(pixels, j - 0.45, j + 0.45, colors="k", linestyles="--",
-                          label="raw pixels" if j == 0 else None)  # fmt: skip
+                ax.hlines(
+                    pixels,
+                    j - 0.45,
+                    j + 0.45,
+                    colors="k",
+                    linestyles="--",
+                    label="raw pixels" if j == 0 else None,
+                )
         ax.set_xticks(x, methods)
         ax.set_xlabel("self-supervised method")
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(f"{label}, Fashion-MNIST test set", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     low = min(
-        100 * r[p] for rep in reports.values() for r in rep.rows.values()
+        100 * r[p]
+        for rep in reports.values()
+        for r in rep.rows.values()
         for p in ("knn", "linear")
-    )  # fmt: skip
+    )
     axes[0].set_ylim(max(0, low - 10), 100)
     axes[1].legend(fontsize=8, loc="upper right", ncol=2)
     if title:

@@ -58,18 +58,32 @@ def plot_packing(packing: Packing, title: str | None = None, ax=None):
     for s in range(packing.num_sequences):
         ax.barh(s, packing.budget, color=PADDING, height=0.8)
     for p in packing.placements:
-        ax.barh(p.sequence, p.length, left=p.offset, color=colors[p.image], height=0.8,
-                edgecolor="white", linewidth=0.5)  # fmt: skip
+        ax.barh(
+            p.sequence,
+            p.length,
+            left=p.offset,
+            color=colors[p.image],
+            height=0.8,
+            edgecolor="white",
+            linewidth=0.5,
+        )
         if p.length >= 0.03 * packing.budget:
-            ax.text(p.offset + p.length / 2, p.sequence, str(p.image), ha="center",
-                    va="center", fontsize=7)  # fmt: skip
+            ax.text(
+                p.offset + p.length / 2,
+                p.sequence,
+                str(p.image),
+                ha="center",
+                va="center",
+                fontsize=7,
+            )
     ax.set_xlim(0, packing.budget)
     ax.set_ylim(packing.num_sequences - 0.5, -0.5)
     ax.set_xlabel("token position in the packed sequence")
     ax.set_ylabel("packed sequence")
     ax.set_yticks(range(packing.num_sequences))
-    ax.legend(handles=[Patch(color=PADDING, label="padding")], loc="lower right",
-              fontsize=7)  # fmt: skip
+    ax.legend(
+        handles=[Patch(color=PADDING, label="padding")], loc="lower right", fontsize=7
+    )
     ax.set_title(
         title
         or f"{len(packing.placements)} images in {packing.num_sequences} sequences "
@@ -106,26 +120,40 @@ def plot_packing_masks(features, sequence: int = 0, title: str | None = None):
         1, 2, figsize=(10, 4.6), gridspec_kw={"width_ratios": [1, 1]}
     )
     owner_rows = ids[:, None].expand(length, length)
-    a.imshow(paint(attention, owner_rows), cmap=cmap, vmin=0, vmax=len(colors) + 1,
-             interpolation="nearest")  # fmt: skip
+    a.imshow(
+        paint(attention, owner_rows),
+        cmap=cmap,
+        vmin=0,
+        vmax=len(colors) + 1,
+        interpolation="nearest",
+    )
     a.set_xlabel("key token")
     a.set_ylabel("query token")
     a.set_title("attention mask: each image attends to itself")
     pool_owner = slots[real][:, None].expand(-1, length)
-    b.imshow(paint(pooling[real], pool_owner), cmap=cmap, vmin=0,
-             vmax=len(colors) + 1, interpolation="nearest", aspect="auto")  # fmt: skip
+    b.imshow(
+        paint(pooling[real], pool_owner),
+        cmap=cmap,
+        vmin=0,
+        vmax=len(colors) + 1,
+        interpolation="nearest",
+        aspect="auto",
+    )
     b.set_xlabel("token")
     b.set_ylabel("pooling query (one per image)")
     b.set_yticks(range(int(real.sum())))
     b.set_yticklabels([f"image {int(i)}" for i in slots[real]])
     b.set_title("pooling mask: each query reads its image")
-    handles = [Patch(color="white", label="blocked", ec="black"),
-               Patch(color=PADDING, label="padding")]  # fmt: skip
+    handles = [
+        Patch(color="white", label="blocked", ec="black"),
+        Patch(color=PADDING, label="padding"),
+    ]
     handles += [
         Patch(color=colors[int(i)], label=f"image {int(i)}") for i in slots[real]
     ]
-    fig.legend(handles=handles, loc="lower center", ncol=min(8, len(handles)),
-               fontsize=8)  # fmt: skip
+    fig.legend(
+        handles=handles, loc="lower center", ncol=min(8, len(handles)), fontsize=8
+    )
     fig.suptitle(title or f"packed sequence {sequence}: masks ({length} tokens)")
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig

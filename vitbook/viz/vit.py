@@ -56,8 +56,7 @@ def plot_patches(image: torch.Tensor, patch_size, max_tokens_shown: int = 49):
         ax.axis("off")
     fig.suptitle(
         f"the sequence: token i is patch i, flattened to {c}*{ph}*{pw} = {c * ph * pw} "
-        "numbers "
-        f"(first {shown} of {gh * gw} shown)",
+        f"numbers (first {shown} of {gh * gw} shown)",
         y=0.02,
         fontsize=10,
     )
