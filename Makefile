@@ -11,7 +11,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 
-.PHONY: venv data browser mathjax book lab test unit notebooks bench strip clean
+.PHONY: venv data browser mathjax book lab test unit notebooks bench strip clean gpu-check
 
 venv: $(STAMP)
 
@@ -92,6 +92,13 @@ BENCH ?= all
 BENCH_ARGS ?=
 bench: venv
 	$(BIN)/python -m vitbook.bench $(BENCH) $(BENCH_ARGS)
+
+# On a machine with a CUDA GPU: every chapter at the full scale, one report in
+# build/gpu-check.md (wall time, peak GPU memory, what each chapter printed). Without a
+# GPU it says so and fails. `make gpu-check GPU_CHAPTERS="01_vit 07_dino"` for some.
+GPU_CHAPTERS ?=
+gpu-check: data
+	$(BIN)/python tests/gpu_check.py $(if $(GPU_CHAPTERS),--chapters $(GPU_CHAPTERS))
 
 # Notebooks are committed without outputs; the build and nbmake execute them.
 strip: venv
