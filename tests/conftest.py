@@ -12,12 +12,3 @@ def _seed_and_close_figures():
     import matplotlib.pyplot as plt
 
     plt.close("all")
-
-
-def randomize_(module: torch.nn.Module, std: float = 0.5) -> torch.nn.Module:
-    """Every parameter drawn at random: references zero-initialize some (class token, positions,
-    biases), and a zero weight would hide a conversion that puts it in the wrong place."""
-    with torch.no_grad():
-        for p in module.parameters():
-            p.normal_(0.0, std)
-    return module

@@ -5,6 +5,8 @@ test imports them as a module of its own: ``from factories import tiny_vit``. Ev
 factory takes keyword overrides of its configuration.
 """
 
+import torch
+
 from vitbook import ScalableViT, Twins, ViT
 
 # the ViT the self-supervised tests train: 4x4 patches of 16x16 grey images, one block;
@@ -63,3 +65,12 @@ TIMM_TWINS = dict(
     sr_ratios=[2, 1],
     num_classes=10,
 )
+
+
+def randomize_(module: torch.nn.Module, std: float = 0.5) -> torch.nn.Module:
+    """Every parameter drawn at random: references zero-initialize some (class token, positions,
+    biases), and a zero weight would hide a conversion that puts it in the wrong place."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_(0.0, std)
+    return module

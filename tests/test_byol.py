@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torchvision
-from conftest import randomize_
+from factories import randomize_
 from factories import tiny_vit
 from torch import nn
 

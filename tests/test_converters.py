@@ -6,7 +6,7 @@ import pytest
 import timm
 import torch
 
-from conftest import randomize_
+from factories import randomize_
 from factories import TIMM_TWINS
 from vitbook import ViT
 from vitbook.reference import swin_from_timm, twins_from_timm, vit_from_timm

@@ -13,20 +13,9 @@ from vitbook import ViT, data
 from vitbook.ssl import DINO, MultiCrop, dino_loss, embed
 from vitbook.train import param_groups
 
+from factories import tiny_vit
 
-def tiny_vit(**kw):
-    return ViT(
-        image_size=16,
-        patch_size=4,
-        num_classes=0,
-        dim=16,
-        depth=1,
-        heads=2,
-        mlp_dim=32,
-        channels=1,
-        dynamic_img_size=True,
-        **kw,
-    )
+
 
 
 def tiny_dino(**kw):

@@ -6,7 +6,7 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import randomize_
+from factories import randomize_
 
 from vitbook import NaViT, record_attention
 from vitbook.packing import first_fit_decreasing, greedy, pack, padding_utilization

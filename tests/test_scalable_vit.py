@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import randomize_
+from factories import randomize_
 from factories import small_scalable_vit
 from vitbook import record_attention
 from vitbook.layers import Attention, FeedForward

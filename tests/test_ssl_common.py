@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import randomize_
+from factories import randomize_
 from torch import nn
 from torchvision.transforms import v2
 

@@ -2,7 +2,7 @@ import pytest
 import timm
 import torch
 
-from conftest import randomize_
+from factories import randomize_
 from vitbook import record_attention
 from vitbook.models.swin import (
     MASK_FILL,

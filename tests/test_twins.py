@@ -2,7 +2,7 @@ import pytest
 import timm
 import torch
 
-from conftest import randomize_
+from factories import randomize_
 from factories import TIMM_TWINS, small_twins
 from vitbook import record_attention
 from vitbook.layers import Attention

@@ -6,7 +6,7 @@ import torch
 from timm.models.deit import VisionTransformerDistilled
 from timm.models.vision_transformer import ResPostBlock, VisionTransformer
 
-from conftest import randomize_
+from factories import randomize_
 from vitbook import ViT, record_attention
 from vitbook.models.vit import vit_at_image_size
 from vitbook.reference import vit_from_timm
