@@ -133,8 +133,11 @@ def test_zoo_navit_is_the_one_chapter_5_trains():
 
 @pytest.mark.parametrize("name", ["CNN", "NaViT"])
 def test_time_to_accuracy_trains_for_its_budget_and_beats_chance(name):
+    # a seconds budget stops on the clock; what it reaches depends on the machine's
+    # load, so the accuracy is judged on a budget of steps (epochs=), which does not
     result = zoo.time_to_accuracy(name, seconds=2, device="cpu", progress=False)
-    assert result["steps"] >= 1 and 2 <= result["seconds"] < 10
+    assert result["steps"] >= 1 and result["seconds"] >= 2
+    result = zoo.time_to_accuracy(name, epochs=0.15, device="cpu", progress=False)
     assert result["acc"] > 0.2  # chance is 0.1
 
 
