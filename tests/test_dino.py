@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from vitbook import ViT, data
+from vitbook import data
 from vitbook.ssl import DINO, MultiCrop, dino_loss, embed
 from vitbook.train import param_groups
 
@@ -122,16 +122,8 @@ def test_center_is_an_ema_of_the_teachers_mean_output():
 # --------------------------------------------------------------------------- the ViT
 def test_vit_with_dynamic_img_size_takes_small_crops_and_keeps_its_own_size_exact():
     model = tiny_vit().eval()
-    fixed = ViT(
-        image_size=16,
-        patch_size=4,
-        num_classes=0,
-        dim=16,
-        depth=1,
-        heads=2,
-        mlp_dim=32,
-        channels=1,
-    ).eval()
+    # the same ViT that takes only its own size
+    fixed = tiny_vit(dynamic_img_size=False).eval()
     fixed.load_state_dict(model.state_dict())
     x = torch.randn(2, 1, 16, 16)
     torch.testing.assert_close(model.forward_features(x), fixed.forward_features(x))
