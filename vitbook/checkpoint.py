@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import random
 import warnings
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 import numpy as np
@@ -178,9 +179,16 @@ def set_rng_state(state: dict, model: nn.Module | None = None) -> None:
 # ------------------------------------------------ a training run's checkpoint
 def save_run(path, model: nn.Module, optimizer: torch.optim.Optimizer, **state) -> None:
     """``train.fit``'s checkpoint: :func:`save_checkpoint` with the run's ``state``
-    (its arguments, position, history, scaler) and the RNG states of every rank, which
-    all take part; rank 0 writes it and every rank waits until it is written."""
+    (its arguments, position and history, dataclasses saved as dicts, and the scaler's
+    state) and the RNG states of every rank, which all take part; rank 0 writes it and
+    every rank waits until it is written."""
     rng = _rng_of_every_rank(model)
+    # the run's position and history are dataclasses, the scaler an object or None
+    state = {k: asdict(v) if is_dataclass(v) else v for k, v in state.items()}
+    if "scaler" in state:
+        state["scaler"] = (
+            {} if state["scaler"] is None else state["scaler"].state_dict()
+        )
     if distributed.is_main():
         save_checkpoint(path, model, optimizer, rng=rng, **state)
     distributed.barrier()

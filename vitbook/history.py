@@ -152,6 +152,13 @@ class Tracker:
     def flush(self) -> None:
         self._show(self.log.flush(self.lr))
 
+    def snapshot(self) -> History:
+        """The history as it stands, its pending steps logged and its seconds set:
+        what a checkpoint saves."""
+        self.flush()
+        self.history.seconds = self.elapsed()
+        return self.history
+
     def evaluate(self, state: RunState) -> None:
         """Evaluate, and record it with the training seconds before it."""
         self.flush()

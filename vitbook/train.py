@@ -16,7 +16,7 @@ names this module re-exports.
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from typing import Callable
 
@@ -88,6 +88,12 @@ def _autocast(device: torch.device, amp: bool):
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype), dtype
     return nullcontext(), None
+
+
+def _precision(device: torch.device, amp: bool):
+    """The forward's autocast and, for float16, the gradient scaler (else None)."""
+    autocast, dtype = _autocast(device, amp)
+    return autocast, torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
 
 
 def _to(batch, device):
@@ -214,46 +220,37 @@ def fit(
 
     ``loss(model, batch) -> (loss, metrics)``: :func:`classification_loss` by default,
     :func:`self_supervised_loss` for methods whose forward returns their loss. Unless
-    an ``optimizer`` is given, AdamW (weight decay on weight matrices only,
-    :func:`param_groups`), its learning rate warmed up over the first ``warmup`` of the
-    run, then decayed to zero along a cosine. With ``weight_decay_end`` the weight decay
-    of every param group that has some follows a cosine from ``weight_decay`` to
-    ``weight_decay_end`` (DINO: 0.04 to 0.4), recorded as ``"wd"`` in each row of
-    ``history.steps``. With only a ``seconds`` budget both schedules follow the clock,
-    so such a run is not reproducible. Each step is one :func:`train_step`.
+    an ``optimizer`` is given, AdamW (:func:`param_groups`), the learning rate warmed up
+    over the first ``warmup`` of the run, then a cosine to zero; with
+    ``weight_decay_end`` the weight decay follows a cosine to it (DINO: 0.04 to 0.4).
+    Only a ``seconds`` budget makes both follow the clock (not reproducible). Each step
+    is one :func:`train_step`.
 
-    ``checkpoint=path``: the whole training state (weights, EMA teachers, optimizer,
-    scaler, schedule position, every RNG, the modules' own generators included, the
-    history) is written every ``checkpoint_every`` steps and at the end, atomically
-    (:mod:`vitbook.checkpoint`); calling ``fit`` again with the same arguments resumes
-    where the last one stopped and ends exactly as an uninterrupted run would.
-
-    Under ``torchrun`` the same call trains data-parallel (:mod:`vitbook.distributed`),
-    every rank drawing its own random numbers (:func:`_place`).
-
-    ``eval_loader`` is evaluated after every epoch and, with ``eval_every=n``, also
-    every ``n`` steps; each row of ``history.evals`` records the training seconds
-    before it (evaluations excluded): accuracy against CPU time.
+    ``checkpoint=path``: the whole training state is written every ``checkpoint_every``
+    steps and at the end (:mod:`vitbook.checkpoint`); the same call again resumes and
+    ends exactly as an uninterrupted run would. Under ``torchrun`` the same call trains
+    data-parallel (:mod:`vitbook.distributed`), each rank with its own random draws.
+    ``eval_loader`` is evaluated after every epoch and, with ``eval_every=n``, every
+    ``n`` steps; ``history.evals`` records the training seconds before each.
     """
     budget = Budget(epochs, steps, seconds, batches=_batches_per_epoch(loader))
-    _check_options(eval_loader, eval_every, checkpoint, checkpoint_every, seconds)
+    _check_options(eval_every, eval_loader, checkpoint_every, checkpoint, seconds)
     _check_optimizer(clip_mode, weight_decay_end)
     device, loader = _place(model, loader, device, seed)
     if optimizer is None:
         optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
     schedules = Schedules(optimizer, warmup, weight_decay, weight_decay_end)
-    autocast, amp_dtype = _autocast(device, amp)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    autocast, scaler = _precision(device, amp)
     # DDP under torchrun, else the model itself
     trained = distributed.wrap(model, device)
     # what a checkpoint must have been written by to be resumed by this call
-    run = dict(epochs=epochs, steps=steps, lr=lr, weight_decay=weight_decay)
-    run |= dict(warmup=warmup, seed=seed, grad_clip=grad_clip, batches=budget.batches)
+    run = dict(epochs=epochs, steps=steps, lr=lr, weight_decay=weight_decay, seed=seed)
+    run |= dict(warmup=warmup, grad_clip=grad_clip, batches=budget.batches)
     run |= dict(weight_decay_end=weight_decay_end, clip_mode=clip_mode)
     history, state = _resume(checkpoint, model, optimizer, scaler, run)
     if state.finished:
         return history
-    save = partial(_save, checkpoint, model, optimizer, scaler, run)
+    save = partial(ckpt.save_run, checkpoint, model, optimizer, run=run, scaler=scaler)
     judge = None
     if eval_loader is not None:
         judge = partial(evaluate, model, eval_loader, device=device, amp=amp)
@@ -279,9 +276,7 @@ def fit(
             if eval_every and state.step % eval_every == 0 and not tracker.spent(state):
                 tracker.evaluate(state)
             if checkpoint_every and state.step % checkpoint_every == 0:
-                tracker.flush()
-                history.seconds = tracker.elapsed()
-                save(state, history)
+                save(at=state, history=tracker.snapshot())
             if tracker.spent(state):
                 break
         tracker.end_epoch(state)
@@ -289,11 +284,11 @@ def fit(
     if checkpoint is not None:
         # the last epoch is over, and with it the run
         state.batch, state.finished = 0, True
-        save(state, history)
+        save(at=state, history=history)
     return history
 
 
-def _check_options(eval_loader, eval_every, checkpoint, checkpoint_every, seconds):
+def _check_options(eval_every, eval_loader, checkpoint_every, checkpoint, seconds):
     if eval_every is not None and (eval_loader is None or eval_every < 1):
         raise ValueError(
             f"eval_every={eval_every} needs eval_loader= and must be >= 1 (steps)"
@@ -356,19 +351,6 @@ def _resume(checkpoint, model, optimizer, scaler, run) -> tuple[History, RunStat
     if scaler is not None and saved["scaler"]:
         scaler.load_state_dict(saved["scaler"])
     return History(**saved["history"]), RunState(**saved["at"])
-
-
-def _save(checkpoint, model, optimizer, scaler, run, state, history) -> None:
-    scaler_state = scaler.state_dict() if scaler is not None else {}
-    ckpt.save_run(
-        checkpoint,
-        model,
-        optimizer,
-        run=run,
-        at=asdict(state),
-        history=asdict(history),
-        scaler=scaler_state,
-    )
 
 
 # --------------------------------------------------------------------------- evaluate
