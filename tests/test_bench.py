@@ -322,3 +322,42 @@ def test_all_prints_the_summary_of_every_benchmark_without_details(monkeypatch, 
     # one footnote per benchmark: its settings line, the batch and the sizes
     config = {c[0]: c[4] for c in calls}["navit"]
     assert "navit: " + bench.describe("navit", 8, config) in out
+
+
+def test_contention_measures_four_cases_beside_a_process_it_stops(monkeypatch):
+    from vitbook.bench import contention
+
+    started = []
+    original = contention.BusyProcess.__enter__
+
+    def enter(self):
+        busy = original(self)
+        started.append(busy.process)
+        return busy
+
+    monkeypatch.setattr(contention.BusyProcess, "__enter__", enter)
+    monkeypatch.setattr(contention, "BATCH_SIZE", 8)
+    result = contention.measure(rounds=1, steps=1, warmup=0, settle=0.05)
+    assert set(result["seconds"]) == {
+        (m, c) for m in ("quiet", "busy") for c in ("torch default", "vitbook")
+    }
+    assert all(t > 0 for t in result["seconds"].values())
+    assert set(result["chosen"]) == {"quiet", "busy"}
+    # every busy process it started is stopped, and torch's threads are set back
+    assert started and all(p.poll() is not None for p in started)
+    assert torch.get_num_threads() == contention.threads.TORCH_DEFAULT
+    text = contention.table(result)
+    assert "busy / quiet" in text and "vitbook chose, busy:" in text
+    assert max(map(len, text.splitlines())) <= 88
+
+
+def test_contention_is_reached_from_the_command_line(monkeypatch, capsys):
+    from vitbook.bench import cli, contention
+
+    seen = {}
+    monkeypatch.setattr(contention, "measure", lambda r, s: seen.update(r=r, s=s))
+    monkeypatch.setattr(contention, "table", lambda result: "TABLE")
+    cli.main(["contention", "--rounds", "2", "--steps", "3"])
+    assert seen == {"r": 2, "s": 3} and "TABLE" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["contention", "--rounds", "0"])

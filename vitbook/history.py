@@ -117,21 +117,38 @@ class Tracker:
     """What a run saw and how far along it is: its history (the steps, logged by
     :class:`StepLog`; the evaluations, taken by ``judge()`` and timed), its clock
     (going on from a resumed run's seconds), the share of its ``budget`` spent, and a
-    progress bar that shows the newest of it (on rank 0, when ``show``)."""
+    progress bar that shows the newest of it (on rank 0, when ``show``) and the CPU
+    threads of the run (``threads``, a :class:`~vitbook.threads.ThreadPlan`, chosen
+    again after each epoch and set back on leaving)."""
 
-    def __init__(self, history, budget, state, lr, judge=None, desc="", show=True):
+    def __init__(
+        self, history, budget, state, lr, judge=None, desc="", show=True, threads=None
+    ):
         self.history, self.budget, self.lr, self.judge = history, budget, lr, judge
+        self.desc, self.threads = desc, threads
         # data-parallel ranks flush at the same steps, since a flush averages them
         every = 25 if distributed.active() else None
         self.log = StepLog(history, every=every)
         self.bar = tqdm(
             total=budget.total_steps,
             initial=state.step,
-            desc=desc,
+            desc=self._description(),
             unit="step",
             disable=not (show and distributed.is_main()),
         )
         self.start = time.perf_counter() - history.seconds
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
+        if self.threads is not None:
+            self.threads.restore()
+
+    def _description(self) -> str:
+        label = self.threads.label if self.threads is not None else ""
+        return f"{self.desc} [{label}]" if label else self.desc
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
@@ -178,8 +195,11 @@ class Tracker:
         self._show(newest, test_acc=f"{result['acc']:.3f}")
 
     def end_epoch(self, state: RunState) -> None:
-        """Flush, and evaluate unless this step was just evaluated."""
+        """Flush, evaluate unless this step was just evaluated, and choose the threads
+        again for the next epoch."""
         self.flush()
+        if self.threads is not None and self.threads.recheck():
+            self.bar.set_description(self._description(), refresh=False)
         evals = self.history.evals
         if self.judge is not None and not (evals and evals[-1]["step"] == state.step):
             self.evaluate(state)

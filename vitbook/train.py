@@ -8,9 +8,10 @@ alike.
 ``fit`` picks the device (cuda, then mps, then cpu), uses mixed precision on CUDA, shows
 a ``tqdm.auto`` progress bar, stops at the first budget reached (``epochs``, ``steps``
 or ``seconds``), and returns a :class:`History`. A seeded run on the CPU is
-reproducible: the same seed gives the same history, number for number. Judging the
-representations a run learned (k-NN, linear probe) is :mod:`vitbook.probe`'s, whose
-names this module re-exports.
+reproducible: the same seed gives the same history, number for number, on the same
+number of threads (on a busy machine ``fit`` trains on fewer: :mod:`vitbook.threads`).
+Judging the representations a run learned (k-NN, linear probe) is
+:mod:`vitbook.probe`'s, whose names this module re-exports.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from .probe import (  # noqa: F401 (their home was here: train.NAME keeps workin
 from .history import History, StepLog, Tracker  # noqa: F401
 from .optim import CLIP_MODES, Schedules, clip_per_tensor_, param_groups  # noqa: F401
 from .schedules import Budget
+from .threads import ThreadPlan
 
 # get_device, scale, at_scale, seed_everything were defined here: train.NAME works
 from .runtime import SCALES, at_scale, get_device, scale, seed_everything  # noqa: F401
@@ -254,12 +256,14 @@ def fit(
     judge = None
     if eval_loader is not None:
         judge = partial(evaluate, model, eval_loader, device=device, amp=amp)
-    tracker = Tracker(history, budget, state, lr, judge, desc, show=progress)
+    # on the CPU, the threads the other processes leave free (vitbook.threads)
+    threads = ThreadPlan(device).start()
+    tracker = Tracker(history, budget, state, lr, judge, desc, progress, threads)
 
     # a run killed after its last step but before its last evaluation only evaluates
     done = state.batch > 0 and tracker.spent(state)
-    # the bar is closed even when a non-finite loss stops the run
-    with tracker.bar:
+    # the bar is closed and the threads set back even when a non-finite loss stops it
+    with tracker:
         for batch in () if done else batches_left(loader, state):
             if batch is None:  # an epoch ended
                 tracker.end_epoch(state)

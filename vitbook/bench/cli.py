@@ -11,6 +11,7 @@ import time
 import torch
 
 from ..train import get_device
+from . import contention
 from .registry import REGISTRY, describe, run
 from .tables import report, summary
 
@@ -18,7 +19,12 @@ from .tables import report, summary
 def parse_args(argv=None) -> argparse.Namespace:
     # the first line of the package's docstring says what the command does
     about = sys.modules[__package__].__doc__.splitlines()[0]
-    parser = argparse.ArgumentParser(prog="python -m vitbook.bench", description=about)
+    parser = argparse.ArgumentParser(
+        prog="python -m vitbook.bench",
+        description=about,
+        epilog="python -m vitbook.bench contention: chapter 1's step on a quiet and a "
+        "busy machine, torch's threads against vitbook's choice",
+    )
     parser.add_argument("name", choices=sorted(REGISTRY) + ["all"])
     parser.add_argument(
         "--quick",
@@ -40,6 +46,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # a benchmark of its own kind: the machine's load, not vitbook against a reference
+    if argv[:1] == ["contention"]:
+        return contention.main(argv[1:])
     args = parse_args(argv)
     device = get_device(args.device)
     names = sorted(REGISTRY) if args.name == "all" else [args.name]
