@@ -1,4 +1,6 @@
+import matplotlib
 import matplotlib.pyplot as plt
+import matplotlib.text
 import numpy as np
 import pytest
 import torch
@@ -555,3 +557,38 @@ def test_the_cost_figures_time_every_kind_and_size_through_interleaved_median(
     # each kind's medians, one per size, in the order of the sizes
     expected = {k: [float(keys.index((k, s))) for s in sides] for k in kinds}
     assert cost["seconds"] == expected
+
+
+# The theme's content column is 688 px wide; a wider figure is scaled down to it.
+COLUMN_PX = 688
+SMALLEST_TEXT_PX = 9
+
+
+def smallest_text_px(fig) -> tuple[float, str]:
+    """The height in pixels of the figure's smallest visible text when its saved image
+    (cropped to what is drawn, as the book saves it) is shown in the page's column,
+    and that text."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    width_px = fig.get_tightbbox(renderer).width * fig.dpi
+    shrink = min(1.0, COLUMN_PX / width_px)
+    texts = [
+        t
+        for t in fig.findobj(matplotlib.text.Text)
+        if t.get_visible() and t.get_text().strip() and t.get_figure() is fig
+    ]
+    smallest = min(texts, key=lambda t: t.get_fontsize())
+    return smallest.get_fontsize() * fig.dpi / 72 * shrink, smallest.get_text()
+
+
+@pytest.mark.parametrize("name", DRAWN)
+def test_every_text_of_a_figure_is_readable_in_the_page_column(name):
+    fig = FIGURES[name]()
+    try:
+        px, text = smallest_text_px(fig)
+        assert px >= SMALLEST_TEXT_PX, (
+            f"{name}: {text!r} is {px:.1f} px tall in the {COLUMN_PX} px column (at "
+            f"least {SMALLEST_TEXT_PX}): a narrower layout or larger text"
+        )
+    finally:
+        plt.close(fig)

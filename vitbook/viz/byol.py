@@ -25,8 +25,9 @@ def plot_byol_diagnostics(histories: dict, smooth: int = 5, projection_dim=None)
     ``projection_dim`` draws ``1/sqrt(P)`` as a dashed line on the std panel: the
     std of unit vectors spread evenly in ``P`` dimensions; a collapsed run's is 0. The
     effective ranks are on a log scale, down to 1 (every vector the same)."""
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(3.4 * len(PANELS), 3))
-    for ax, (key, label) in zip(axes, PANELS):
+    # 2 x 2 panels fit the page's column
+    fig, axes = plt.subplots(2, 2, figsize=(8.2, 6.0))
+    for ax, (key, label) in zip(axes.ravel(), PANELS):
         for j, (name, history) in enumerate(histories.items()):
             rows = [r for r in history.steps if key in r]
             if not rows:
@@ -45,7 +46,7 @@ def plot_byol_diagnostics(histories: dict, smooth: int = 5, projection_dim=None)
                 (0.02, level),
                 xycoords=("axes fraction", "data"),
                 va="top",  # under the line, inside the axes
-                fontsize=8,
+                fontsize=9,
                 color="gray",
             )
         ax.set_xlabel("step")
@@ -55,7 +56,8 @@ def plot_byol_diagnostics(histories: dict, smooth: int = 5, projection_dim=None)
             ax.set_ylim(bottom=1)
         else:
             ax.set_ylim(bottom=0)
-    axes[0].legend(fontsize=8)
+        # each panel says which run is which: a reader looks at one at a time
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -189,7 +189,7 @@ def shape_text(shape) -> str:
     return " x ".join(str(int(s)) for s in shape)
 
 
-def plot_pipeline(boxes, title: str | None = None, width: float = 1.5):
+def plot_pipeline(boxes, title: str | None = None, width: float = 1.27):
     """A left-to-right block diagram: ``boxes`` is a list of ``(name, lines)``, each
     drawn as a box with its name on top and ``lines`` (shapes, sizes) below, joined by
     arrows. The architecture diagrams of every chapter are drawn with it."""
@@ -197,7 +197,7 @@ def plot_pipeline(boxes, title: str | None = None, width: float = 1.5):
     rows = max(len(lines) for _, lines in boxes) + 1
     height = 0.32 * rows + 0.5
     fig, ax = plt.subplots(figsize=(width * n + 0.2, height + 0.7))
-    gap = 0.25
+    gap = 0.2
     for i, (name, lines) in enumerate(boxes):
         x = i * (width + gap)
         ax.add_patch(
@@ -211,7 +211,7 @@ def plot_pipeline(boxes, title: str | None = None, width: float = 1.5):
             name,
             ha="center",
             va="top",
-            fontsize=9,
+            fontsize=10,
             weight="bold",
         )
         for k, line in enumerate(lines):
@@ -221,7 +221,7 @@ def plot_pipeline(boxes, title: str | None = None, width: float = 1.5):
                 line,
                 ha="center",
                 va="top",
-                fontsize=8,
+                fontsize=8.5,
             )
         if i:
             ax.annotate(

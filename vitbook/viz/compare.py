@@ -11,7 +11,7 @@ def plot_time_to_accuracy(histories: dict, title: str | None = None):
     machine) and against optimizer steps (right: the same runs, free of the clock),
     one line per model. ``histories``: ``{name: History}`` from ``fit(...,
     eval_loader=..., eval_every=...)``."""
-    fig, (by_time, by_step) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    fig, (by_time, by_step) = plt.subplots(1, 2, figsize=(8.4, 3.9), sharey=True)
     for name, history in histories.items():
         rows = history.evals
         acc = [100 * r["test_acc"] for r in rows]
@@ -42,7 +42,7 @@ def plot_representation_comparison(reports: dict, title: str | None = None):
         ("random init", "tab:gray"),
         ("supervised", "tab:green"),
     ]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.9), sharey=True)
     x = np.arange(len(methods))
     width = 0.8 / len(rows)
     for ax, protocol, label in zip(axes, ("knn", "linear"), ("k-NN", "linear probe")):
@@ -75,7 +75,7 @@ def plot_representation_comparison(reports: dict, title: str | None = None):
         for p in ("knn", "linear")
     )
     axes[0].set_ylim(max(0, low - 10), 100)
-    axes[1].legend(fontsize=8, loc="upper right", ncol=2)
+    axes[1].legend(fontsize=9, loc="upper right", ncol=2)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

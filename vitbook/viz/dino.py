@@ -20,21 +20,26 @@ def plot_multicrop(image: torch.Tensor, multicrop, title: str | None = None):
     views = multicrop(image[None])
     boxes = [b[0].tolist() for b in multicrop.last_boxes]
     n = len(views)
-    fig, axes = plt.subplots(1, n + 1, figsize=(1.9 * (n + 1), 2.4))
-    axes[0].imshow(to_image(image), cmap="gray")
+    # the image on the left; the views to its right in two rows, to fit the column
+    per_row = -(-n // 2)
+    fig = plt.figure(figsize=(2.6 + 1.15 * per_row, 3.3))
+    grid = fig.add_gridspec(2, per_row + 2)
+    image_ax = fig.add_subplot(grid[:, :2])
+    image_ax.imshow(to_image(image), cmap="gray")
     for i, (x1, y1, x2, y2) in enumerate(boxes):
         color = "tab:blue" if i < 2 else "tab:orange"
-        axes[0].add_patch(
+        image_ax.add_patch(
             Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=color, lw=1.5)
         )
-        axes[0].text(x1 + 1, y1 + 1, str(i + 1), color=color, fontsize=7, va="top")
-    axes[0].set_title("image and crop boxes", fontsize=9)
-    for i, (ax, view) in enumerate(zip(axes[1:], views)):
+        image_ax.text(x1 + 1, y1 + 1, str(i + 1), color=color, fontsize=9, va="top")
+    image_ax.set_title("image and crop boxes", fontsize=10)
+    image_ax.axis("off")
+    for i, view in enumerate(views):
+        ax = fig.add_subplot(grid[i // per_row, 2 + i % per_row])
         kind = "global" if i < 2 else "local"
         h, w = view.shape[-2:]
         ax.imshow(to_image(view[0]), cmap="gray")
-        ax.set_title(f"{i + 1}: {kind} {h}x{w}", fontsize=9)
-    for ax in axes:
+        ax.set_title(f"{i + 1}: {kind}\n{h}x{w}", fontsize=9)
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=10)
@@ -112,8 +117,9 @@ def plot_collapse_diagnostics(histories: dict, smooth: int = 5, max_entropy=None
     maps a run's name to its ``fit`` History, whose steps hold ``entropy``, ``kl``,
     ``std``, ``erank``). ``max_entropy`` (``log K``) is drawn as a dashed line: a
     teacher output at it is uniform, at 0 it is one-hot; both are collapse."""
-    fig, axes = plt.subplots(1, len(DIAGNOSTICS), figsize=(3.3 * len(DIAGNOSTICS), 3))
-    for ax, (key, label) in zip(axes, DIAGNOSTICS):
+    # 2 x 2 panels fit the page's column
+    fig, axes = plt.subplots(2, 2, figsize=(8.2, 6.0))
+    for ax, (key, label) in zip(axes.ravel(), DIAGNOSTICS):
         for j, (name, history) in enumerate(histories.items()):
             rows = [r for r in history.steps if key in r]
             steps = [r["step"] for r in rows]
@@ -126,7 +132,8 @@ def plot_collapse_diagnostics(histories: dict, smooth: int = 5, max_entropy=None
         ax.set_xlabel("step")
         ax.set_ylabel(label)
         ax.set_ylim(bottom=0)
-    axes[0].legend(fontsize=8)
+        # each panel says which run is which: a reader looks at one at a time
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -92,14 +92,15 @@ def plot_esvit_diagnostics(history, smooth: int = 10):
             "fit(..., loss=vitbook.ssl.method_loss)"
         )
     steps = [r["step"] for r in rows]
-    fig, axes = plt.subplots(1, 4, figsize=(14, 3.1))
+    # 2 x 2 panels fit the page's column
+    fig, axes = plt.subplots(2, 2, figsize=(8.2, 5.8))
     panels = [
         (("view", "region"), "cross-entropy", "loss, view and region halves"),
         (("entropy",), "nats", "teacher entropy"),
         (("std",), "std", "per-dim. std of embeddings"),
         (("erank",), "effective rank", "effective rank of embeddings"),
     ]
-    for ax, (keys, ylabel, title) in zip(axes, panels):
+    for ax, (keys, ylabel, title) in zip(axes.ravel(), panels):
         for k in keys:
             ax.plot(steps, moving_average([r[k] for r in rows], smooth), label=k)
         ax.set(xlabel="step", ylabel=ylabel, title=title)

@@ -30,7 +30,7 @@ def plot_position_confusion(predicted: torch.Tensor, grid, title: str | None = N
     the fraction of tokens put at their true place, drawn on the patch grid."""
     gh, gw = grid
     rates = position_confusion(predicted, gh * gw)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8.4, 3.9))
     im = left.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
     left.set(
         xlabel="predicted position", ylabel="true position", title="position confusion"
@@ -46,7 +46,7 @@ def plot_position_confusion(predicted: torch.Tensor, grid, title: str | None = N
                 f"{correct[r, c]:.2f}",
                 ha="center",
                 va="center",
-                fontsize=8,
+                fontsize=9,
                 color="w" if correct[r, c] < 0.6 else "k",
             )
     right.set(xlabel="patch column", ylabel="patch row", title="put at the right place")

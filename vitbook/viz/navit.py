@@ -15,9 +15,12 @@ from .common import to_image
 PADDING = "#bdbdbd"
 
 
+# tab20 without its two greys (14, 15), which look like the padding's grey
+IMAGE_COLORS = [plt.get_cmap("tab20")(i) for i in range(20) if i not in (14, 15)]
+
+
 def _image_colors(n: int) -> list:
-    cmap = plt.get_cmap("tab20")
-    return [cmap(i % 20) for i in range(n)]
+    return [IMAGE_COLORS[i % len(IMAGE_COLORS)] for i in range(n)]
 
 
 def plot_sizes(images, titles=None, suptitle: str | None = None, scale: float = 0.04):
@@ -52,7 +55,7 @@ def plot_packing(packing: Packing, title: str | None = None, ax=None):
     input index written on it), padding grey."""
     colors = _image_colors(len(packing.placements))
     if ax is None:
-        fig, ax = plt.subplots(figsize=(9, 0.35 * packing.num_sequences + 1.4))
+        fig, ax = plt.subplots(figsize=(8, 0.4 * packing.num_sequences + 1.5))
     else:
         fig = ax.figure
     for s in range(packing.num_sequences):
@@ -74,7 +77,7 @@ def plot_packing(packing: Packing, title: str | None = None, ax=None):
                 str(p.image),
                 ha="center",
                 va="center",
-                fontsize=7,
+                fontsize=9,
             )
     ax.set_xlim(0, packing.budget)
     ax.set_ylim(packing.num_sequences - 0.5, -0.5)
@@ -82,7 +85,7 @@ def plot_packing(packing: Packing, title: str | None = None, ax=None):
     ax.set_ylabel("packed sequence")
     ax.set_yticks(range(packing.num_sequences))
     ax.legend(
-        handles=[Patch(color=PADDING, label="padding")], loc="lower right", fontsize=7
+        handles=[Patch(color=PADDING, label="padding")], loc="lower right", fontsize=9
     )
     ax.set_title(
         title
@@ -117,7 +120,7 @@ def plot_packing_masks(features, sequence: int = 0, title: str | None = None):
     real = slots >= 0
     length = len(ids)
     fig, (a, b) = plt.subplots(
-        1, 2, figsize=(10, 4.6), gridspec_kw={"width_ratios": [1, 1]}
+        1, 2, figsize=(8.4, 4.6), gridspec_kw={"width_ratios": [1, 1]}
     )
     owner_rows = ids[:, None].expand(length, length)
     a.imshow(
@@ -129,7 +132,7 @@ def plot_packing_masks(features, sequence: int = 0, title: str | None = None):
     )
     a.set_xlabel("key token")
     a.set_ylabel("query token")
-    a.set_title("attention mask: each image attends to itself")
+    a.set_title("attention mask:\neach image attends to itself", fontsize=11)
     pool_owner = slots[real][:, None].expand(-1, length)
     b.imshow(
         paint(pooling[real], pool_owner),
@@ -143,7 +146,7 @@ def plot_packing_masks(features, sequence: int = 0, title: str | None = None):
     b.set_ylabel("pooling query (one per image)")
     b.set_yticks(range(int(real.sum())))
     b.set_yticklabels([f"image {int(i)}" for i in slots[real]])
-    b.set_title("pooling mask: each query reads its image")
+    b.set_title("pooling mask:\neach query reads its image", fontsize=11)
     handles = [
         Patch(color="white", label="blocked", ec="black"),
         Patch(color=PADDING, label="padding"),
@@ -152,10 +155,10 @@ def plot_packing_masks(features, sequence: int = 0, title: str | None = None):
         Patch(color=colors[int(i)], label=f"image {int(i)}") for i in slots[real]
     ]
     fig.legend(
-        handles=handles, loc="lower center", ncol=min(8, len(handles)), fontsize=8
+        handles=handles, loc="lower center", ncol=min(6, len(handles)), fontsize=9
     )
     fig.suptitle(title or f"packed sequence {sequence}: masks ({length} tokens)")
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     return fig
 
 

@@ -58,14 +58,16 @@ def plot_scalable_receptive_fields(
     fields = scalable_receptive_fields((h, w), (qy, qx), window_size, sr_ratio)
     (window, k2), (lim, n_lim), (covered, keys) = fields.values()
     p, photo = patch_size, to_image(image)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.6))
+    # 2 x 2 panels fit the page's column; the fourth holds the legend
+    fig, grid = plt.subplots(2, 2, figsize=(8.2, 8.6))
+    axes, key = grid.ravel()[:3], grid[1, 1]
     for ax in axes:
         ax.imshow(photo)
         grid_lines(ax, h, w, 1, p, color="w", lw=0.3, alpha=0.6)
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_xlabel(f"{w} tokens across ({p}x{p} pixels each)", fontsize=8)
-        ax.set_ylabel(f"{h} tokens down", fontsize=8)
+        ax.set_xlabel(f"{w} tokens across ({p}x{p} pixels each)", fontsize=9)
+        ax.set_ylabel(f"{h} tokens down", fontsize=9)
     m = window_size
     tint(axes[0], window, {True: "tab:blue"}, p)
     grid_lines(axes[0], h, w, m, p, color="k", lw=1.8)
@@ -77,47 +79,45 @@ def plot_scalable_receptive_fields(
     outside = int((lim & ~window).sum())
     axes[1].set_title(
         f"IWSA: {m}x{m} window + LIM (3x3 on values)\n{k2} keys + {outside} "
-        "neighbours outside the window",
+        "neighbours outside",
         fontsize=10,
-    )
-    axes[1].legend(
-        handles=[
-            Patch(color="tab:blue", alpha=0.6, label="attention (window)"),
-            Patch(color="tab:orange", alpha=0.6, label="LIM only"),
-            Patch(color="tab:purple", alpha=0.6, label="both"),
-        ],
-        loc="lower left",
-        fontsize=7,
     )
     r = sr_ratio
     tint(axes[2], covered, {True: "tab:green"}, p, alpha=0.25)
     grid_lines(axes[2], h // r, w // r, 1, p * r, color="k", lw=1)
-    cy, cx = np.meshgrid(
-        (np.arange(h // r) + 0.5) * r * p - 0.5,
-        (np.arange(w // r) + 0.5) * r * p - 0.5,
-        indexing="ij",
-    )
-    axes[2].plot(cx.ravel(), cy.ravel(), "o", color="k", ms=3)
     width = dim * c_ratio
-    axes[2].set_title(f"SSA: one key per {r}x{r} cell\n{keys} keys", fontsize=10)
-    axes[2].text(
+    axes[2].set_title(
+        f"SSA: {keys} keys, each a learned\nsummary of one {r}x{r} cell", fontsize=10
+    )
+    key.axis("off")
+    key.legend(
+        handles=[
+            Patch(color="tab:blue", alpha=0.6, label="attention (window)"),
+            Patch(color="tab:orange", alpha=0.6, label="LIM only"),
+            Patch(color="tab:purple", alpha=0.6, label="attention and LIM"),
+            Patch(color="tab:green", alpha=0.25, label="SSA: every cell"),
+        ],
+        loc="upper left",
+        fontsize=10,
+        title="keys of the query (red star)",
+        title_fontsize=10,
+    )
+    key.text(
         0.02,
-        0.02,
-        f"q, k: C' = {c_ratio:g} x {dim} = {width:g} wide\nv: C = {dim} wide",
-        transform=axes[2].transAxes,
-        fontsize=8,
-        va="bottom",
-        bbox=dict(facecolor="white", alpha=0.85, lw=0),
+        0.25,
+        f"SSA's widths:\nq, k: C' = {c_ratio:g} x {dim} = {width:g}\nv: C = {dim}",
+        transform=key.transAxes,
+        fontsize=10,
+        va="top",
     )
     for ax in axes:
         ax.plot(qx * p + p / 2 - 0.5, qy * p + p / 2 - 0.5, "*", color="red", ms=14)
     fig.suptitle(
-        f"the keys one query (red star) reads in a ScalableViT block pair, on a "
-        f"{h}x{w} "
-        "map of tokens",
+        f"the keys one query (red star) reads in a ScalableViT block pair,\non a "
+        f"{h}x{w} map of tokens",
         fontsize=11,
     )
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
     return fig
 
 

@@ -154,7 +154,7 @@ def plot_shift_masks(window_size: int, shift: int | None = None):
     regions = shift_regions(2 * m, 2 * m, shift)
     names = ["inside", "right edge", "bottom edge", "corner"]
     fig, axes = plt.subplots(
-        2, 4, figsize=(10, 6.2), gridspec_kw={"height_ratios": [1, 1.6]}
+        2, 4, figsize=(8.4, 5.6), gridspec_kw={"height_ratios": [1, 1.6]}
     )
     colors = {0: "white", **REGION_COLORS}
     regions_cmap = ListedColormap([colors[k] for k in range(4)])
@@ -167,22 +167,23 @@ def plot_shift_masks(window_size: int, shift: int | None = None):
         ax.imshow(window_regions.numpy(), cmap=regions_cmap, vmin=0, vmax=3, alpha=0.6)
         for (y, x), label in np.ndenumerate(window_regions.numpy()):
             ax.text(
-                x, y, str(y * m + x), ha="center", va="center", fontsize=max(6, 12 - m)
+                x, y, str(y * m + x), ha="center", va="center", fontsize=max(8, 12 - m)
             )
         ax.set_title(f"window {k}: {names[k]}", fontsize=10)
         ax.set_xticks(range(m))
         ax.set_yticks(range(m))
-        ax.tick_params(labelsize=7)
+        ax.tick_params(labelsize=8)
         ax.set_xlabel("column in window", fontsize=8)
         ax.set_ylabel("row in window", fontsize=8)
         ax = axes[1, k]
         blocked = (masks[k] == MASK_FILL).int()
         ax.imshow(blocked.numpy(), cmap=mask_cmap, vmin=0, vmax=1)
         ax.set_title(f"{int(blocked.sum())} of {n * n} pairs blocked", fontsize=9)
-        step = 1 if n <= 16 else -(-n // 8)
+        # four ticks a side: two-digit labels at a readable size do not overlap
+        step = max(1, -(-n // 4))
         ax.set_xticks(range(0, n, step))
         ax.set_yticks(range(0, n, step))
-        ax.tick_params(labelsize=6)
+        ax.tick_params(labelsize=8)
         ax.set_xlabel("key token", fontsize=8)
         ax.set_ylabel("query token", fontsize=8)
     handles = [
@@ -215,40 +216,36 @@ def plot_relative_position_bias(model, stage: int | None = None, title=None):
     limit = max(
         b.attn.relative_position_bias_table.detach().abs().max().item() for b in every
     )
-    heads = max(b.attn.heads for _, _, b in rows)
+    # one panel per (block, head), four to a row so that they fit the page's column
+    panels = [(s, i, b, j) for s, i, b in rows for j in range(b.attn.heads)]
+    ncols = min(4, len(panels))
+    nrows = -(-len(panels) // ncols)
     fig, axes = plt.subplots(
-        len(rows),
-        heads,
-        figsize=(1.9 * heads + 1.2, 1.9 * len(rows) + 0.4),
-        squeeze=False,
+        nrows, ncols, figsize=(1.85 * ncols + 1.0, 1.95 * nrows + 0.6), squeeze=False
     )
-    for r, (s, i, block) in enumerate(rows):
+    for ax in axes.ravel()[len(panels) :]:
+        ax.axis("off")
+    for ax, (s, i, block, j) in zip(axes.ravel(), panels):
         wh, ww = block.window_size
-        h = block.attn.heads
         table = block.attn.relative_position_bias_table.detach().float().cpu()
-        table = table.reshape(2 * wh - 1, 2 * ww - 1, h)  # ((2wh-1), (2ww-1), heads)
-        for j in range(heads):
-            ax = axes[r, j]
-            if j >= h:
-                ax.axis("off")
-                continue
-            im = ax.imshow(
-                table[..., j].numpy(),
-                cmap="RdBu_r",
-                vmin=-limit,
-                vmax=limit,
-                extent=(-ww + 0.5, ww - 0.5, wh - 0.5, -wh + 0.5),
-            )
-            ax.plot(0, 0, "k+", ms=8)
-            ax.set_xticks(range(-ww + 1, ww))
-            ax.set_yticks(range(-wh + 1, wh))
-            kind = "SW" if block.shifted else "W"
-            ax.set_title(
-                f"stage {s + 1} block {i + 1} ({kind}), head {j + 1}", fontsize=7
-            )
-            ax.tick_params(labelsize=7)
-            ax.set_xlabel("dx", fontsize=8)
-            ax.set_ylabel("dy", fontsize=8)
+        # ((2wh-1), (2ww-1), heads)
+        table = table.reshape(2 * wh - 1, 2 * ww - 1, block.attn.heads)
+        im = ax.imshow(
+            table[..., j].numpy(),
+            cmap="RdBu_r",
+            vmin=-limit,
+            vmax=limit,
+            extent=(-ww + 0.5, ww - 0.5, wh - 0.5, -wh + 0.5),
+        )
+        ax.plot(0, 0, "k+", ms=8)
+        # ticks at the ends and the centre: readable at any window size
+        ax.set_xticks([-ww + 1, 0, ww - 1])
+        ax.set_yticks([-wh + 1, 0, wh - 1])
+        kind = "SW" if block.shifted else "W"
+        ax.set_title(f"stage {s + 1} block {i + 1} ({kind})\nhead {j + 1}", fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.set_xlabel("dx", fontsize=9)
+        ax.set_ylabel("dy", fontsize=9)
     fig.suptitle(
         (title or "relative position bias")
         + "\n(offset = query - key; one colour scale for every table)",
@@ -256,7 +253,7 @@ def plot_relative_position_bias(model, stage: int | None = None, title=None):
     )
     fig.tight_layout(rect=(0, 0, 0.88, 1))
     bar = fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, fraction=0.04)
-    bar.set_label("bias added to the attention logit", fontsize=8)
+    bar.set_label("bias added to the attention logit", fontsize=9)
     return fig
 
 
@@ -356,7 +353,7 @@ def plot_attention_cost(cost: dict | None = None, **measure_kw):
     if None)."""
     cost = measure_attention_cost(**measure_kw) if cost is None else cost
     n = np.array(cost["tokens"])
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.8))
     labels = {
         "global": "global attention (ViT)",
         "window": f"windows of {cost['window_size']}x{cost['window_size']} (Swin)",
@@ -384,7 +381,7 @@ def plot_attention_cost(cost: dict | None = None, **measure_kw):
         yscale="log",
         xlabel="tokens (h x w)",
         ylabel="million multiply-adds",
-        title=r"paper: $4hwC^2 + 2(hw)^2C$ vs $4hwC^2 + 2M^2hwC$",
+        title="paper's formulas (eq. 1, 2)",
     )
     for ax in axes:
         ax.grid(True, which="both", alpha=0.3)

@@ -83,8 +83,9 @@ def plot_receptive_fields(
 ):
     """The keys one query token (red star) reads on a photo, for full attention (ViT),
     Swin's two blocks (W-MSA, then SW-MSA with its mask), Twins' LSA and GSA. In the
-    GSA panel each ``r x r`` cell is one key: the query reads the whole picture, at
-    ``r x r`` coarser resolution."""
+    GSA panel each ``r x r`` cell is one key, computed from all of the cell's tokens
+    (a strided convolution): the query reads the whole picture, at ``r x r`` coarser
+    resolution."""
     (h, w), (qy, qx) = patch_grid(image, patch_size), pair(query)
     if not (0 <= qy < h and 0 <= qx < w):
         raise ValueError(f"query {(qy, qx)} is outside the {h}x{w} patch grid")
@@ -97,7 +98,9 @@ def plot_receptive_fields(
         raise ValueError(f"sr_ratio {sr_ratio} must be in [1, {min(h, w)}]")
     fields = receptive_fields((h, w), (qy, qx), window_size, sr_ratio)
     p, photo = patch_size, to_image(image)
-    fig, axes = plt.subplots(1, 4, figsize=(14, 4.2))
+    # 2 x 2 panels fit the page's column
+    fig, axes = plt.subplots(2, 2, figsize=(8.2, 9.4))
+    axes = axes.ravel()
     for ax in axes:
         ax.imshow(photo)
         grid_lines(ax, h, w, 1, p, color="w", lw=0.3, alpha=0.6)
@@ -121,7 +124,7 @@ def plot_receptive_fields(
             Patch(color="tab:purple", alpha=0.6, label="both"),
         ],
         loc="lower left",
-        fontsize=7,
+        fontsize=9,
     )
     tint(axes[2], lsa, {True: "tab:blue"}, p)
     grid_lines(axes[2], h, w, window_size, p, color="k", lw=1.8)
@@ -131,18 +134,17 @@ def plot_receptive_fields(
     )
     tint(axes[3], gsa, {True: "tab:green"}, p, alpha=0.25)
     grid_lines(axes[3], h // sr_ratio, w // sr_ratio, 1, p * sr_ratio, color="k", lw=1)
-    centres = (np.arange(h // sr_ratio) + 0.5) * sr_ratio * p - 0.5
-    cy, cx = np.meshgrid(centres, (np.arange(w // sr_ratio) + 0.5) * sr_ratio * p - 0.5)
-    axes[3].plot(cx.ravel(), cy.ravel(), "o", color="k", ms=3)
     axes[3].set_title(
-        f"Twins GSA: one key per {sr_ratio}x{sr_ratio} cell\n{n_gsa} keys", fontsize=10
+        f"Twins GSA: {n_gsa} keys, each a learned\nsummary of one "
+        f"{sr_ratio}x{sr_ratio} cell",
+        fontsize=10,
     )
     for ax in axes:
         ax.plot(qx * p + p / 2 - 0.5, qy * p + p / 2 - 0.5, "*", color="red", ms=14)
     fig.suptitle(
         f"the keys one query (red star) reads on a {h}x{w} map of tokens", fontsize=11
     )
-    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    fig.tight_layout(rect=(0, 0, 1, 0.97), h_pad=2.5)
     return fig
 
 
@@ -344,11 +346,9 @@ def plot_local_global_cost(cost: dict | None = None, **measure_kw):
         ("flops", 1e-6, "million multiply-adds", "formulas (multiply-adds)"),
         ("logits", 1e-6, "million attention logits", "attention matrix size"),
     ]
-    if len(panels) == 4:
-        fig, axes = plt.subplots(2, 2, figsize=(13, 8.5))
-        axes = axes.ravel()
-    else:
-        fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    # 2 x 2 panels fit the page's column; with three, the fourth holds the legend
+    fig, axes = plt.subplots(2, 2, figsize=(8.4, 7.2))
+    axes = axes.ravel()
     for ax, (key, scale, ylabel, title) in zip(axes, panels):
         for kind, (color, style, label) in COST_STYLE.items():
             if kind not in cost[key]:
@@ -356,9 +356,13 @@ def plot_local_global_cost(cost: dict | None = None, **measure_kw):
             values = np.array(cost[key][kind]) * scale
             ax.plot(n, values, style, color=color, label=label)
         ax.set(xscale="log", yscale="log", xlabel="tokens (h x w)", ylabel=ylabel)
-        ax.set_title(title, fontsize=9 if key == "memory" else 10)
+        ax.set_title(title, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=8)
+    if len(panels) == 3:
+        axes[3].axis("off")
+        axes[3].legend(*axes[0].get_legend_handles_labels(), loc="center", fontsize=9)
+    else:
+        axes[0].legend(fontsize=9)
     extra = f", SSA c_ratio {cost['c_ratio']:g}" if "SSA" in cost["seconds"] else ""
     fig.suptitle(
         f"one attention layer, C = {cost['dim']}, windows {m}x{m}, sub-sampling {r}"

@@ -22,13 +22,14 @@ def plot_patches(image: torch.Tensor, patch_size, max_tokens_shown: int = 49):
     # (gh * gw, c, ph, pw), row-major, as the tokens are
     patches = patches.permute(1, 2, 0, 3, 4).reshape(gh * gw, c, ph, pw)
 
-    fig = plt.figure(figsize=(12, 4))
-    grid = fig.add_gridspec(2, 3, width_ratios=[1, 1, 1.6])
-    ax = fig.add_subplot(grid[:, 0])
+    # top: the image and its grid; below: the first patches as a sequence
+    fig = plt.figure(figsize=(8.4, 7.2))
+    grid = fig.add_gridspec(2, 2, height_ratios=[3, 1.7])
+    ax = fig.add_subplot(grid[0, 0])
     ax.imshow(to_image(image), cmap="gray")
     ax.set_title(f"image {h}x{w}")
     ax.axis("off")
-    ax = fig.add_subplot(grid[:, 1])
+    ax = fig.add_subplot(grid[0, 1])
     ax.imshow(to_image(image), cmap="gray")
     for y in range(0, h + 1, ph):
         ax.axhline(y - 0.5, color="w", lw=1)
@@ -43,24 +44,25 @@ def plot_patches(image: torch.Tensor, patch_size, max_tokens_shown: int = 49):
             color="yellow",
             ha="center",
             va="center",
-            fontsize=max(5, 9 - gw // 4),
+            fontsize=8,
         )
     ax.set_title(f"{gh}x{gw} = {gh * gw} patches of {ph}x{pw}")
     ax.axis("off")
     shown = min(gh * gw, 16)
-    sub = grid[:, 2].subgridspec(2, shown // 2 if shown > 1 else 1)
+    per_row = -(-shown // 2)
+    sub = grid[1, :].subgridspec(2 if shown > 1 else 1, per_row, hspace=0.45)
     for i in range(shown):
-        ax = fig.add_subplot(sub[i // max(1, shown // 2), i % max(1, shown // 2)])
+        ax = fig.add_subplot(sub[i // per_row, i % per_row])
         ax.imshow(to_image(patches[i]), cmap="gray", vmin=0, vmax=1)
-        ax.set_title(str(i), fontsize=8)
+        ax.set_title(str(i), fontsize=9)
         ax.axis("off")
     fig.suptitle(
-        f"the sequence: token i is patch i, flattened to {c}*{ph}*{pw} = {c * ph * pw} "
-        f"numbers (first {shown} of {gh * gw} shown)",
+        f"the sequence: token i is patch i, flattened to {c}*{ph}*{pw} = "
+        f"{c * ph * pw} numbers\n(first {shown} of {gh * gw} shown)",
         y=0.02,
         fontsize=10,
     )
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
 
 
@@ -94,8 +96,10 @@ def plot_position_similarity(
     gh, gw = grid
     sim = position_similarity(pos_embed, grid, num_prefix_tokens)
     low = float(sim.min())
+    # panels shrink on a large grid so that the figure fits the page's column
+    side = min(0.6, 6.6 / max(gh, gw))
     fig, axes = plt.subplots(
-        gh, gw, figsize=(0.6 * gw + 1.6, 0.62 * gh + 0.9), squeeze=False
+        gh, gw, figsize=(side * gw + 1.8, (side + 0.05) * gh + 1.0), squeeze=False
     )
     for r in range(gh):
         for c in range(gw):
@@ -103,13 +107,13 @@ def plot_position_similarity(
             im = ax.imshow(sim[r, c].numpy(), vmin=low, vmax=1, cmap="viridis")
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(str(r * gw + c), fontsize=6, pad=1.5)
+            ax.set_title(str(r * gw + c), fontsize=8, pad=1.5)
     for r in range(gh):
-        axes[r, 0].set_ylabel(str(r), rotation=0, fontsize=7, labelpad=6)
+        axes[r, 0].set_ylabel(str(r), rotation=0, fontsize=8, labelpad=7)
     for c in range(gw):
-        axes[-1, c].set_xlabel(str(c), fontsize=7)
-    fig.supxlabel("column of the patch (panel title: its token number)", fontsize=8)
-    fig.supylabel("row of the patch", fontsize=8)
+        axes[-1, c].set_xlabel(str(c), fontsize=8)
+    fig.supxlabel("column of the patch (panel title: its token number)", fontsize=9)
+    fig.supylabel("row of the patch", fontsize=9)
     fig.colorbar(im, ax=axes, shrink=0.6, label="cosine similarity")
     fig.suptitle(title, fontsize=10)
     return fig
