@@ -166,3 +166,14 @@ def test_unknown_control_is_refused():
     explorer = widgets.patch_explorer(torch.rand(1, 28, 28))
     with pytest.raises(ValueError, match="no control named 'size'"):
         explorer.set(size=7)
+
+
+def test_scalable_explorer_starts_at_the_chapters_c_ratio():
+    # chapter 4's figure draws ScalableViT-S's c = 1.25 (C' = 80 for C = 64); the
+    # explorer's first frame must be the same figure, not c = 1 (C' = 64)
+    explorer = widgets.scalable_receptive_field_explorer(
+        torch.rand(3, 32, 32), patch_size=2
+    )
+    assert explorer.controls["c_ratio"].value == 1.25
+    texts = [t.get_text() for t in explorer.figure.findobj(matplotlib.text.Text)]
+    assert any("C' = 1.25 x 64 = 80" in t for t in texts)

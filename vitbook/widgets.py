@@ -220,9 +220,10 @@ def scalable_receptive_field_explorer(
         sr_ratio=ipywidgets.SelectionSlider(
             options=ratios, value=ratios[len(ratios) // 2], description="sr ratio"
         ),
+        # ScalableViT-S's c = 1.25 first, as the chapter's figure draws it
         c_ratio=ipywidgets.SelectionSlider(
             options=list(c_ratios),
-            value=list(c_ratios)[len(c_ratios) // 2],
+            value=1.25 if 1.25 in c_ratios else list(c_ratios)[len(c_ratios) // 2],
             description="c ratio",
         ),
     )
