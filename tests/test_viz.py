@@ -132,6 +132,8 @@ def test_navit_figures_draw_packing_masks_utilization_and_accuracy():
     assert fig.axes[0].get_xlabel().startswith("token budget")
     fig = viz.plot_accuracy_vs_resolution({"a": {(8, 8): 0.5, (8, 16): 0.7}})
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["8x8", "8x16"]
+    # sizes are categories: bars, no line joining them
+    assert not fig.axes[0].lines and len(fig.axes[0].patches) == 2
     fig = viz.plot_sizes([torch.rand(1, 8, 16), torch.rand(3, 16, 8)], ["x", "y"])
     assert len(fig.axes) == 2
 # ------------------------------------------------------------------ every figure is readable
@@ -354,7 +356,12 @@ FIGURES = {
     "plot_position_arrows": lambda: viz.plot_position_arrows(
         _IMAGES, torch.arange(16).flip(0).repeat(2, 1), (4, 4)
     ),
+    "plot_gradient_reach": lambda: viz.plot_gradient_reach(
+        side=8, window_size=4, sr_ratio=4, depth=4
+    ),
     # helpers that compute or convert, and draw nothing
+    "stack_kinds": None,
+    "gradient_reach": None,
     "dense_lsa_weights": None,
     "receptive_fields": None,
     "measure_local_global_cost": None,

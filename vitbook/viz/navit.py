@@ -192,19 +192,25 @@ def plot_utilization(lengths, budgets, title: str | None = None):
 
 
 def plot_accuracy_vs_resolution(results: dict, title: str | None = None):
-    """``results[model][(h, w)] = accuracy``: one line per model over the sizes in
-    the order given, square and non-square alike."""
-    fig, ax = plt.subplots(figsize=(8, 4))
+    """``results[model][(h, w)] = accuracy``: grouped bars, one group per test size
+    (the sizes in the order given, square and non-square alike: categories, so no line
+    joins them), one bar per model, its accuracy written on it."""
     sizes = list(next(iter(results.values())))
+    fig, ax = plt.subplots(figsize=(8, 4.2))
     x = np.arange(len(sizes))
-    for (name, accs), marker in zip(results.items(), "os^vD"):
-        ax.plot(x, [100 * accs[s] for s in sizes], marker + "-", label=name)
+    width = 0.8 / len(results)
+    for j, (name, accs) in enumerate(results.items()):
+        values = [100 * accs[s] for s in sizes]
+        offset = (j - (len(results) - 1) / 2) * width
+        bars = ax.bar(x + offset, values, width, label=name)
+        ax.bar_label(bars, fmt="%.0f", fontsize=9, padding=1)
     ax.set_xticks(x)
-    ax.set_xticklabels([f"{h}x{w}" for h, w in sizes], rotation=30)
+    ax.set_xticklabels([f"{h}x{w}" for h, w in sizes])
     ax.set_xlabel("test image size (height x width, pixels)")
     ax.set_ylabel("test accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    ax.set_ylim(0, 100)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=9, loc="lower right")
     ax.set_title(title or "accuracy against resolution and aspect ratio")
     fig.tight_layout()
     return fig
