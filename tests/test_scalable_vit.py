@@ -554,7 +554,9 @@ def test_cost_measures_iwsa_and_ssa_and_says_where_memory_comes_from():
     assert ("measured" if torch.cuda.is_available() else "computed from shapes") in (
         cost["memory_source"]
     )
-    assert cost["logits"]["SSA"] == [64 * 4, 256 * 16]
+    # every head's logits: 2 heads x n queries x n / r^2 keys
+    assert cost["logits"]["SSA"] == [2 * 64 * 4, 2 * 256 * 16]
+    assert cost["logits"]["full"] == [2 * 64 * 64, 2 * 256 * 256]
     # the attention matrix is what grows: full attention holds heads * n^2 weights
     n = 256
     full = attention_memory("full", 16, 8, 2, 4, 4)

@@ -467,3 +467,19 @@ def test_bad_images_are_refused_with_the_rule():
         model(torch.randn(1, 3, 16, 16))
     with pytest.raises(ValueError, match="image width 15 is not divisible by"):
         model(torch.randn(1, 1, 16, 15))
+
+
+def test_gsa_reaches_the_whole_map_after_one_lsa_gsa_pair():
+    # the reason Twins needs no shift: one GSA block after an LSA block makes every
+    # output depend on every input, where LSA alone never leaves its window and Swin's
+    # shifted windows grow the reach a ring of windows at a time
+    from vitbook import viz
+
+    reach = {
+        name: [float(r.float().mean()) for r in viz.gradient_reach(blocks, 16, 16, (7, 7))]
+        for name, blocks in viz.stack_kinds(side=16, window_size=4, sr_ratio=4).items()
+    }
+    assert reach["LSA alone"] == [1 / 16] * 4
+    assert reach["Twins (LSA, GSA)"] == [1 / 16, 1.0, 1.0, 1.0]
+    swin = reach["Swin (W-MSA, SW-MSA)"]
+    assert swin[0] == 1 / 16 and swin == sorted(swin) and swin[1] < 1.0

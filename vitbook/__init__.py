@@ -7,7 +7,7 @@ or training it never imports a plotting library.
 
 import importlib
 
-from . import data, layers, models, packing, probe, train
+from . import data, layers, models, packing, probe, results, train
 from .display import glue, show
 from .layers import record_attention
 from .models import NaViT, ScalableViT, Swin, Twins, ViT
@@ -30,6 +30,7 @@ __all__ = [
     "packing",
     "models",
     "probe",
+    "results",
     "train",
     "viz",
     "widgets",

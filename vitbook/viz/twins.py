@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from einops import rearrange
+from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 
 from ..bench.timing import interleaved_median
@@ -18,6 +19,7 @@ from ..models.swin import attention_flops as swin_flops
 from ..models.twins import (
     GlobalSubsampledAttention,
     LocallyGroupedAttention,
+    TwinsBlock,
     attention_flops,
 )
 from .common import grid_lines, patch_grid, tint, to_image
@@ -148,6 +150,103 @@ def plot_receptive_fields(
     return fig
 
 
+# --------------------------------------------------------------------------- reach
+def stack_kinds(
+    side: int = 16,
+    dim: int = 16,
+    heads: int = 2,
+    window_size: int = 4,
+    sr_ratio: int = 4,
+    depth: int = 4,
+    seed: int = 0,
+) -> dict:
+    """Three stacks of ``depth`` blocks on a ``side x side`` map, seeded: Swin's (W-MSA
+    and SW-MSA alternating), LSA alone, and Twins' (LSA and GSA alternating)."""
+    torch.manual_seed(seed)
+    shift = window_size // 2
+    return {
+        "Swin (W-MSA, SW-MSA)": [
+            SwinBlock(dim, heads, window_size, shift if i % 2 else 0)
+            for i in range(depth)
+        ],
+        "LSA alone": [
+            TwinsBlock(dim, heads, window_size=window_size) for _ in range(depth)
+        ],
+        "Twins (LSA, GSA)": [
+            TwinsBlock(dim, heads, sr_ratio=sr_ratio)
+            if i % 2
+            else TwinsBlock(dim, heads, window_size=window_size)
+            for i in range(depth)
+        ],
+    }
+
+
+def gradient_reach(blocks, side: int, dim: int, query) -> list[torch.Tensor]:
+    """Which input tokens the output at ``query`` depends on after each block of
+    ``blocks`` (modules on ``(1, side, side, dim)`` maps): one ``(side, side)`` bool map
+    per depth, where the gradient of that output token reaches the input."""
+    qy, qx = query
+    x = torch.randn(1, side, side, dim, requires_grad=True)
+    reach, y = [], x
+    for block in blocks:
+        y = block.eval()(y)
+        (grad,) = torch.autograd.grad(y[0, qy, qx].sum(), x, retain_graph=True)
+        reach.append(grad[0].abs().sum(-1) > 0)
+    return reach
+
+
+def plot_gradient_reach(
+    side: int = 16, window_size: int = 4, sr_ratio: int = 4, depth: int = 4, query=None
+):
+    """The input tokens one output token (red star) depends on after 1 to ``depth``
+    blocks, for Swin, LSA alone and Twins: rows are the stacks, columns the depth;
+    the title of each panel gives the share of the map reached."""
+    query = (side // 2 - 1, side // 2 - 1) if query is None else pair(query)
+    kinds = stack_kinds(side, window_size=window_size, sr_ratio=sr_ratio, depth=depth)
+    fig, axes = plt.subplots(
+        len(kinds),
+        depth,
+        figsize=(1.9 * depth + 0.9, 2.0 * len(kinds) + 0.6),
+        squeeze=False,
+    )
+    for r, (name, blocks) in enumerate(kinds.items()):
+        for d, reached in enumerate(gradient_reach(blocks, side, 16, query)):
+            ax = axes[r, d]
+            ax.imshow(
+                reached.numpy(),
+                cmap=ListedColormap(["0.92", "tab:blue"]),
+                vmin=0,
+                vmax=1,
+            )
+            grid_lines(ax, side, side, window_size, 1, color="k", lw=0.8)
+            ax.plot(query[1], query[0], "*", color="red", ms=10)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(
+                f"{d + 1} block{'s' if d else ''}: {reached.float().mean():.0%}",
+                fontsize=9,
+            )
+            if d == 0:
+                ax.set_ylabel(name, fontsize=9)
+    fig.legend(
+        handles=[
+            Patch(color="tab:blue", label="reaches the red token"),
+            Patch(color="0.92", label="does not"),
+        ],
+        loc="lower center",
+        ncol=2,
+        fontsize=9,
+        frameon=False,
+    )
+    fig.suptitle(
+        f"the inputs one output token depends on, {side}x{side} map, windows "
+        f"{window_size}x{window_size}, GSA r = {sr_ratio}",
+        fontsize=10,
+    )
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig
+
+
 # --------------------------------------------------------------------------- cost
 KINDS = ("full", "swin", "LSA", "GSA", "IWSA", "SSA")
 
@@ -274,14 +373,15 @@ def _measure(sides, dim, heads, window_size, sr_ratio, repeats, kinds, c_ratio):
             scalable_flops(s, s, dim, sr_ratio=sr_ratio, c_ratio=c_ratio) for s in sides
         ],
     }
-    windowed = [n * window_size**2 for n in tokens]
+    # every head computes its own matrix of logits
+    windowed = [heads * n * window_size**2 for n in tokens]
     logits = {
-        "full": [n * n for n in tokens],
+        "full": [heads * n * n for n in tokens],
         "swin": windowed,
         "LSA": windowed,
         "IWSA": windowed,
-        "GSA": [n * m for n, m in zip(tokens, keys)],
-        "SSA": [n * m for n, m in zip(tokens, keys)],
+        "GSA": [heads * n * m for n, m in zip(tokens, keys)],
+        "SSA": [heads * n * m for n, m in zip(tokens, keys)],
     }
     if torch.cuda.is_available():
         source = "measured: torch.cuda.max_memory_allocated, one forward"
@@ -344,7 +444,7 @@ def plot_local_global_cost(cost: dict | None = None, **measure_kw):
         panels.append(("memory", 2**-20, "MiB", f"peak memory, {source}"))
     panels += [
         ("flops", 1e-6, "million multiply-adds", "formulas (multiply-adds)"),
-        ("logits", 1e-6, "million attention logits", "attention matrix size"),
+        ("logits", 1e-6, "million attention logits", "attention logits, all heads"),
     ]
     # 2 x 2 panels fit the page's column; with three, the fourth holds the legend
     fig, axes = plt.subplots(2, 2, figsize=(8.4, 7.2))
@@ -377,6 +477,9 @@ __all__ = [
     "dense_lsa_weights",
     "receptive_fields",
     "plot_receptive_fields",
+    "stack_kinds",
+    "gradient_reach",
+    "plot_gradient_reach",
     "measure_local_global_cost",
     "attention_memory",
     "plot_local_global_cost",
