@@ -132,6 +132,18 @@ def test_navit_figures_draw_packing_masks_utilization_and_accuracy():
     assert fig.axes[0].get_xlabel().startswith("token budget")
     fig = viz.plot_accuracy_vs_resolution({"a": {(8, 8): 0.5, (8, 16): 0.7}})
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["8x8", "8x16"]
+    model = vitbook.NaViT(
+        max_image_size=16, patch_size=4, num_classes=3, dim=16, depth=1, heads=2,
+        token_budget=20, channels=1,
+    )
+    sizes = [(16, 8), (8, 8), (4, 12), (16, 16)]
+    fig = viz.plot_navit_pipeline(model, [torch.rand(1, h, w) for h, w in sizes])
+    titles = [ax.get_title() for ax in fig.axes]
+    # one panel per image with its own token count, the model's packing and logits
+    assert "patch image 2: 4x12\n3 tokens" in titles
+    assert "(4, 3) logits" in fig._suptitle.get_text()
+    plt.close(fig)
+    fig = viz.plot_accuracy_vs_resolution({"a": {(8, 8): 0.5, (8, 16): 0.7}})
     # sizes are categories: bars, no line joining them
     assert not fig.axes[0].lines and len(fig.axes[0].patches) == 2
     fig = viz.plot_sizes([torch.rand(1, 8, 16), torch.rand(3, 16, 8)], ["x", "y"])
@@ -356,6 +368,20 @@ FIGURES = {
     "plot_position_arrows": lambda: viz.plot_position_arrows(
         _IMAGES, torch.arange(16).flip(0).repeat(2, 1), (4, 4)
     ),
+    "plot_pyramid_architecture": lambda: viz.plot_pyramid_architecture(
+        vitbook.ScalableViT(
+            image_size=28, num_classes=10, channels=1, patch_size=2, dims=(16, 32, 64),
+            depths=(2, 2, 2), heads=(2, 2, 2), window_sizes=7, sr_ratios=(4, 2, 1),
+            c_ratios=(1.25, 1.25, 1),
+        )
+    ),
+    "plot_navit_pipeline": lambda: viz.plot_navit_pipeline(
+        vitbook.NaViT(
+            max_image_size=16, patch_size=4, num_classes=3, dim=16, depth=1, heads=2,
+            token_budget=20, channels=1,
+        ),
+        [torch.rand(1, h, w) for h, w in [(16, 8), (8, 8), (4, 12), (16, 16)]],
+    ),
     "plot_gradient_reach": lambda: viz.plot_gradient_reach(
         side=8, window_size=4, sr_ratio=4, depth=4
     ),
@@ -487,6 +513,22 @@ def test_architecture_diagrams_print_the_models_own_shapes():
     assert "map 4 x 4" in text and "width 16" in text and "map 2 x 2" in text
     assert "width 32" in text and "window 2x2 (all)" in text and "shift 1x1" in text
     plt.close(fig)
+    for model, first, second in (
+        (vitbook.Twins, "LSA 2x2", "GSA r=2"),
+        (vitbook.ScalableViT, "IWSA 2x2", "SSA r=2, c=1.25"),
+    ):
+        extra = {"c_ratios": (1.25, 1)} if model is vitbook.ScalableViT else {}
+        net = model(
+            image_size=28, num_classes=10, channels=1, patch_size=7, dims=(8, 16),
+            depths=(2, 2), heads=(2, 2), window_sizes=2, sr_ratios=(2, 1), **extra,
+        )  # fmt: skip
+        fig = viz.plot_pyramid_architecture(net)
+        lines = [t.get_text() for t in fig.axes[0].texts]
+        # the stages' maps and widths, and the blocks in the order they run
+        assert "map 4 x 4" in lines and "width 8" in lines and "map 2 x 2" in lines
+        assert lines.index(first) < lines.index(second) < lines.index("PEG after block 1")
+        assert "linear -> 10" in lines and "1 x 28 x 28" in lines
+        plt.close(fig)
 
 
 # ------------------------------------------------------------------ shared helpers

@@ -42,6 +42,7 @@ from .twins import (
     dense_lsa_weights,
     gradient_reach,
     plot_gradient_reach,
+    plot_pyramid_architecture,
     stack_kinds,
     measure_local_global_cost,
     plot_local_global_cost,
@@ -51,6 +52,7 @@ from .twins import (
 from .scalable_vit import plot_scalable_receptive_fields, scalable_receptive_fields
 from .navit import (
     plot_accuracy_vs_resolution,
+    plot_navit_pipeline,
     plot_packing,
     plot_packing_masks,
     plot_sizes,
@@ -94,6 +96,7 @@ __all__ = [
     "dense_lsa_weights",
     "receptive_fields",
     "plot_receptive_fields",
+    "plot_pyramid_architecture",
     "stack_kinds",
     "gradient_reach",
     "plot_gradient_reach",
@@ -102,6 +105,7 @@ __all__ = [
     "attention_memory",
     "scalable_receptive_fields",
     "plot_scalable_receptive_fields",
+    "plot_navit_pipeline",
     "plot_sizes",
     "plot_packing",
     "plot_packing_masks",

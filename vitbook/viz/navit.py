@@ -162,6 +162,62 @@ def plot_packing_masks(features, sequence: int = 0, title: str | None = None):
     return fig
 
 
+def plot_navit_pipeline(model, images, title: str | None = None):
+    """NaViT on one real batch, from the model's own forward: the images at their
+    sizes with their patch grids (patch), the packed sequences (pack), the attention
+    mask of the first sequence (mask) and the pooling queries that give one vector per
+    image to the head (pool)."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        features = model.forward_features(list(images))
+        logits = model(list(images))
+    model.train(was_training)
+    p = model.patch_size[0] if isinstance(model.patch_size, tuple) else model.patch_size
+    colors = _image_colors(len(images))
+    fig = plt.figure(figsize=(8.4, 6.6))
+    grid = fig.add_gridspec(2, 2, height_ratios=[1, 1.25])
+    top = grid[0, :].subgridspec(
+        1, len(images), width_ratios=[x.shape[-1] for x in images]
+    )
+    tallest = max(x.shape[-2] for x in images)
+    for i, x in enumerate(images):
+        ax = fig.add_subplot(top[0, i])
+        h, w = x.shape[-2:]
+        ax.imshow(to_image(x), cmap="gray")
+        # the patch grid, on the image only
+        ax.vlines(np.arange(0, w + 1, p) - 0.5, -0.5, h - 0.5, color=colors[i], lw=1.2)
+        ax.hlines(np.arange(0, h + 1, p) - 0.5, -0.5, w - 0.5, color=colors[i], lw=1.2)
+        ax.set_xlim(-0.5, w - 0.5)
+        ax.set_ylim(tallest - 0.5, -0.5)
+        ax.set_title(
+            f"patch image {i}: {h}x{w}\n{(h // p) * (w // p)} tokens", fontsize=9
+        )
+        ax.axis("off")
+    packed = fig.add_subplot(grid[1, 0])
+    plot_packing(features.packing, ax=packed, title="pack: the token sequences")
+    masks = fig.add_subplot(grid[1, 1])
+    ids = features.image_ids[0].cpu()
+    allowed = features.attention_mask()[0, 0].cpu()
+    painted = torch.zeros(allowed.shape, dtype=torch.long)
+    owner = ids[:, None].expand_as(allowed)
+    painted[allowed & (owner < 0)] = 1
+    painted[allowed & (owner >= 0)] = 2 + owner[allowed & (owner >= 0)]
+    cmap = ListedColormap(["white", PADDING] + colors)
+    masks.imshow(painted.numpy(), cmap=cmap, vmin=0, vmax=len(colors) + 1)
+    masks.set_xlabel("key token")
+    masks.set_ylabel("query token")
+    masks.set_title("mask of sequence 0: each image\nattends to itself", fontsize=10)
+    fig.suptitle(
+        title
+        or f"NaViT on {len(images)} images: patch, pack, mask, then one pooling query "
+        f"per image\ngives {tuple(logits.shape)} logits",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return fig
+
+
 def utilization_table(lengths, budgets) -> dict[str, list[float]]:
     """Token utilization (real / all tokens) for each budget: greedy and first-fit
     decreasing packing, and padding every image to the largest (one value)."""
@@ -217,6 +273,7 @@ def plot_accuracy_vs_resolution(results: dict, title: str | None = None):
 
 
 __all__ = [
+    "plot_navit_pipeline",
     "plot_sizes",
     "plot_packing",
     "plot_packing_masks",

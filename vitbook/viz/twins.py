@@ -22,7 +22,7 @@ from ..models.twins import (
     TwinsBlock,
     attention_flops,
 )
-from .common import grid_lines, patch_grid, tint, to_image
+from .common import grid_lines, patch_grid, plot_pipeline, tint, to_image
 
 
 def dense_lsa_weights(
@@ -148,6 +148,57 @@ def plot_receptive_fields(
     )
     fig.tight_layout(rect=(0, 0, 1, 0.97), h_pad=2.5)
     return fig
+
+
+# --------------------------------------------------------------------------- diagram
+def _block_text(block) -> str:
+    attn = block.attn
+    if getattr(attn, "window_size", None) is not None:
+        wh, ww = attn.window_size
+        return f"{block.kind} {wh}x{ww}"
+    extra = f", c={attn.c_ratio:g}" if hasattr(attn, "c_ratio") else ""
+    return f"{block.kind} r={attn.sr_ratio}{extra}"
+
+
+def plot_pyramid_architecture(model, title: str | None = None):
+    """Twins-SVT or ScalableViT as a block diagram: each stage's patch embedding, map
+    size and width, its blocks in order (LSA/GSA or IWSA/SSA with their windows,
+    ratios and, for SSA, c) and the PEG after the first block, then the head. Sizes
+    measured on a zero image of the model's ``image_size``, so the diagram cannot drift
+    from the code."""
+    (ih, iw) = pair(model.image_size)
+    c = model.stages[0].patch_embed
+    channels = getattr(model, "channels", None) or _in_channels(c)
+    x = torch.zeros(1, channels, ih, iw)
+    with torch.no_grad():
+        maps = [m[0] for m in model.forward_intermediates(x)]  # (d_i, h_i, w_i)
+        logits = model(x)[0]
+    boxes = [("image", [f"{channels} x {ih} x {iw}", "(c x H x W)"])]
+    for s, (stage, fmap) in enumerate(zip(model.stages, maps)):
+        d, h, w = fmap.shape
+        embed = stage.patch_embed
+        if isinstance(getattr(embed, "proj", None), torch.nn.Conv2d):
+            k, st = embed.proj.kernel_size[0], embed.proj.stride[0]
+            how = f"conv {k}x{k}, stride {st}"
+        else:
+            how = "patches, linear"
+        kinds = [_block_text(b) for b in stage.blocks]
+        lines = [how, f"map {h} x {w}", f"width {d}", *kinds, "PEG after block 1"]
+        boxes.append((f"stage {s + 1}", lines))
+    boxes.append(
+        ("head", ["LayerNorm", "average pool", f"linear -> {logits.shape[0]}"])
+    )
+    name = type(model).__name__
+    return plot_pipeline(boxes, title or f"{name}: the map after each stage", width=1.6)
+
+
+def _in_channels(embed) -> int:
+    proj = embed.proj
+    if isinstance(proj, torch.nn.Conv2d):
+        return proj.in_channels
+    # a linear map of flattened p x p x c patches
+    ph, pw = pair(embed.patch_size)
+    return proj.in_features // (ph * pw)
 
 
 # --------------------------------------------------------------------------- reach
@@ -477,6 +528,7 @@ __all__ = [
     "dense_lsa_weights",
     "receptive_fields",
     "plot_receptive_fields",
+    "plot_pyramid_architecture",
     "stack_kinds",
     "gradient_reach",
     "plot_gradient_reach",
