@@ -2,6 +2,10 @@
 from ``vitbook.configs`` at the full scale, takes one training step on a CPU, on two
 images with the full scale's shapes (image and crop sizes, patch sizes, windows)."""
 
+import json
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -9,6 +13,7 @@ from vitbook import configs
 from vitbook.bench import fullscale
 from vitbook.train import train_step
 
+BOOK = Path(__file__).parents[1] / "book"
 RUNS = [
     run for name in configs.CHAPTERS for run in fullscale.training_runs(name, "full")
 ]
@@ -83,3 +88,14 @@ def test_the_table_has_a_row_per_chapter(monkeypatch):
     assert row[1].strip() == "01_vit" and row[2].strip() == "2,360 + 2,360"
     assert float(row[3]) == pytest.approx(4720 * 1e12)
     assert float(row[4]) == pytest.approx(4720 * 1e12 / (65e12 * 0.25) / 60, rel=0.01)
+
+
+@pytest.mark.parametrize("name", list(configs.CHAPTERS))
+def test_every_chapter_reads_its_values_from_its_record(name):
+    # a value typed in a notebook with at_scale(...) would escape the tests above
+    cells = json.loads((BOOK / f"{name}.ipynb").read_text())["cells"]
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    assert f'cfg = vitbook.configs.chapter("{name}")' in code
+    assert "at_scale(" not in code
+    used = set(re.findall(r"\bcfg\.(\w+)", code))
+    assert used == set(configs.CHAPTERS[name]), "an entry the chapter does not read"
