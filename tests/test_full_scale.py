@@ -99,3 +99,9 @@ def test_every_chapter_reads_its_values_from_its_record(name):
     assert "at_scale(" not in code
     used = set(re.findall(r"\bcfg\.(\w+)", code))
     assert used == set(configs.CHAPTERS[name]), "an entry the chapter does not read"
+
+
+def test_the_readme_table_is_the_commands_output():
+    # the counts are exact (no timing): a changed full-scale configuration shows here
+    readme = (BOOK.parent / "README.md").read_text()
+    assert fullscale.flops_table("full") in readme
