@@ -345,6 +345,7 @@ def flops_table(scale: str = "full", details: bool = False) -> str:
 
 
 def main(argv=None) -> None:
+    """The command line: the assumed throughputs, then :func:`flops_table`."""
     parser = argparse.ArgumentParser(
         prog="python -m vitbook.bench.fullscale",
         description="FLOPs of every chapter's training runs and the minutes they "
