@@ -1,5 +1,7 @@
 """The comparison chapter races ``vitbook.zoo``'s models: they must be the very
-configurations the chapters train, read here from the notebooks themselves."""
+configurations the chapters train. Both take them from ``vitbook.configs``: the zoo's
+entries must be the chapters' records, and each chapter's code must build its model and
+its training from its record (read here from the notebooks themselves)."""
 
 import ast
 import json
@@ -9,84 +11,24 @@ from pathlib import Path
 import pytest
 import torch
 
-from vitbook import zoo
+from vitbook import configs, zoo
 
 BOOK = Path(__file__).parents[1] / "book"
 NOTEBOOK = {1: "01_vit", 2: "02_swin", 3: "03_twins", 4: "04_scalable_vit",
             5: "05_navit"}  # fmt: skip
+# the entry of its chapter's record each zoo model is, and its number of epochs
+ENTRY = {"CNN": ("cnn", "epochs")}
 
 
-def _code(chapter: int) -> ast.Module:
+def _code(chapter: int) -> str:
     cells = json.loads((BOOK / f"{NOTEBOOK[chapter]}.ipynb").read_text())["cells"]
-    source = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
-    # notebook-only syntax (magics, trailing semicolons are fine) is dropped
-    lines = [line for line in source.splitlines() if not line.startswith(("%", "!"))]
-    return ast.parse("\n".join(lines))
+    return "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
 
 
-def _value(node):
-    """A literal, or a ``dict(...)`` call of literals, as a Python value."""
-    if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "dict":
-        return {k.arg: ast.literal_eval(k.value) for k in node.keywords}
-    return ast.literal_eval(node)
-
-
-def _scales(call: ast.Call) -> tuple:
-    """``at_scale(small=..., full=...)`` as Python values."""
-    kw = {k.arg: k.value for k in call.keywords}
-    return _value(kw["small"]), _value(kw["full"])
-
-
-def _is_at_scale(node) -> bool:
-    return isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "at_scale"
-
-
-def notebook_config(chapter: int, cls_name: str) -> tuple[dict, dict]:
-    tree = _code(chapter)
-    if cls_name == "CNN":  # CNN(..., widths=vitbook.at_scale(small=..., full=...))
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "CNN":
-                for k in node.keywords:
-                    if k.arg == "widths" and _is_at_scale(k.value):
-                        small, full = _scales(k.value)
-                        return {"widths": small}, {"widths": full}
-    for node in ast.walk(tree):  # the first `config = vitbook.at_scale(...)`
-        if (
-            isinstance(node, ast.Assign)
-            and getattr(node.targets[0], "id", "") == "config"
-            and _is_at_scale(node.value)
-        ):
-            return _scales(node.value)
-    raise AssertionError(f"no configuration of {cls_name} in chapter {chapter}")
-
-
-@pytest.mark.parametrize("name", list(zoo.CHAPTER_MODELS))
-def test_zoo_configuration_is_the_one_its_chapter_trains(name):
-    chapter, cls, small, full = zoo.CHAPTER_MODELS[name]
-    assert notebook_config(chapter, cls.__name__) == (small, full)
-
-
-def _small(tree: ast.Module, variable: str):
-    """The small-scale value of the first ``variable = ...`` (``at_scale`` or a literal;
-    ``a, b = 1, 2`` too)."""
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Assign):
-            continue
-        target, value = node.targets[0], node.value
-        if isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple):
-            names = [getattr(t, "id", "") for t in target.elts]
-            if variable in names:
-                return ast.literal_eval(value.elts[names.index(variable)])
-        elif getattr(target, "id", "") == variable:
-            if _is_at_scale(value):  # only the small value: `full=` may name a variable
-                value = {k.arg: k.value for k in value.keywords}["small"]
-            return _value(value)
-    raise AssertionError(f"no assignment to {variable}")
-
-
-def _fit_keyword(tree: ast.Module, model: str, keyword: str):
-    """A keyword of the first ``fit(model, ...)`` call, as a value (or a variable's)."""
-    for node in ast.walk(tree):
+def _fit_keyword(code: str, model: str, keyword: str) -> str:
+    """A keyword of the first ``fit(model, ...)`` call, as source text."""
+    lines = [line for line in code.splitlines() if not line.startswith(("%", "!"))]
+    for node in ast.walk(ast.parse("\n".join(lines))):
         if (
             isinstance(node, ast.Call)
             and getattr(node.func, "attr", getattr(node.func, "id", "")) == "fit"
@@ -95,40 +37,47 @@ def _fit_keyword(tree: ast.Module, model: str, keyword: str):
         ):
             for k in node.keywords:
                 if k.arg == keyword:
-                    if isinstance(k.value, ast.Name):
-                        return _small(tree, k.value.id)
-                    return ast.literal_eval(k.value)
+                    return ast.unparse(k.value)
     raise AssertionError(f"no fit({model}, ..., {keyword}=...)")
+
+
+@pytest.mark.parametrize("name", list(zoo.CHAPTER_MODELS))
+def test_zoo_configuration_is_the_one_its_chapter_trains(name):
+    chapter, cls, small, full = zoo.CHAPTER_MODELS[name]
+    notebook = NOTEBOOK[chapter]
+    entry = ENTRY.get(name, ("model",))[0]
+    record = [getattr(configs.chapter(notebook, s), entry) for s in ("small", "full")]
+    assert [small, full] == record
+    code = _code(chapter)
+    assert f'cfg = vitbook.configs.chapter("{notebook}")' in code
+    assert f"cfg.{entry}" in code
 
 
 @pytest.mark.parametrize("name", list(zoo.CHAPTER_RECIPES))
 def test_zoo_recipe_is_the_one_its_chapter_trains_with(name):
     chapter = zoo.CHAPTER_MODELS[name][0]
-    tree = _code(chapter)
-    model, epochs = ("cnn", "cnn_epochs") if name == "CNN" else ("model", "epochs")
-    found = dict(
-        lr=_fit_keyword(tree, model, "lr"),
-        batch_size=_small(tree, "batch_size"),
-        epochs=_small(tree, epochs),
+    entry, epochs = ENTRY.get(name, ("model", "epochs"))
+    cfg = configs.chapter(NOTEBOOK[chapter], "small")
+    assert zoo.CHAPTER_RECIPES[name] == dict(
+        lr=cfg.lr, batch_size=cfg.batch_size, epochs=getattr(cfg, epochs)
     )
-    assert found == zoo.CHAPTER_RECIPES[name]
+    code, model = _code(chapter), "cnn" if name == "CNN" else "model"
+    assert _fit_keyword(code, model, "lr") == "cfg.lr"
+    assert f"cfg.{epochs}" in code and "cfg.batch_size" in code
 
 
 def test_zoo_navit_is_the_one_chapter_5_trains():
-    tree = _code(5)
-    config = _small(tree, "config")
-    assert {k: zoo.NAVIT[k] for k in config} == config
-    assert zoo.NAVIT["patch_size"] == _small(tree, "patch_size")
-    assert zoo.NAVIT_RECIPE == dict(
-        lr=_fit_keyword(tree, "model", "lr"),
-        batch_size=_small(tree, "batch_size"),
-        steps=_small(tree, "steps"),
-        heights=(_small(tree, "low"), _small(tree, "high")),
+    cfg = configs.chapter("05_navit", "small")
+    assert zoo.NAVIT == dict(
+        **cfg.model, patch_size=cfg.patch_size, token_budget=cfg.token_budget
     )
-    for node in ast.walk(tree):  # model = NaViT(token_budget=..., ...)
-        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "NaViT":
-            budget = {k.arg: k.value for k in node.keywords}["token_budget"]
-            assert ast.literal_eval(budget) == zoo.NAVIT["token_budget"]
+    assert zoo.NAVIT_RECIPE == dict(
+        lr=cfg.lr, batch_size=cfg.batch_size, steps=cfg.steps, heights=cfg.heights
+    )
+    code = _code(5)
+    for read in ("cfg.patch_size, cfg.heights", "token_budget=cfg.token_budget",
+                 "cfg.model, cfg.steps, cfg.batch_size, cfg.lr"):  # fmt: skip
+        assert read in code
 
 
 @pytest.mark.parametrize("name", ["CNN", "NaViT"])

@@ -7,7 +7,7 @@ or training it never imports a plotting library.
 
 import importlib
 
-from . import data, layers, models, packing, probe, results, train
+from . import configs, data, layers, models, packing, probe, results, train
 from .display import glue, show
 from .layers import record_attention
 from .models import NaViT, ScalableViT, Swin, Twins, ViT
@@ -25,6 +25,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "configs",
     "data",
     "layers",
     "packing",

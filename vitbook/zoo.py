@@ -6,8 +6,9 @@ place, so the comparison chapter races exactly the models the chapters built (ch
 configuration is the one each chapter uses on a CPU, the full one on a GPU
 (:func:`vitbook.at_scale`). ``CHAPTER_RECIPES[name]`` is the learning rate, batch
 size and number of epochs each chapter trains with on a CPU (``NAVIT`` and
-``NAVIT_RECIPE`` the same for chapter 5). ``tests/test_zoo.py`` reads the chapters'
-notebooks and checks that both are still theirs.
+``NAVIT_RECIPE`` the same for chapter 5). All are read from :mod:`vitbook.configs`,
+where the chapters read theirs; ``tests/test_zoo.py`` checks that the chapters' code
+still takes them from there.
 
 ``python -m vitbook.zoo --seconds 30 60 120`` measures what the README's
 time-to-accuracy table records: the test accuracy each chapter's model and recipe reach
@@ -26,87 +27,16 @@ import statistics
 import torch
 from torch import nn
 
-from . import data
+from . import configs, data
 from .models import CNN, NaViT, ScalableViT, Swin, Twins, ViT
 from .train import at_scale, evaluate, fit, get_device, seed_everything
 
 CHAPTER_MODELS: dict[str, tuple[int, type, dict, dict]] = {
-    "CNN": (
-        1,
-        CNN,
-        dict(widths=(8, 16, 32)),
-        dict(widths=(32, 64, 128)),
-    ),
-    "ViT": (
-        1,
-        ViT,
-        dict(patch_size=7, dim=64, depth=4, heads=4, mlp_dim=128),
-        dict(patch_size=4, dim=192, depth=9, heads=3, mlp_dim=384, drop_path=0.1),
-    ),
-    "Swin": (
-        2,
-        Swin,
-        dict(
-            patch_size=7,
-            dim=32,
-            depths=(2, 2),
-            heads=(2, 4),
-            window_size=2,
-            drop_path=0.0,
-        ),
-        dict(
-            patch_size=2,
-            dim=64,
-            depths=(2, 2, 2),
-            heads=(2, 4, 8),
-            window_size=7,
-            drop_path=0.1,
-        ),
-    ),
-    "Twins-SVT": (
-        3,
-        Twins,
-        dict(
-            patch_size=7,
-            dims=(32, 64),
-            depths=(2, 2),
-            heads=(2, 4),
-            window_sizes=2,
-            sr_ratios=(2, 1),
-        ),
-        dict(
-            patch_size=2,
-            dims=(64, 128, 256),
-            depths=(2, 2, 2),
-            heads=(2, 4, 8),
-            window_sizes=7,
-            sr_ratios=(4, 2, 1),
-            drop_path=0.1,
-        ),
-    ),
-    "ScalableViT": (
-        4,
-        ScalableViT,
-        dict(
-            patch_size=7,
-            dims=(32, 64),
-            depths=(2, 2),
-            heads=(2, 4),
-            window_sizes=2,
-            sr_ratios=(2, 1),
-            c_ratios=(1.25, 1),
-        ),
-        dict(
-            patch_size=2,
-            dims=(64, 128, 256),
-            depths=(2, 2, 2),
-            heads=(2, 4, 8),
-            window_sizes=(7, 7, 4),
-            sr_ratios=(4, 2, 1),
-            c_ratios=(1.25, 1.25, 1),
-            drop_path=0.1,
-        ),
-    ),
+    "CNN": (1, CNN, *configs.CNN),
+    "ViT": (1, ViT, *configs.VIT),
+    "Swin": (2, Swin, *configs.SWIN),
+    "Twins-SVT": (3, Twins, *configs.TWINS),
+    "ScalableViT": (4, ScalableViT, *configs.SCALABLE_VIT),
 }
 
 
@@ -127,20 +57,34 @@ def chapter_model(
     return cls(image_size=28, num_classes=num_classes, channels=channels, **config)
 
 
+def _recipe(name: str, epochs: str = "epochs") -> dict:
+    cfg = configs.chapter(name, "small")
+    return dict(lr=cfg.lr, batch_size=cfg.batch_size, epochs=getattr(cfg, epochs))
+
+
 # The CPU recipe of each chapter: AdamW (weight decay 0.05 on weight matrices), 10%
 # warm-up then cosine decay, seed 0; ``epochs`` is the chapter's own budget.
 CHAPTER_RECIPES: dict[str, dict] = {
-    "CNN": dict(lr=2e-3, batch_size=256, epochs=3),
-    "ViT": dict(lr=2e-3, batch_size=256, epochs=10),
-    "Swin": dict(lr=2e-3, batch_size=256, epochs=8),
-    "Twins-SVT": dict(lr=2e-3, batch_size=256, epochs=8),
-    "ScalableViT": dict(lr=2e-3, batch_size=256, epochs=8),
+    # chapter 1 races its CNN on the clock; the zoo gives it the ViT's epochs
+    "CNN": _recipe("01_vit"),
+    "ViT": _recipe("01_vit"),
+    "Swin": _recipe("02_swin"),
+    "Twins-SVT": _recipe("03_twins"),
+    "ScalableViT": _recipe("04_scalable_vit"),
 }
 
 # Chapter 5: NaViT trains on images of random sizes from 14 to 42 pixels a side (7x7
 # patches, 64-token sequences) and is tested at the native 28x28.
-NAVIT = dict(dim=64, depth=4, heads=4, mlp_dim=128, patch_size=7, token_budget=64)
-NAVIT_RECIPE = dict(lr=3e-3, batch_size=128, steps=2000, heights=(14, 42))
+_NAVIT = configs.chapter("05_navit", "small")
+NAVIT = dict(
+    **_NAVIT.model, patch_size=_NAVIT.patch_size, token_budget=_NAVIT.token_budget
+)
+NAVIT_RECIPE = dict(
+    lr=_NAVIT.lr,
+    batch_size=_NAVIT.batch_size,
+    steps=_NAVIT.steps,
+    heights=_NAVIT.heights,
+)
 
 
 def time_to_accuracy(
