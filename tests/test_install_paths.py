@@ -12,7 +12,8 @@ build/envs/ (minutes each, so only with VITBOOK_ENV_TESTS=1: `make test` sets it
   the test tools), then the unit tests, as `make unit` runs them, in that environment.
 
 Each writes what it installed, the versions and how long every step took to
-build/envs/<name>.log; a failure says what failed and where the log is."""
+build/envs/<name>.log; a failure says what failed and where the log is. The virtualenvs
+(gigabytes: torch and its CUDA libraries) stay in build/envs/ until the next run."""
 
 import json
 import os
@@ -105,10 +106,8 @@ def fresh_venv(log: Log, path: Path) -> Path:
 
 
 def freeze(log: Log, python: Path) -> str:
-    frozen = log.run("pip freeze", [python, "-m", "pip", "freeze", "--all"],
-                     env=clean_env())  # fmt: skip
-    log.write("installed:\n" + frozen)
-    return frozen
+    cmd = [python, "-m", "pip", "freeze", "--all"]
+    return log.run("pip freeze (what is installed)", cmd, env=clean_env())
 
 
 def git(*args: str) -> str:
@@ -137,6 +136,7 @@ def colab_notebook(repo_url: str) -> dict:
 # Run by the fresh environment's Python: the kernel and the client both come from there.
 EXECUTE = """
 import sys, time, nbformat
+from datetime import datetime
 from pathlib import Path
 from nbclient import NotebookClient
 src, out, kernel = sys.argv[1:4]
@@ -148,6 +148,12 @@ try:
 finally:
     nbformat.write(nb, out)
     print(f"executed in {time.monotonic() - start:.0f} s")
+    for i, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
+        t = cell.metadata.get("execution", {})
+        if "iopub.execute_input" in t and "shell.execute_reply" in t:
+            s, e = (datetime.fromisoformat(t[k].replace("Z", "+00:00"))
+                    for k in ("iopub.execute_input", "shell.execute_reply"))
+            print(f"code cell {i + 1}: {(e - s).total_seconds():.0f} s")
 """
 
 # Every module of the installed package imports with the declared dependencies alone
@@ -221,7 +227,6 @@ def test_colab_install_path_runs_chapter_1():
         f"log: {log.path}"
     )
     log.write("\n" + log.summary())
-    shutil.rmtree(base / "venv")  # gigabytes of torch; the log stays
 
 
 # ------------------------------------------------------------------------------------
@@ -285,4 +290,3 @@ def test_unit_tests_pass_with_the_oldest_versions():
              "--ignore=tests/book_html"],
             env=clean_env(PYTHONPATH=str(ROOT)), cwd=ROOT, timeout=2400)  # fmt: skip
     log.write("\n" + log.summary())
-    shutil.rmtree(ENVS / "oldest" / "venv")
