@@ -68,7 +68,9 @@ class Log:
             out, code = f"{e.stdout or ''}{e.stderr or ''}\ntimed out", "timeout"
         seconds = time.monotonic() - start
         self.steps.append(f"{step}: {seconds:.0f} s")
-        # pip's notes about the machine's empty index folders are noise here
+        # pip's notes about the machine's empty index folders are noise here, and so are
+        # the colours of IPython's tracebacks
+        out = re.sub(r"\x1b\[[0-9;]*m", "", out)
         kept = [ln for ln in out.splitlines() if "is neither a file nor" not in ln]
         self.write("\n".join(kept) + f"\n[{step}: exit {code}, {seconds:.0f} s]")
         if code != 0:
