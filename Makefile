@@ -70,8 +70,8 @@ unit: data
 # build/envs/*.log), run when VITBOOK_ENV_TESTS=1, which `make test` sets and `make unit`
 # does not. colab-check: chapter 1's first cell pip-installs vitbook from a git+file://
 # url of this commit into an env with only ipykernel and nbclient, then chapter 1 runs
-# (12 min on the 2-core CPU with other jobs running). oldest-check: requirements-oldest.txt
-# (pyproject's lower bounds), then the unit tests in that env (10 min).
+# (10-14 min on the 2-core CPU with other jobs running). oldest-check:
+# requirements-oldest.txt (pyproject's lower bounds), then the unit tests there (10 min).
 ENV_TESTS := tests/test_install_paths.py
 colab-check: data
 	VITBOOK_ENV_TESTS=1 $(BIN)/python -m pytest $(ENV_TESTS) -k colab
