@@ -132,6 +132,25 @@ def test_plan_leaves_a_quiet_machine_and_the_user_alone(monkeypatch):
     assert torch.get_num_threads() == 2
 
 
+class Burst:
+    """A machine where another process keeps one core busy during the first look of
+    ``start`` only (the interval that ends at the third reading): a short burst."""
+
+    def __init__(self):
+        self.reads, self.busy = 0, 0.0
+
+    def read(self):
+        self.reads += 1
+        self.busy += 1.0 if self.reads == 3 else 0.0
+        return CpuClock(busy=self.busy, own=0.0, wall=float(self.reads))
+
+
+def test_a_burst_during_the_first_look_is_not_taken_for_load(monkeypatch):
+    fake(monkeypatch, Burst())
+    plan = ThreadPlan(torch.device("cpu")).start()
+    assert torch.get_num_threads() == 2 and plan.label.startswith("2 threads")
+
+
 def test_plan_does_nothing_off_the_cpu(monkeypatch):
     fake(monkeypatch, FakeMachine(others=1.5))
     plan = ThreadPlan(torch.device("meta")).start()

@@ -6,8 +6,9 @@ barrier where every thread waits for the slowest, and a thread that shares its c
 with another process is always the slowest. On the project's 2-core CPU one busy
 process makes chapter 1's step 3-4x slower with 2 threads, and 1.6x slower with 1.
 
-So ``fit`` on the CPU measures, before it starts and again after every epoch, how much
-of the cores the other processes use (Linux's ``/proc/stat`` less this process's own
+So ``fit`` on the CPU measures, before it starts (a quarter of a second, twice when the
+first look finds load) and again after every epoch, how much of the cores the other
+processes use (Linux's ``/proc/stat`` less this process's own
 CPU time) and trains on the cores they leave free: on a quiet machine torch's own
 number, so nothing changes there. Its progress bar says what it chose. It leaves
 alone what a user set: ``VITBOOK_THREADS=n`` fixes the number, and so do
@@ -137,13 +138,22 @@ class ThreadPlan:
         forced = threads_from_env()
         if forced is not None and self.on_cpu:
             self._set(forced)
-        elif self.on_cpu and self.owner is None:
-            before = CpuClock.read()
-            if before is not None:
-                time.sleep(PROBE_SECONDS)
-                self._choose(CpuClock.read().others_since(before))
+        elif self.on_cpu and self.owner is None and CpuClock.read() is not None:
+            # a second look when the first finds load: a burst (a test, a save)
+            # rarely lasts both, and it would cost the run a core for an epoch
+            others = self._look()
+            if others >= 0.5:
+                others = min(others, self._look())
+            self._choose(others)
         self.clock = CpuClock.read()
         return self
+
+    @staticmethod
+    def _look() -> float:
+        """The cores the other processes use over the next ``PROBE_SECONDS``."""
+        before = CpuClock.read()
+        time.sleep(PROBE_SECONDS)
+        return CpuClock.read().others_since(before)
 
     def recheck(self) -> bool:
         """Choose again from what the other processes used since the last look;
