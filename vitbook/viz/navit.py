@@ -264,9 +264,11 @@ def plot_accuracy_vs_resolution(results: dict, title: str | None = None):
     ax.set_xticklabels([f"{h}x{w}" for h, w in sizes])
     ax.set_xlabel("test image size (height x width, pixels)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_ylim(0, 100)
+    # room above the bars for the legend, so that it covers none of them
+    ax.set_ylim(0, 118)
+    ax.set_yticks(range(0, 101, 20))
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=9, loc="lower right")
+    ax.legend(fontsize=9, loc="upper center", ncol=len(results))
     ax.set_title(title or "accuracy against resolution and aspect ratio")
     fig.tight_layout()
     return fig
