@@ -96,6 +96,15 @@ def plot_packing(packing: Packing, title: str | None = None, ax=None):
     return fig
 
 
+def _paint_mask(mask: torch.Tensor, owner: torch.Tensor):
+    """A mask's cells as colour indices: 0 blocked, 1 padding to padding, 2 + i inside
+    image i (``owner``: the image each cell's row belongs to, -1 for padding)."""
+    out = torch.zeros(mask.shape, dtype=torch.long)
+    out[mask & (owner < 0)] = 1
+    out[mask & (owner >= 0)] = 2 + owner[mask & (owner >= 0)]
+    return out.numpy()
+
+
 def plot_packing_masks(features, sequence: int = 0, title: str | None = None):
     """The masks of one packed sequence: token-to-token attention (block diagonal, one
     block per image) and the pooling queries' mask (one row per image)."""
@@ -108,12 +117,6 @@ def plot_packing_masks(features, sequence: int = 0, title: str | None = None):
     colors = _image_colors(max(n, 1))
     cmap = ListedColormap(["white", PADDING] + colors)
 
-    def paint(mask, owner):  # 0 blocked, 1 padding-to-padding, 2 + i inside image i
-        out = torch.zeros(mask.shape, dtype=torch.long)
-        out[mask & (owner < 0)] = 1
-        out[mask & (owner >= 0)] = 2 + owner[mask & (owner >= 0)]
-        return out.numpy()
-
     attention = features.attention_mask()[sequence, 0].cpu()  # (L, L)
     slots = features.slots()[sequence].cpu()  # (Q,)
     pooling = features.pooling_mask()[sequence, 0].cpu()  # (Q, L)
@@ -124,7 +127,7 @@ def plot_packing_masks(features, sequence: int = 0, title: str | None = None):
     )
     owner_rows = ids[:, None].expand(length, length)
     a.imshow(
-        paint(attention, owner_rows),
+        _paint_mask(attention, owner_rows),
         cmap=cmap,
         vmin=0,
         vmax=len(colors) + 1,
@@ -135,7 +138,7 @@ def plot_packing_masks(features, sequence: int = 0, title: str | None = None):
     a.set_title("attention mask:\neach image attends to itself", fontsize=11)
     pool_owner = slots[real][:, None].expand(-1, length)
     b.imshow(
-        paint(pooling[real], pool_owner),
+        _paint_mask(pooling[real], pool_owner),
         cmap=cmap,
         vmin=0,
         vmax=len(colors) + 1,
@@ -199,12 +202,9 @@ def plot_navit_pipeline(model, images, title: str | None = None):
     masks = fig.add_subplot(grid[1, 1])
     ids = features.image_ids[0].cpu()
     allowed = features.attention_mask()[0, 0].cpu()
-    painted = torch.zeros(allowed.shape, dtype=torch.long)
-    owner = ids[:, None].expand_as(allowed)
-    painted[allowed & (owner < 0)] = 1
-    painted[allowed & (owner >= 0)] = 2 + owner[allowed & (owner >= 0)]
+    painted = _paint_mask(allowed, ids[:, None].expand_as(allowed))
     cmap = ListedColormap(["white", PADDING] + colors)
-    masks.imshow(painted.numpy(), cmap=cmap, vmin=0, vmax=len(colors) + 1)
+    masks.imshow(painted, cmap=cmap, vmin=0, vmax=len(colors) + 1)
     masks.set_xlabel("key token")
     masks.set_ylabel("query token")
     masks.set_title("mask of sequence 0: each image\nattends to itself", fontsize=10)

@@ -166,9 +166,7 @@ def plot_pyramid_architecture(model, title: str | None = None):
     ratios and, for SSA, c) and the PEG after the first block, then the head. Sizes
     measured on a zero image of the model's ``image_size``, so the diagram cannot drift
     from the code."""
-    (ih, iw) = pair(model.image_size)
-    c = model.stages[0].patch_embed
-    channels = getattr(model, "channels", None) or _in_channels(c)
+    (ih, iw), channels = pair(model.image_size), model.channels
     x = torch.zeros(1, channels, ih, iw)
     with torch.no_grad():
         maps = [m[0] for m in model.forward_intermediates(x)]  # (d_i, h_i, w_i)
@@ -190,15 +188,6 @@ def plot_pyramid_architecture(model, title: str | None = None):
     )
     name = type(model).__name__
     return plot_pipeline(boxes, title or f"{name}: the map after each stage", width=1.6)
-
-
-def _in_channels(embed) -> int:
-    proj = embed.proj
-    if isinstance(proj, torch.nn.Conv2d):
-        return proj.in_channels
-    # a linear map of flattened p x p x c patches
-    ph, pw = pair(embed.patch_size)
-    return proj.in_features // (ph * pw)
 
 
 # --------------------------------------------------------------------------- reach
