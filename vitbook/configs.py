@@ -73,26 +73,11 @@ TWINS = Scales(
         drop_path=0.1,
     ),
 )
+# chapter 3's Twins-SVT with ScalableViT's attentions: keys c times as wide and, at the
+# full scale, windows of 4 on the last stage's 4x4 map
 SCALABLE_VIT = Scales(
-    small=dict(
-        patch_size=7,
-        dims=(32, 64),
-        depths=(2, 2),
-        heads=(2, 4),
-        window_sizes=2,
-        sr_ratios=(2, 1),
-        c_ratios=(1.25, 1),
-    ),
-    full=dict(
-        patch_size=2,
-        dims=(64, 128, 256),
-        depths=(2, 2, 2),
-        heads=(2, 4, 8),
-        window_sizes=(7, 7, 4),
-        sr_ratios=(4, 2, 1),
-        c_ratios=(1.25, 1.25, 1),
-        drop_path=0.1,
-    ),
+    small=dict(**TWINS.small, c_ratios=(1.25, 1)),
+    full={**TWINS.full, "window_sizes": (7, 7, 4), "c_ratios": (1.25, 1.25, 1)},
 )
 # chapter 5's NaViT: the ViT's width; its patch size is the chapter's `patch_size`
 NAVIT = Scales(
