@@ -1,15 +1,18 @@
-"""Every explorer in `vitbook.widgets` shows its static figure first, and a slider redraws it.
+"""Every explorer in `vitbook.widgets` has two faces: the page (its figure stored for
+every stored combination of its controls, `vitbook/frames.py`) and the live widget.
 
-Each case builds an explorer on small real inputs (attention maps recorded from a real model),
-shows it the way a notebook does (the static figure goes out through `display(..., display_id=True)`),
-moves one control as a reader would, and checks that the figure changed and that the displayed
-output was updated in place. `test_every_explorer_has_a_case` fails when an explorer is added to
+Each case builds an explorer on small real inputs (attention maps recorded from a real
+model), asks for what a notebook shows (`_repr_mimebundle_`), checks the page's frames
+(the first is the explorer's figure, each is the figure for its values), moves one
+control as a reader would, and checks that the live figure and image changed. `test_every_explorer_has_a_case` fails when an explorer is added to
 `vitbook.widgets` without a case here.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
+import re
 
 import matplotlib.figure
 import numpy as np
@@ -17,7 +20,7 @@ import pytest
 import torch
 
 import vitbook
-from vitbook import widgets
+from vitbook import frames, widgets
 
 
 def pixels(figure: matplotlib.figure.Figure) -> np.ndarray:
@@ -117,25 +120,16 @@ def test_every_explorer_has_a_case():
     )
 
 
-class FakeHandle:
-    def __init__(self, shown):
-        self.shown = shown
-
-    def update(self, obj):
-        self.shown.append(("update", obj))
+def stored_frames(page: str) -> dict:
+    """The frames an explorer's page carries, by key."""
+    data = re.search(r'<script type="application/json" class="vbx-data">(.*?)</script>',
+                     page, re.DOTALL)  # fmt: skip
+    assert data, "the page carries no frame data"
+    return json.loads(data.group(1).replace("<\\/", "</"))
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_explorer_shows_its_figure_first_and_a_slider_redraws_it(name, monkeypatch):
-    import IPython.display
-
-    shown = []
-
-    def fake_display(obj, display_id=None, **kwargs):
-        shown.append(("display", obj))
-        return FakeHandle(shown) if display_id else None
-
-    monkeypatch.setattr(IPython.display, "display", fake_display)
+def test_explorer_page_stores_its_frames_and_the_live_face_redraws(name):
     if not hasattr(widgets, name):
         pytest.skip(f"vitbook.widgets has no {name} (yet)")
     explorer, move = CASES[name]()
@@ -143,13 +137,40 @@ def test_explorer_shows_its_figure_first_and_a_slider_redraws_it(name, monkeypat
     assert isinstance(first, matplotlib.figure.Figure)
     before = pixels(first)
 
-    explorer._ipython_display_()  # what a notebook does with the explorer as a cell's value
-    figures = [obj for kind, obj in shown if isinstance(obj, matplotlib.figure.Figure)]
-    assert figures == [first], (
-        f"{name}: the static figure is not displayed (displayed: {shown})"
+    # what a notebook shows for the explorer as a cell's value
+    bundle = explorer._repr_mimebundle_()
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == (
+        explorer.widget.model_id
+    ), f"{name}: the live face is not the explorer's widget"
+    page = bundle["text/html"]
+    assert "<script src" not in page and not re.search(r"\w+://", page), (
+        f"{name}: the page loads something from elsewhere"
     )
+    data = stored_frames(page)
+    assert len(data["frames"]) == len(explorer.stored), (
+        f"{name}: {len(data['frames'])} frames on the page, {len(explorer.stored)} stored"
+    )
+    # the chapter's figure comes first, as the image a reader sees before moving
+    first_key = ",".join(map(str, explorer.key(explorer.values)))
+    assert data["first"] == [int(i) for i in first_key.split(",")]
+    assert f'src="{data["frames"][first_key]}"' in page
+    assert data["frames"][first_key] == frames.encode(first), (
+        f"{name}: the first frame is not the explorer's figure"
+    )
+    # each control changes the picture somewhere on the page (two settings may draw
+    # the same one: the two packing strategies agree on some batches)
+    keys = [tuple(map(int, k.split(","))) for k in data["frames"]]
+    for axis, control in enumerate(data["names"]):
+        assert any(
+            a[axis] != b[axis]
+            and all(x == y for i, (x, y) in enumerate(zip(a, b)) if i != axis)
+            and data["frames"][",".join(map(str, a))]
+            != data["frames"][",".join(map(str, b))]
+            for a in keys
+            for b in keys
+        ), f"{name}: moving {control} changes no stored frame"
 
-    old_values = explorer.values
+    old_values, old_image = explorer.values, explorer.image.value
     explorer.set(**move)
     assert explorer.values != old_values, f"{name}: setting {move} changed no control"
     assert explorer.figure is not first, f"{name}: moving {move} did not redraw"
@@ -157,9 +178,46 @@ def test_explorer_shows_its_figure_first_and_a_slider_redraws_it(name, monkeypat
     assert before.shape != after.shape or not np.array_equal(before, after), (
         f"{name}: moving {move} drew the same picture"
     )
-    assert shown[-1] == ("update", explorer.figure), (
-        f"{name}: the displayed figure was not updated in place"
+    assert explorer.image.value != old_image, f"{name}: the live image was not updated"
+    # where the page stores the reader's new setting, it is the figure drawn live
+    stored = {tuple(v.items()) for v in explorer.stored}
+    if tuple(explorer.values.items()) in stored:
+        key = ",".join(map(str, explorer.key(explorer.values)))
+        assert data["frames"][key] == frames.encode(explorer.figure), (
+            f"{name}: the stored frame for {move} is not the live figure"
+        )
+
+
+def test_stored_values_must_be_values_of_the_control():
+    import ipywidgets
+
+    with pytest.raises(ValueError, match="stored values \\[5\\] for control 'n'"):
+        widgets.Explorer(
+            lambda n: matplotlib.figure.Figure(),
+            stored=[{"n": 5}],
+            n=ipywidgets.IntSlider(1, 0, 3),
+        )
+    with pytest.raises(ValueError, match="names \\['m'\\]"):
+        widgets.Explorer(
+            lambda n: matplotlib.figure.Figure(),
+            stored=[{"m": 1}],
+            n=ipywidgets.IntSlider(1, 0, 3),
+        )
+
+
+def test_the_page_stores_what_the_explorer_says():
+    # the receptive-field explorer: 3 rows x 3 columns x 3 windows at the first
+    # ratio, and the 2 other ratios at the first query and window
+    explorer = widgets.receptive_field_explorer(
+        torch.rand(3, 32, 32), patch_size=2, query=(5, 6)
     )
+    assert len(explorer.stored) == 3 * 3 * 3 + 2
+    assert {v["row"] for v in explorer.stored} == set(widgets.spread(16, 5))
+    assert 5 in widgets.spread(16, 5) and len(widgets.spread(16, 5)) == 3
+    # the window explorer stores each window's shifts, none past the window
+    explorer = widgets.window_explorer(torch.rand(1, 24, 24), patch_size=2)
+    assert all(v["shift"] < v["window_size"] for v in explorer.stored)
+    assert len(explorer.stored) == 2 + 3 + 4 + 6
 
 
 def test_unknown_control_is_refused():

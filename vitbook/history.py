@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
-from tqdm.auto import tqdm
 
 from . import distributed
+from .progress import progress
 
 if TYPE_CHECKING:
     from .train import RunState
@@ -129,7 +129,7 @@ class Tracker:
         # data-parallel ranks flush at the same steps, since a flush averages them
         every = 25 if distributed.active() else None
         self.log = StepLog(history, every=every)
-        self.bar = tqdm(
+        self.bar = progress(
             total=budget.total_steps,
             initial=state.step,
             desc=self._description(),

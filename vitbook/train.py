@@ -6,8 +6,9 @@ alike.
     history.plot()
 
 ``fit`` picks the device (cuda, then mps, then cpu), uses mixed precision on CUDA, shows
-a ``tqdm.auto`` progress bar, stops at the first budget reached (``epochs``, ``steps``
-or ``seconds``), and returns a :class:`History`. A seeded run on the CPU is
+a progress bar (:mod:`vitbook.progress`: text on the page, no widget), stops at the
+first budget reached (``epochs``, ``steps`` or ``seconds``), and returns a
+:class:`History`. A seeded run on the CPU is
 reproducible: the same seed gives the same history, number for number, on the same
 number of threads (on a busy machine ``fit`` trains on fewer: :mod:`vitbook.threads`).
 Judging the representations a run learned (k-NN, linear probe) is

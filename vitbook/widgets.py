@@ -1,24 +1,32 @@
 """Interactive explorers: each a thin live wrapper around one ``viz`` figure.
 
-An explorer first shows its figure as a plain image output, so the HTML book, a notebook
-opened without a kernel and CI all see it. With a live kernel the sliders redraw that
-same output in place (``display_id``). Scripts and tests drive it with
-``explorer.set(...)``.
+An explorer is one output with two faces. With a live kernel (JupyterLab, Colab) it is
+ipywidgets controls above the figure, redrawn for any value a reader picks. Without one
+(the HTML book, a notebook opened from disk) it is the page :mod:`vitbook.frames`
+builds: the figure precomputed for every stored combination of the controls' values,
+swapped by a few lines of inline JavaScript. The first frame is the figure the chapter
+discusses. Scripts and tests drive the live face with ``explorer.set(...)``.
 """
 
 from __future__ import annotations
 
+import io
+import time
 from typing import Callable
 
 import matplotlib.pyplot as plt
 import torch
 
+from . import frames as pages
+from .frames import grid
+
 
 class Explorer:
     """``draw(**values) -> Figure`` plus one ipywidgets control per keyword of
-    ``draw``."""
+    ``draw``. ``stored`` lists the value combinations the page keeps (each a dict; a
+    control it leaves out keeps its first value); by default every combination."""
 
-    def __init__(self, draw: Callable, **controls):
+    def __init__(self, draw: Callable, stored: list[dict] | None = None, **controls):
         import ipywidgets  # optional at import time of vitbook, needed here
 
         for name, control in controls.items():
@@ -27,11 +35,32 @@ class Explorer:
                     f"control {name!r} must be an ipywidgets value widget, got "
                     f"{type(control).__name__}"
                 )
-            control.observe(self._changed, names="value")
         self.draw, self.controls = draw, controls
-        self.box = ipywidgets.HBox(list(controls.values()))
-        self._handle = None
+        first = self.values
+        if stored is None:
+            stored = grid(
+                **{n: [v for _, v in pages.choices(c)] for n, c in controls.items()}
+            )
+        for frame in stored:
+            unknown = set(frame) - set(controls)
+            if unknown:
+                raise ValueError(
+                    f"stored frame {frame} names {sorted(unknown)}; this explorer's "
+                    f"controls are {tuple(controls)}"
+                )
+        # the chapter's figure comes first, then each stored combination once
+        complete = [first] + [{**first, **frame} for frame in stored]
+        self.stored = list({tuple(f.items()): f for f in complete}.values())
+        self.axes = pages.axes_for(controls, self.stored)
+        # how many values each control offers a live reader
+        self.choices = {n: len(pages.choices(c)) for n, c in controls.items()}
+        self.image = ipywidgets.Image(format="png")
+        self.widget = ipywidgets.VBox(
+            [ipywidgets.HBox(list(controls.values())), self.image]
+        )
         self.figure = self._draw()
+        for control in controls.values():
+            control.observe(self._changed, names="value")
 
     @property
     def values(self) -> dict:
@@ -48,27 +77,73 @@ class Explorer:
             self.controls[name].value = value
         return self
 
+    def key(self, values: dict) -> tuple[int, ...]:
+        """The page's index of each control's value in ``values``."""
+        return tuple(axis.values.index(values[axis.name]) for axis in self.axes)
+
+    def frames(self) -> dict[tuple[int, ...], str]:
+        """Every stored combination drawn and encoded for the page, the current one
+        first (the figure already drawn)."""
+        encoded = {self.key(self.values): pages.encode(self.figure)}
+        for values in self.stored:
+            key = self.key(values)
+            if key not in encoded:
+                figure = self.draw(**values)
+                plt.close(figure)
+                encoded[key] = pages.encode(figure)
+        return encoded
+
+    def page(self) -> str:
+        """The self-contained HTML the book shows: controls, frames, script."""
+        began = time.perf_counter()
+        frames = self.frames()
+        counts = ", ".join(
+            f"{axis.description} {len(axis.values)} of {self.choices[axis.name]}"
+            for axis in self.axes
+        )
+        note = (
+            f"{len(frames)} stored frames (values per control: {counts}). A "
+            "combination not stored shows the nearest stored one; with a running "
+            "kernel the explorer redraws for any value."
+        )
+        text = pages.page(self.axes, frames, self.key(self.values), note)
+        self.report = (
+            f"{len(frames)} frames, {len(text) / 1e6:.2f} MB, "
+            f"{time.perf_counter() - began:.1f} s"
+        )
+        return text
+
     def _draw(self):
         figure = self.draw(**self.values)
-        # shown through display(), not by the inline backend a second time
+        # shown through the image widget and the page, not by the inline backend
         plt.close(figure)
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png")
+        self.image.value = buffer.getvalue()
         return figure
 
     def _changed(self, _change) -> None:
         self.figure = self._draw()
-        if self._handle is not None:
-            self._handle.update(self.figure)
 
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        # a frontend with a widget manager shows the live widget; the HTML book and a
+        # notebook without a kernel show the page (the book's config ranks it first)
+        return {
+            "text/plain": f"Explorer({', '.join(self.controls)})",
+            "text/html": self.page(),
+            "application/vnd.jupyter.widget-view+json": {
+                "version_major": 2,
+                "version_minor": 0,
+                "model_id": self.widget.model_id,
+            },
+        }
 
-        display(self.box)
-        self._handle = display(self.figure, display_id=True)
 
-
-def patch_explorer(image: torch.Tensor, patch_sizes=(4, 7, 14)) -> Explorer:
+def patch_explorer(
+    image: torch.Tensor, patch_sizes=(4, 7, 14), patch_size: int | None = None
+) -> Explorer:
     """Cut ``image`` into patches of a size chosen with a slider (each size must divide
-    the image)."""
+    the image); ``patch_size`` is the first one shown (default: the largest)."""
     import ipywidgets
 
     from .viz import plot_patches
@@ -79,10 +154,12 @@ def patch_explorer(image: torch.Tensor, patch_sizes=(4, 7, 14)) -> Explorer:
         raise ValueError(
             f"none of patch_sizes {patch_sizes} divides the image size {h}x{w}"
         )
+    if patch_size is not None and patch_size not in sizes:
+        raise ValueError(f"patch_size {patch_size} is not one of the sizes {sizes}")
     return Explorer(
         lambda patch_size: plot_patches(image, patch_size),
         patch_size=ipywidgets.SelectionSlider(
-            options=sizes, value=sizes[-1], description="patch size"
+            options=sizes, value=patch_size or sizes[-1], description="patch size"
         ),
     )
 
@@ -135,8 +212,10 @@ def window_explorer(
     window = ipywidgets.SelectionSlider(
         options=sizes, value=sizes[len(sizes) // 2], description="window M"
     )
+    # the page stores every shift of every window, so the slider spans the widest
+    # window's shifts while the explorer is built, and the current window's after
     shift = ipywidgets.IntSlider(
-        window.value // 2, 0, window.value - 1, description="shift"
+        window.value // 2, 0, max(sizes) - 1, description="shift"
     )
 
     # registered before the explorer's own observer: the shift is valid when it redraws
@@ -144,20 +223,37 @@ def window_explorer(
         shift.max = change.new - 1
 
     window.observe(fit_shift, names="value")
-    return Explorer(
+    explorer = Explorer(
         lambda window_size, shift: plot_cyclic_shift(
             image, patch_size, window_size, shift
         ),
+        stored=[{"window_size": m, "shift": s} for m in sizes for s in range(m)],
         window_size=window,
         shift=shift,
     )
+    shift.max = window.value - 1
+    return explorer
+
+
+def spread(n: int, first: int, count: int = 3) -> list[int]:
+    """``count`` positions spread over ``range(n)``, ``first`` among them: the query
+    positions an explorer's page stores."""
+    positions = sorted({round((2 * i + 1) * n / (2 * count)) for i in range(count)})
+    nearest = min(positions, key=lambda p: abs(p - first))
+    return sorted({first, *(p for p in positions if p != nearest)})
 
 
 def receptive_field_explorer(
-    image: torch.Tensor, patch_size: int, window_sizes=(2, 4, 8), sr_ratios=(2, 4, 8)
+    image: torch.Tensor,
+    patch_size: int,
+    window_sizes=(2, 4, 8),
+    sr_ratios=(2, 4, 8),
+    query: tuple[int, int] | None = None,
 ) -> Explorer:
     """The keys one query reads under full attention, Swin, LSA and GSA: move the
-    query, change the window size and GSA's sub-sampling ratio."""
+    query (first at ``query``), change the window size and GSA's sub-sampling ratio.
+    The page stores three rows x three columns x every window at the middle ratio,
+    and every ratio at the first query and window."""
     import ipywidgets
 
     from .viz import plot_receptive_fields
@@ -170,12 +266,17 @@ def receptive_field_explorer(
             f"window_sizes {window_sizes} must include one that divides the {h}x{w} "
             f"patch grid, and sr_ratios {sr_ratios} one in [1, {min(h, w)}]"
         )
+    row, col = query if query is not None else (h // 3, w // 3)
+    if not (0 <= row < h and 0 <= col < w):
+        raise ValueError(f"query {query} is outside the {h}x{w} patch grid")
     return Explorer(
         lambda row, col, window_size, sr_ratio: plot_receptive_fields(
             image, patch_size, (row, col), window_size, sr_ratio
         ),
-        row=ipywidgets.IntSlider(h // 3, 0, h - 1, description="query row"),
-        col=ipywidgets.IntSlider(w // 3, 0, w - 1, description="query col"),
+        stored=grid(row=spread(h, row), col=spread(w, col), window_size=sizes)
+        + grid(sr_ratio=ratios),
+        row=ipywidgets.IntSlider(row, 0, h - 1, description="query row"),
+        col=ipywidgets.IntSlider(col, 0, w - 1, description="query col"),
         window_size=ipywidgets.SelectionSlider(
             options=sizes, value=sizes[len(sizes) // 2], description="window"
         ),
@@ -194,7 +295,9 @@ def scalable_receptive_field_explorer(
     dim: int = 64,
 ) -> Explorer:
     """The keys one query reads under ScalableViT's IWSA (window + LIM) and SSA: move
-    the query, change the window, SSA's reduction ratio and its channel ratio."""
+    the query, change the window, SSA's reduction ratio and its channel ratio. The page
+    stores three rows x three columns x every window at the first ratios, and every
+    reduction ratio and every channel ratio at the first query and window."""
     import ipywidgets
 
     from .viz import plot_scalable_receptive_fields
@@ -208,12 +311,16 @@ def scalable_receptive_field_explorer(
             f"in [1, {min(h, w)}] (the {h}x{w} patch grid), c_ratios {c_ratios} one "
             "value"
         )
+    row, col = max(h // 4 - 1, 0), w // 4
     return Explorer(
         lambda row, col, window_size, sr_ratio, c_ratio: plot_scalable_receptive_fields(
             image, patch_size, (row, col), window_size, sr_ratio, c_ratio, dim
         ),
-        row=ipywidgets.IntSlider(max(h // 4 - 1, 0), 0, h - 1, description="query row"),
-        col=ipywidgets.IntSlider(w // 4, 0, w - 1, description="query col"),
+        stored=grid(row=spread(h, row), col=spread(w, col), window_size=sizes)
+        + grid(sr_ratio=ratios)
+        + grid(c_ratio=list(c_ratios)),
+        row=ipywidgets.IntSlider(row, 0, h - 1, description="query row"),
+        col=ipywidgets.IntSlider(col, 0, w - 1, description="query col"),
         window_size=ipywidgets.SelectionSlider(
             options=sizes, value=sizes[len(sizes) // 2], description="window"
         ),
@@ -270,30 +377,31 @@ def mae_explorer(
 ) -> Explorer:
     """Re-run a trained MAE live at the masking ratio a slider sets, on ``images``; the
     hidden patches come from one fixed noise draw per image, so a higher ratio hides a
-    superset of what a lower one hid."""
+    superset of what a lower one hid. The slider moves one patch at a time (``k`` of
+    the ``n`` patches hidden, ``k / n``): finer ratios would hide the same patches."""
     import ipywidgets
 
     from .viz import plot_reconstructions
 
+    n = mae.grid[0] * mae.grid[1]
     noise = torch.rand(
-        len(images),
-        mae.grid[0] * mae.grid[1],
-        generator=torch.Generator().manual_seed(seed),
+        len(images), n, generator=torch.Generator().manual_seed(seed)
     ).to(images.device)
 
     def draw(mask_ratio):
-        out = mae.reconstruct(images, noise=noise, mask_ratio=mask_ratio)
+        # MAE keeps int(n * (1 - ratio)) patches, a floor: a quarter patch below k / n
+        # hides exactly k whatever the rounding of k / n
+        out = mae.reconstruct(images, noise=noise, mask_ratio=mask_ratio - 0.25 / n)
         return plot_reconstructions(
             images, out, mae.grid, to_pixels=to_pixels or (lambda x: x), titles=titles
         )
 
+    hidden = n - int(n * (1 - mae.mask_ratio))  # what the trained ratio hides
     return Explorer(
         draw,
-        mask_ratio=ipywidgets.FloatSlider(
-            value=mae.mask_ratio,
-            min=0.05,
-            max=0.95,
-            step=0.05,
+        mask_ratio=ipywidgets.SelectionSlider(
+            options=[(f"{k / n:.0%} ({k} of {n})", k / n) for k in range(1, n)],
+            value=hidden / n,
             description="mask ratio",
         ),
     )

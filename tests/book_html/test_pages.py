@@ -25,13 +25,10 @@ from .common import ROOT, SCREENSHOTS, chapters, toc_pages
 PAGES = toc_pages()
 CHAPTERS = chapters()
 
-# Hosts the theme and the widget manager load scripts from. Offline they fail; nothing on a
-# page may depend on them (the figures are static images, the widgets' live part is extra).
-ALLOWED_HOSTS = {
-    "cdnjs.cloudflare.com",  # require.js, for the ipywidgets HTML manager
-    "cdn.jsdelivr.net",  # @jupyter-widgets/html-manager
-    "unpkg.com",  # thebe, only when a reader presses "live code"
-}
+# Hosts a page may try to reach. None: the explorers are the book's own HTML and
+# script (vitbook/frames.py), no widget manager is loaded (_config.yml), MathJax is
+# served from _static, and the progress bars are text.
+ALLOWED_HOSTS: set[str] = set()
 ALLOWED_CONSOLE = [
     # a script from ALLOWED_HOSTS that could not be fetched (the page's `location` says which)
     re.compile(r"^Failed to load resource: net::ERR_NAME_NOT_RESOLVED$"),
@@ -101,6 +98,41 @@ MATH_STATE = r"""async () => {
 }"""
 
 
+# Every explorer (vitbook/frames.py) as a reader uses it: each control moved to two
+# values other than its first, one after the other, by the events a real slider or
+# drop-down fires. After each move: the frame shown, whether it changed, and whether
+# it is the stored frame for the controls' values with the moved one at its new value.
+# (A control with one stored value has nothing to move to: no move is made.)
+EXPLORE = """() => [...document.querySelectorAll('.vitbook-explorer')].map(root => {
+  const data = JSON.parse(root.querySelector('script.vbx-data').textContent);
+  const img = root.querySelector('img.vbx-frame');
+  const controls = [...root.querySelectorAll('[data-axis]')];
+  const out = {ready: root.hasAttribute('data-ready'), controls: controls.length,
+    frames: Object.keys(data.frames).length, bytes: root.outerHTML.length,
+    names: data.names,
+    first: img.getAttribute('src') === data.frames[data.first.join(',')], moves: []};
+  controls.forEach((control, axis) => {
+    const start = Number(control.value);
+    const others = [...Array(data.labels[axis].length).keys()]
+      .filter(i => i !== start).slice(-2);
+    others.forEach(value => {
+      const before = img.getAttribute('src');
+      control.value = String(value);
+      control.dispatchEvent(new Event('input', {bubbles: true}));
+      const key = img.getAttribute('data-key');
+      out.moves.push({axis: axis, value: value, key: key,
+        changed: img.getAttribute('src') !== before,
+        stored: img.getAttribute('src') === data.frames[key],
+        at_value: Number(key.split(',')[axis]) === value,
+        shown: Number(control.value) === value});
+    });
+  });
+  return out;
+})"""
+# a page's explorers together stay under this many bytes (their frames are inline)
+EXPLORER_PAGE_BYTES = 8_000_000
+
+
 def page_url(base: str, docname: str) -> str:
     return urljoin(base, f"{docname}.html")
 
@@ -128,6 +160,9 @@ class Visit:
     # code blocks and outputs that need a horizontal scrollbar: (scrollWidth,
     # clientWidth, first wide line)
     wide_blocks: list = field(default_factory=list)
+    # each explorer after its controls were moved (see EXPLORE)
+    explorers: list = field(default_factory=list)
+    widget_views: int = 0  # ipywidgets outputs left on the page (nothing could draw them)
 
 
 def offline_context(browser, base: str, external: list | None = None):
@@ -194,6 +229,11 @@ def visit(browser, base: str, url: str, shot: str) -> Visit:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         v.screenshot = str(SCREENSHOTS / f"{shot}.png")
         page.screenshot(path=v.screenshot, full_page=True)
+        v.widget_views = page.locator(
+            'script[type="application/vnd.jupyter.widget-view+json"], '
+            ".jupyter-widgets"
+        ).count()
+        v.explorers = page.evaluate(EXPLORE)
     finally:
         context.close()
     return v
@@ -390,3 +430,56 @@ def test_search_page_finds_the_chapter(browser, site, staged, chapter):
     assert any(h.split("#")[0].split("?")[0] == target for h in hits), (
         f"searching {word!r} did not list {chapter}: {hits}"
     )
+
+
+def explorers_in(chapter: str) -> int:
+    """Explorers the chapter's committed notebook makes: code cells that call a
+    ``vitbook.widgets`` factory."""
+    nb = nbformat.read(ROOT / "book" / f"{chapter}.ipynb", as_version=4)
+    call = re.compile(r"widgets\.\w+_explorer\(")
+    return sum(
+        1 for cell in nb.cells if cell.cell_type == "code" and call.search(cell.source)
+    )
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_every_explorer_responds_offline(visits, chapter):
+    """Without a kernel and without a network, each explorer's controls work: every
+    control, moved to two other values, shows the stored frame for that value, and
+    the figure changes."""
+    v = visits(chapter)
+    assert v.widget_views == 0, (
+        f"{chapter}: {v.widget_views} ipywidgets outputs on the page, which nothing "
+        "can draw without a kernel"
+    )
+    assert len(v.explorers) == explorers_in(chapter), (
+        f"{chapter}: {len(v.explorers)} explorers on the page, the notebook makes "
+        f"{explorers_in(chapter)}"
+    )
+    for i, e in enumerate(v.explorers, 1):
+        where = f"{chapter}, explorer {i} ({', '.join(e['names'])})"
+        assert e["ready"], f"{where}: its script did not run"
+        assert e["first"], f"{where}: the first image is not the first stored frame"
+        assert e["controls"] == len(e["names"]), f"{where}: controls missing"
+        for m in e["moves"]:
+            move = f"{where}: {e['names'][m['axis']]} to its value #{m['value']}"
+            assert m["at_value"] and m["shown"], f"{move} showed frame {m['key']}"
+            assert m["stored"], f"{move}: the image is not the stored frame {m['key']}"
+        # two settings may draw the same figure (both packings agree on a batch), but
+        # a control whose two moves both leave the figure as it was is dead
+        for axis, name in enumerate(e["names"]):
+            moves = [m for m in e["moves"] if m["axis"] == axis]
+            assert any(m["changed"] for m in moves), (
+                f"{where}: moving {name} never changed the figure"
+            )
+    total = sum(e["bytes"] for e in v.explorers)
+    assert total <= EXPLORER_PAGE_BYTES, (
+        f"{chapter}: its explorers weigh {total / 1e6:.1f} MB, over "
+        f"{EXPLORER_PAGE_BYTES / 1e6:.0f} MB"
+    )
+
+
+def test_the_book_has_explorers(visits):
+    """The check above means something: the chapters do carry explorers."""
+    count = {c: len(visits(c).explorers) for c in CHAPTERS}
+    assert sum(count.values()) >= 7, f"explorers per chapter: {count}"
