@@ -361,3 +361,17 @@ def test_contention_is_reached_from_the_command_line(monkeypatch, capsys):
     assert seen == {"r": 2, "s": 3} and "TABLE" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         cli.main(["contention", "--rounds", "0"])
+
+
+def test_a_given_peak_is_the_roofline_of_every_share():
+    # two tables that share one measured peak compare their "% peak" columns directly
+    kwargs = dict(batch_size=2, rounds=1, warmup=0, device="cpu", image_size=32,
+                  patch_size=16, dim=32, depth=1, heads=2, num_classes=10)  # fmt: skip
+    results = bench.run("vit", peak=1e9, **kwargs)
+    assert results.machine["matmul GFLOP/s"] == 1.0
+    for name, r in results.items():
+        flops = results.flops[name]["train step"]
+        expected = 100 * flops * r["train step img/s"] / 2 / 1e9
+        assert r["train step % peak"] == pytest.approx(expected, rel=1e-9)
+    with pytest.raises(ValueError, match="peak=0 must be a positive number"):
+        bench.run("vit", peak=0, **kwargs)

@@ -44,7 +44,14 @@ TRACEBACK_MARKS = ("Traceback (most recent call last)",)
 # than its box shows a horizontal scrollbar and hides the end of its lines.
 WIDE_SELECTOR = ", ".join(
     f"article.bd-article {s}"
-    for s in ("pre", "div.highlight", "div.cell_output", "div.output")
+    for s in (
+        "pre",
+        "div.highlight",
+        "div.cell_output",
+        "div.output",
+        # markdown tables: the theme wraps each in a box that scrolls when too wide
+        "div.pst-scrollable-table-container",
+    )
 )
 WIDE_BLOCKS = """els => els
   .filter(e => e.clientWidth > 0 && e.scrollWidth > e.clientWidth + 1)
@@ -312,9 +319,10 @@ def test_page_shows_no_traceback(visits, docname):
 
 @pytest.mark.parametrize("docname", PAGES)
 def test_no_code_block_or_output_needs_horizontal_scrolling(visits, docname):
-    """At the 1280-pixel viewport, every code cell, output and table fits its column:
-    nothing hides behind a scrollbar (notebook lines are kept within 88 characters,
-    tests/test_notebooks.py; this checks what the browser really shows)."""
+    """At the 1280-pixel viewport, every code cell, output and table (markdown tables
+    too) fits its column: nothing hides behind a scrollbar (notebook lines are kept
+    within 88 characters, tests/test_notebooks.py; this checks what the browser really
+    shows)."""
     v = visits(docname)
     wide = [
         f"{kind}: content {sw}px in a {cw}px box, e.g. {line!r}"

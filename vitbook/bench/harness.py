@@ -65,12 +65,22 @@ class Results(dict):
 
 
 def measure(
-    contenders: dict[str, nn.Module], x, rounds: int = 7, warmup: int = 2, device=None
+    contenders: dict[str, nn.Module],
+    x,
+    rounds: int = 7,
+    warmup: int = 2,
+    device=None,
+    peak: float | None = None,
 ) -> Results:
     """Time a forward and a training step of every model of ``contenders`` on the
     batch ``x`` (a tensor or a list of images), interleaved, the median of
     ``rounds``; also their FLOP/s as a share of the matmul peak and, on CUDA, their
-    peak memory. The models are copied, never trained themselves."""
+    peak memory. The models are copied, never trained themselves. ``peak`` (FLOP/s)
+    is the roofline to compare with: pass one measured earlier (``results.machine``)
+    so that two tables share it; by default it is measured here (on a 2-core CPU two
+    measurements can differ by half)."""
+    if peak is not None and not peak > 0:
+        raise ValueError(f"peak={peak} must be a positive number of FLOP/s")
     device = get_device() if device is None else torch.device(device)
     batch_size = len(x)
     y = torch.randint(0, 10, (batch_size,), device=device)
@@ -102,7 +112,7 @@ def measure(
         }
         for k, m in models.items()
     }
-    peak = matmul_peak(device)
+    peak = matmul_peak(device) if peak is None else peak
     names = list(models)
     flops = {k: {t: count_flops(fn) for t, fn in tasks[k].items()} for k in names}
     for task in TASKS:

@@ -105,17 +105,21 @@ def run(
     rounds: int = 7,
     warmup: int = 2,
     device=None,
+    peak: float | None = None,
     **config,
 ) -> Results:
     """Measure every contender of ``REGISTRY[name]``; returns ``{impl: {metric:
-    value}}`` (:class:`Results`, whose ``machine`` holds this run's matmul peak)."""
+    value}}`` (:class:`Results`, whose ``machine`` holds the matmul peak: this run's,
+    or ``peak`` in FLOP/s when given, as :func:`measure` takes it)."""
     if name not in REGISTRY:
         raise ValueError(f"no benchmark called {name!r}; there are {sorted(REGISTRY)}")
     benchmark = REGISTRY[name]
     device = get_device() if device is None else torch.device(device)
     x = benchmark.inputs(batch_size, config.get("image_size", 224), device)
     contenders = benchmark.contenders(**config)
-    return measure(contenders, x, rounds=rounds, warmup=warmup, device=device)
+    return measure(
+        contenders, x, rounds=rounds, warmup=warmup, device=device, peak=peak
+    )
 
 
 def describe(name: str, batch_size: int, config: dict) -> str:
