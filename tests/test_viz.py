@@ -227,6 +227,30 @@ def _small_esvit():
     )
 
 
+def _small_dino(**kwargs):
+    vit = ViT(image_size=16, patch_size=4, num_classes=0, dim=16, depth=1, heads=2,
+              channels=1)  # fmt: skip
+    return vitbook.ssl.DINO(
+        vit, total_steps=10, global_size=16, local_size=8, num_local=3, out_dim=1024,
+        hidden_dim=32, bottleneck_dim=8, **kwargs,
+    )  # fmt: skip
+
+
+def _small_byol(**kwargs):
+    vit = ViT(image_size=16, patch_size=4, num_classes=0, dim=16, depth=1, heads=2,
+              channels=1)  # fmt: skip
+    return vitbook.ssl.BYOL(
+        vit, total_steps=2, image_size=16, projection_dim=8, hidden_dim=16,
+        predictor_hidden_dim=16, **kwargs,
+    )  # fmt: skip
+
+
+def _small_mp3():
+    vit = ViT(image_size=28, patch_size=7, num_classes=0, dim=16, depth=2, heads=2,
+              channels=1)  # fmt: skip
+    return vitbook.ssl.MP3(vit, mask_ratio=0.75)
+
+
 def _esvit_correspondences():
     a, b = torch.rand(1, 1, 16, 16), torch.rand(1, 1, 16, 16)
     index, cosine, grid_a, grid_b = _small_esvit().correspondences(a, b)
@@ -344,6 +368,15 @@ FIGURES = {
         _history(), [(0, torch.rand(3, 1, 28, 28)), (29, torch.rand(3, 1, 28, 28))]
     ),
     "plot_finetuning": lambda: viz.plot_finetuning({"a": _history(), "b": _history()}),
+    # the method diagrams of chapters 6-10, drawn from the method objects
+    "plot_branches": lambda: viz.plot_branches(
+        [("a", ["1"]), ("b", ["2", "3"])], [("c", [])], ("loss", ["x"]), link=(0, "EMA")
+    ),
+    "plot_mae_method": lambda: viz.plot_mae_method(_small_mae()),
+    "plot_dino_method": lambda: viz.plot_dino_method(_small_dino()),
+    "plot_esvit_method": lambda: viz.plot_esvit_method(_small_esvit()),
+    "plot_byol_method": lambda: viz.plot_byol_method(_small_byol()),
+    "plot_mp3_method": lambda: viz.plot_mp3_method(_small_mp3()),
     # chapter 7: DINO
     "plot_multicrop": lambda: viz.plot_multicrop(
         torch.rand(3, 48, 48), vitbook.ssl.MultiCrop(24, 12, num_local=3, seed=0)
@@ -641,3 +674,28 @@ def test_every_text_of_a_figure_is_readable_in_the_page_column(name):
         )
     finally:
         plt.close(fig)
+
+
+def test_method_diagrams_print_the_methods_own_settings():
+    def text(fig):
+        lines = [t.get_text() for t in fig.axes[0].texts]
+        plt.close(fig)
+        return lines
+
+    lines = text(viz.plot_dino_method(_small_dino(teacher_temp=0.05)))
+    # K from the head, the crops from the multi-crop, the temperatures from the method
+    assert "head -> K = 1,024" in lines and "3 local 8x8" in lines
+    assert any("0.04 -> 0.05" in t for t in lines)
+    # two teacher views, each against the 2 + 3 student views but itself: 8 pairs
+    assert "views: 8 pairs" in lines
+    assert "no centering" in text(viz.plot_dino_method(_small_dino(centering=False)))
+    lines = text(viz.plot_mae_method(_small_mae()))
+    assert "hide 12 at random" in lines and "keep 4" in lines and "4 tokens only" in lines
+    assert "+ 12 mask tokens" in lines and "49 pixels per patch" in lines
+    lines = text(viz.plot_mp3_method(_small_mp3()))
+    assert "keys: 4 of 16" in lines and "linear -> 16" in lines
+    assert "EMA" in text(viz.plot_byol_method(_small_byol()))
+    lines = text(viz.plot_byol_method(_small_byol(mode="simsiam", predictor=False)))
+    assert "same weights" in lines and "none" in lines
+    lines = text(viz.plot_esvit_method(_small_esvit()))
+    assert "region head -> 32" in lines and "region: x 0.5, each" in lines

@@ -4,6 +4,7 @@ Figure."""
 from .common import (
     image_grid,
     patch_grid,
+    plot_branches,
     plot_confusion,
     plot_history,
     plot_pipeline,
@@ -24,10 +25,15 @@ from .dino import (
     class_token_attention,
     plot_class_token_attention,
     plot_collapse_diagnostics,
+    plot_dino_method,
     plot_multicrop,
 )
-from .byol import plot_byol_diagnostics
-from .esvit import plot_esvit_diagnostics, plot_region_correspondences
+from .byol import plot_byol_diagnostics, plot_byol_method
+from .esvit import (
+    plot_esvit_diagnostics,
+    plot_esvit_method,
+    plot_region_correspondences,
+)
 from .swin import (
     measure_attention_cost,
     plot_attention_cost,
@@ -62,14 +68,26 @@ from .navit import (
 from .mae import (
     masked_rgb,
     plot_finetuning,
+    plot_mae_method,
     plot_masking_ratios,
     plot_pretraining,
     plot_reconstructions,
 )
-from .mp3 import plot_position_arrows, plot_position_confusion, position_confusion
+from .mp3 import (
+    plot_mp3_method,
+    plot_position_arrows,
+    plot_position_confusion,
+    position_confusion,
+)
 from .compare import plot_representation_comparison, plot_time_to_accuracy
 
 __all__ = [
+    "plot_branches",
+    "plot_mae_method",
+    "plot_dino_method",
+    "plot_esvit_method",
+    "plot_byol_method",
+    "plot_mp3_method",
     "plot_byol_diagnostics",
     "image_grid",
     "patch_grid",

@@ -8,7 +8,9 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .common import moving_average
+import torch
+
+from .common import moving_average, plot_branches
 
 PANELS = (
     ("loss", "loss (2 - 2 cos, both views)"),
@@ -62,4 +64,44 @@ def plot_byol_diagnostics(histories: dict, smooth: int = 5, projection_dim=None)
     return fig
 
 
-__all__ = ["plot_byol_diagnostics"]
+def plot_byol_method(byol, title: str | None = None):
+    """BYOL (or SimSiam) as a diagram drawn from ``byol`` (a
+    :class:`vitbook.ssl.BYOL`): the online network and its predictor try to predict
+    the target's projection of the other view; the target is a moving average of the
+    online network (BYOL) or the online network itself (SimSiam)."""
+    from .dino import _backbone, _size
+
+    projection = byol.online.projector
+    out = [m for m in projection.modules() if hasattr(m, "out_features")][-1]
+    size = _size(byol.multicrop.global_size)
+    has_predictor = not isinstance(byol.predictor, torch.nn.Identity)
+    top = [
+        ("views", [f"2 views {size}"]),
+        (
+            "online",
+            [_backbone(byol.online.backbone), f"projector -> {out.out_features}"],
+        ),
+        ("predictor", [f"MLP -> {out.out_features}"] if has_predictor else ["none"]),
+    ]
+    if byol.target is not None:
+        m = (byol.target.base, byol.target.final)
+        target, link = ["the same network,", f"EMA m: {m[0]} -> {m[1]}"], "EMA"
+    else:
+        target, link = ["the online network", "itself"], "same weights"
+    bottom = [
+        ("views", ["the same 2, swapped"]),
+        ("target", target),
+        ("projection", [f"{out.out_features} numbers"]),
+    ]
+    loss = ("cosine loss", ["2 - 2 cos(p, z')", "both orders", "of the views"])
+    name = "BYOL" if byol.mode == "byol" else "SimSiam"
+    return plot_branches(
+        top,
+        bottom,
+        loss,
+        link=(1, link),
+        title=title or f"{name}: predict the other view",
+    )
+
+
+__all__ = ["plot_byol_method", "plot_byol_diagnostics"]

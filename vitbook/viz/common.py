@@ -189,6 +189,28 @@ def shape_text(shape) -> str:
     return " x ".join(str(int(s)) for s in shape)
 
 
+def _box(ax, x, y, width, height, name, lines, color, spacing=(0.2, 0.55, 0.3)):
+    """One box of a block diagram: its name in bold on top, ``lines`` below;
+    ``spacing``: the name's drop from the top, the first line's, each next line's."""
+    name_drop, first, step = spacing
+    ax.add_patch(plt.Rectangle((x, y), width, height, fc=color, ec="0.3", lw=1.2))
+    ax.text(
+        x + width / 2, y + height - name_drop, name, ha="center", va="top",
+        fontsize=10, weight="bold",
+    )  # fmt: skip
+    for k, line in enumerate(lines):
+        ax.text(
+            x + width / 2, y + height - first - step * k, line, ha="center",
+            va="top", fontsize=8.5,
+        )  # fmt: skip
+
+
+def _arrow(ax, start, end, **style) -> None:
+    ax.annotate(
+        "", xy=end, xytext=start, arrowprops=dict(arrowstyle="->", lw=1.5, **style)
+    )
+
+
 def plot_pipeline(boxes, title: str | None = None, width: float = 1.27):
     """A left-to-right block diagram: ``boxes`` is a list of ``(name, lines)``, each
     drawn as a box with its name on top and ``lines`` (shapes, sizes) below, joined by
@@ -200,38 +222,60 @@ def plot_pipeline(boxes, title: str | None = None, width: float = 1.27):
     gap = 0.2
     for i, (name, lines) in enumerate(boxes):
         x = i * (width + gap)
-        ax.add_patch(
-            plt.Rectangle(
-                (x, 0), width, height, fc=plt.cm.Pastel1(i % 9), ec="0.3", lw=1.2
-            )
-        )
-        ax.text(
-            x + width / 2,
-            height - 0.25,
-            name,
-            ha="center",
-            va="top",
-            fontsize=10,
-            weight="bold",
-        )
-        for k, line in enumerate(lines):
-            ax.text(
-                x + width / 2,
-                height - 0.62 - 0.32 * k,
-                line,
-                ha="center",
-                va="top",
-                fontsize=8.5,
-            )
+        spacing = (0.25, 0.62, 0.32)
+        _box(ax, x, 0, width, height, name, lines, plt.cm.Pastel1(i % 9), spacing)
         if i:
-            ax.annotate(
-                "",
-                xy=(x, height / 2),
-                xytext=(x - gap, height / 2),
-                arrowprops=dict(arrowstyle="->", lw=1.5),
-            )
+            _arrow(ax, (x - gap, height / 2), (x, height / 2))
     ax.set_xlim(-0.1, n * (width + gap) - gap + 0.1)
     ax.set_ylim(-0.1, height + 0.1)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_branches(top, bottom, loss, link=None, stop_gradient: bool = True, title=None):
+    """Two pipelines, one above the other, that meet in one loss: the method diagrams
+    of the self-supervised chapters. ``top`` (the branch gradients train) and
+    ``bottom`` (the branch that gives the targets) are lists of ``(name, lines)``;
+    ``loss`` is one ``(name, lines)``. ``link = (i, text)`` draws a dashed arrow from
+    box ``i`` of the top row down to box ``i`` of the bottom row, labelled ``text``
+    (how the target's weights follow: "EMA", "the same weights"); ``stop_gradient``
+    marks the bottom row's arrow into the loss."""
+    width, gap, vgap = 1.75, 0.4, 0.8
+    rows = max(len(lines) for _, lines in [*top, *bottom, loss]) + 1
+    height = 0.3 * rows + 0.45
+    n = max(len(top), len(bottom))
+    total = (n + 1) * width + n * gap
+    fig, ax = plt.subplots(figsize=(total + 0.3, 2 * height + vgap + 0.6))
+    loss_x, loss_y = n * (width + gap), (height + vgap) / 2
+    for r, (row, y) in enumerate(((top, height + vgap), (bottom, 0.0))):
+        for i, (name, lines) in enumerate(row):
+            x = i * (width + gap)
+            _box(ax, x, y, width, height, name, lines, plt.cm.Pastel1(2 * i + r))
+            if i:
+                _arrow(ax, (x - gap, y + height / 2), (x, y + height / 2))
+        # the row's last box into the loss, the target's through a stop-gradient
+        start = ((len(row) - 1) * (width + gap) + width, y + height / 2)
+        end = (loss_x, loss_y + height * (0.7 if r == 0 else 0.3))
+        _arrow(ax, start, end, color="0.2")
+    _box(ax, loss_x, loss_y, width, height, loss[0], loss[1], "0.9")
+    if stop_gradient:
+        ax.text(
+            loss_x + width / 2, loss_y - 0.1, "no gradient into\nthe lower branch",
+            ha="center", va="top", fontsize=8.5, color="C3",
+        )  # fmt: skip
+    if link is not None:
+        i, text = link
+        x = i * (width + gap) + width / 2
+        _arrow(ax, (x, height + vgap), (x, height), ls="--", color="C0")
+        ax.text(
+            x + 0.08, height + vgap / 2, text, va="center", fontsize=8.5, color="C0"
+        )
+    ax.set_xlim(-0.1, total + 0.1)
+    ax.set_ylim(-0.1, 2 * height + vgap + 0.1)
     ax.set_aspect("equal")
     ax.axis("off")
     if title:

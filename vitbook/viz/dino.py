@@ -9,7 +9,7 @@ import torch
 from matplotlib.patches import Rectangle
 
 from ..layers import record_attention
-from .common import moving_average, to_image
+from .common import moving_average, plot_branches, to_image
 
 
 def plot_multicrop(image: torch.Tensor, multicrop, title: str | None = None):
@@ -138,7 +138,65 @@ def plot_collapse_diagnostics(histories: dict, smooth: int = 5, max_entropy=None
     return fig
 
 
+def _size(size) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+def _crops(multicrop, local: bool = True) -> list[str]:
+    """The views a multi-crop makes, as a diagram's lines."""
+    lines = [f"2 global {_size(multicrop.global_size)}"]
+    if local and multicrop.num_local:
+        lines.append(f"{multicrop.num_local} local {_size(multicrop.local_size)}")
+    return lines
+
+
+def _backbone(model) -> str:
+    return f"{type(model).__name__}, width {model.num_features}"
+
+
+def plot_dino_method(dino, title: str | None = None):
+    """DINO as a diagram drawn from ``dino`` (a :class:`vitbook.ssl.DINO`): the
+    student sees every crop, the teacher (a moving average of the student) the two
+    global ones; the teacher's output is centered and sharpened, and the loss is the
+    cross-entropy from each teacher view to every other student view."""
+    k = dino.center.shape[1]
+    crops = dino.multicrop
+    seen = 2 if dino.variant == "seed" else 2 + crops.num_local
+    pairs = 2 * seen - (0 if dino.variant == "seed" else 2)
+    student_views = (
+        [f"{crops.num_local} local {_size(crops.local_size)}"]
+        if dino.variant == "seed"
+        else _crops(crops)
+    )
+    teacher = dino.teacher
+    centering = f"minus center (EMA {dino.center_momentum})"
+    top = [
+        ("views", student_views),
+        ("student", [_backbone(dino.student.backbone), f"head -> K = {k:,}"]),
+        ("softmax", [f"$\\tau_s$ = {dino.student_temp}"]),
+    ]
+    bottom = [
+        ("views", _crops(crops, local=False)),
+        ("teacher", ["the same network,", f"EMA m: {teacher.base} -> {teacher.final}"]),
+        (
+            "center, softmax",
+            [
+                centering if dino.centering else "no centering",
+                f"$\\tau_t$: {dino.warmup_teacher_temp} -> {dino.teacher_temp}",
+            ],
+        ),
+    ]
+    loss = (
+        "cross-entropy",
+        ["teacher view ->", "the other student", f"views: {pairs} pairs"],
+    )
+    return plot_branches(
+        top, bottom, loss, link=(1, "EMA"), title=title or "DINO: self-distillation"
+    )
+
+
 __all__ = [
+    "plot_dino_method",
     "plot_multicrop",
     "class_token_attention",
     "plot_class_token_attention",

@@ -9,7 +9,7 @@ import torch
 from matplotlib import cm, colors
 from matplotlib.patches import ConnectionPatch
 
-from .common import moving_average, to_image
+from .common import moving_average, plot_branches, to_image
 
 
 def _centres(grid, size) -> np.ndarray:
@@ -110,4 +110,50 @@ def plot_esvit_diagnostics(history, smooth: int = 10):
     return fig
 
 
-__all__ = ["plot_region_correspondences", "plot_esvit_diagnostics"]
+def plot_esvit_method(esvit, title: str | None = None):
+    """EsViT as a diagram drawn from ``esvit`` (a :class:`vitbook.ssl.EsViT`): DINO's
+    view-level loss plus a region-level one, in which each student token is matched
+    to the teacher token it is most similar to."""
+    from .dino import _backbone, _crops
+
+    k, kr = esvit.center.shape[1], esvit.region_center.shape[1]
+    teacher = esvit.teacher
+    w = esvit.region_weight
+    top = [
+        ("views", _crops(esvit.multicrop)),
+        (
+            "student",
+            [
+                _backbone(esvit.student.backbone),
+                f"view head -> {k:,}",
+                f"region head -> {kr:,}",
+            ],
+        ),
+        ("softmax", [f"$\\tau_s$ = {esvit.student_temp}", "every view and token"]),
+    ]
+    bottom = [
+        ("views", _crops(esvit.multicrop, local=False)),
+        ("teacher", ["the same network,", f"EMA m: {teacher.base} -> {teacher.final}"]),
+        (
+            "center, softmax",
+            [
+                "two centers (EMA)",
+                f"$\\tau_t$: {esvit.warmup_teacher_temp} -> {esvit.teacher_temp}",
+            ],
+        ),
+    ]
+    loss = (
+        "two losses",
+        [
+            f"view: DINO's, x {1 - w:g}",
+            f"region: x {w:g}, each",
+            "token to its best",
+            f"match ({esvit.match})",
+        ],
+    )
+    return plot_branches(
+        top, bottom, loss, link=(1, "EMA"), title=title or "EsViT: views and regions"
+    )
+
+
+__all__ = ["plot_esvit_method", "plot_region_correspondences", "plot_esvit_diagnostics"]

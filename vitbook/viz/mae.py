@@ -173,7 +173,63 @@ def plot_finetuning(histories: dict, smooth: int = 20):
     return fig
 
 
+def _blocks(n: int) -> str:
+    return f"{n} block" if n == 1 else f"{n} blocks"
+
+
+def plot_mae_method(mae, title: str | None = None):
+    """MAE as a diagram drawn from ``mae`` (a :class:`vitbook.ssl.MAE`): the encoder
+    sees only the visible patches, the decoder gets them back in place with mask
+    tokens at the hidden positions, and the loss is taken on the hidden patches."""
+    from .common import plot_pipeline
+
+    n = mae.grid[0] * mae.grid[1]
+    keep = int(n * (1 - mae.mask_ratio))
+    (ph, pw), c = mae.patch_size, mae.channels
+    encoder, decoder = mae.backbone, mae.decoder_blocks
+    boxes = [
+        ("patches", [f"{mae.grid[0]} x {mae.grid[1]} = {n}", f"of {ph}x{pw} pixels"]),
+        (
+            "mask",
+            [
+                f"hide {n - keep} at random",
+                f"keep {keep}",
+                f"(ratio {mae.mask_ratio:g})",
+            ],
+        ),
+        (
+            "encoder",
+            [
+                _blocks(len(encoder.blocks)),
+                f"width {encoder.dim}",
+                f"{keep} tokens only",
+            ],
+        ),
+        (
+            "decoder",
+            [
+                f"+ {n - keep} mask tokens",
+                f"{n} tokens",
+                _blocks(len(decoder)),
+                f"width {mae.mask_token.shape[-1]}",
+            ],
+        ),
+        (
+            "loss",
+            [
+                f"{ph * pw * c} pixels per patch",
+                "MSE, hidden only",
+                "normalized" if mae.norm_pix_loss else "raw pixels",
+            ],
+        ),
+    ]
+    return plot_pipeline(
+        boxes, title or "MAE: encode the visible, decode all", width=1.6
+    )
+
+
 __all__ = [
+    "plot_mae_method",
     "masked_rgb",
     "plot_reconstructions",
     "plot_masking_ratios",

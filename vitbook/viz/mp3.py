@@ -100,4 +100,31 @@ def plot_position_arrows(
     return fig
 
 
-__all__ = ["position_confusion", "plot_position_confusion", "plot_position_arrows"]
+def plot_mp3_method(mp3, title: str | None = None):
+    """MP3 as a diagram drawn from ``mp3`` (a :class:`vitbook.ssl.MP3`): patches
+    without positions, attention that reads only a random set of context patches,
+    and a classifier that names each patch's position."""
+    from .common import plot_pipeline
+    from .mae import _blocks
+
+    n = mp3.num_patches
+    keep = int(n * (1 - mp3.mask_ratio))
+    encoder = mp3.backbone
+    boxes = [
+        ("patches", [f"{n} patches", "no position", "embedding"]),
+        ("context mask", [f"keys: {keep} of {n}", "at random", "(queries: all)"]),
+        ("encoder", [_blocks(len(encoder.blocks)), f"width {encoder.dim}"]),
+        ("position head", [f"linear -> {n}", "one class per", "grid position"]),
+        ("loss", ["cross-entropy:", "each patch's", "true position"]),
+    ]
+    return plot_pipeline(
+        boxes, title or "MP3: find where each patch belongs", width=1.6
+    )
+
+
+__all__ = [
+    "plot_mp3_method",
+    "position_confusion",
+    "plot_position_confusion",
+    "plot_position_arrows",
+]
