@@ -63,6 +63,7 @@ SETTINGS = {
         "1%",
     ): "freeze_last_layer_steps: 1% of the run, the official first epoch",
     ("08_esvit", "40-100%"): "MultiCrop's global_scale=(0.4, 1.0)",
+    ("08_esvit", "5 points"): "the margin over random init the chapter asserts",
     ("08_esvit", "10-40%"): "MultiCrop's local_scale=(0.1, 0.4)",
     ("09_byol", "40-100%"): "the views' global_scale=(0.4, 1.0)",
     (

@@ -104,11 +104,13 @@ def plot_class_token_attention(
     return fig
 
 
+# DINO computes std and effective rank on the teacher's output distributions (softmax
+# over the K outputs), not on the backbone's embedding
 DIAGNOSTICS = (
     ("entropy", "teacher entropy (nats)"),
     ("kl", "KL(teacher || student) (nats)"),
-    ("std", "std of normalized embedding"),
-    ("erank", "effective rank of embedding"),
+    ("std", "std of teacher distribution"),
+    ("erank", "effective rank of teacher distribution"),
 )
 
 
@@ -127,7 +129,11 @@ def plot_collapse_diagnostics(histories: dict, smooth: int = 5, max_entropy=None
             ax.plot(steps, moving_average(values, smooth), color=f"C{j}", label=name)
         if key == "entropy" and max_entropy is not None:
             ax.axhline(
-                max_entropy, color="gray", ls="--", lw=1, label="log K (uniform)"
+                max_entropy,
+                color="gray",
+                ls="--",
+                lw=1,
+                label=f"log K = {max_entropy:.2f} (uniform)",
             )
         ax.set_xlabel("step")
         ax.set_ylabel(label)

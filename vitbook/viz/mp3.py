@@ -7,6 +7,7 @@ from typing import Callable
 
 import matplotlib.pyplot as plt
 import torch
+from matplotlib.ticker import MaxNLocator
 
 from .common import identity, to_image
 
@@ -35,6 +36,9 @@ def plot_position_confusion(predicted: torch.Tensor, grid, title: str | None = N
     left.set(
         xlabel="predicted position", ylabel="true position", title="position confusion"
     )
+    # positions are whole numbers: no tick at 2.5
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))
+    left.yaxis.set_major_locator(MaxNLocator(integer=True))
     fig.colorbar(im, ax=left, shrink=0.85, label="fraction of tokens")
     correct = rates.diagonal().reshape(gh, gw)
     im = right.imshow(correct.numpy(), cmap="viridis", vmin=0, vmax=1)
@@ -49,7 +53,14 @@ def plot_position_confusion(predicted: torch.Tensor, grid, title: str | None = N
                 fontsize=9,
                 color="w" if correct[r, c] < 0.6 else "k",
             )
-    right.set(xlabel="patch column", ylabel="patch row", title="put at the right place")
+    # one tick per patch row and column, at the cell's centre (not at -0.5, 0.5, ...)
+    right.set(
+        xticks=range(gw),
+        yticks=range(gh),
+        xlabel="patch column",
+        ylabel="patch row",
+        title="put at the right place",
+    )
     fig.colorbar(im, ax=right, shrink=0.85, label="accuracy")
     chance = 1 / (gh * gw)
     fig.suptitle(
@@ -93,8 +104,12 @@ def plot_position_arrows(
                 )
         name = titles[k] if titles is not None else f"image {k}"
         ax.set_title(f"{name}: {right}/{gh * gw} right", fontsize=9)
-        ax.set_xlabel("x (pixels)")
-        ax.set_ylabel("y (pixels)")
+        # the grid's rows and columns, numbered at the patches' centres as in
+        # plot_position_confusion
+        ax.set_xticks([(c + 0.5) * pw - 0.5 for c in range(gw)], labels=range(gw))
+        ax.set_yticks([(r + 0.5) * ph - 0.5 for r in range(gh)], labels=range(gh))
+        ax.set_xlabel("patch column")
+        ax.set_ylabel("patch row")
     fig.suptitle("true place -> predicted place (red); right (green)")
     fig.tight_layout()
     return fig
