@@ -373,6 +373,10 @@ FIGURES = {
         [("a", ["1"]), ("b", ["2", "3"])], [("c", [])], ("loss", ["x"]), link=(0, "EMA")
     ),
     "plot_mae_method": lambda: viz.plot_mae_method(_small_mae()),
+    "plot_statistics_leak": lambda: viz.plot_statistics_leak(
+        _IMAGES, _small_mae().reconstruct(_IMAGES), _small_mae().reconstruct(_IMAGES),
+        (4, 4),
+    ),
     "plot_dino_method": lambda: viz.plot_dino_method(_small_dino()),
     "plot_esvit_method": lambda: viz.plot_esvit_method(_small_esvit()),
     "plot_byol_method": lambda: viz.plot_byol_method(_small_byol()),

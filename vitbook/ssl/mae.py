@@ -245,9 +245,13 @@ class MAE(nn.Module):
         ``masked`` (hidden patches set to zero), ``prediction`` (the decoder's output
         for every patch) and ``pasted`` (the prediction with the visible patches
         pasted back), plus ``mask`` ``(b, n)`` and the ``loss``. With
-        ``norm_pix_loss`` the prediction is in per-patch normalized units: it is
-        mapped back with each patch's true mean and standard deviation, as the
-        paper's figures do. ``mask_ratio`` overrides the trained one for this call.
+        ``norm_pix_loss`` the prediction is in per-patch normalized units, and a
+        picture needs each hidden patch's mean and standard deviation, which only
+        the true image has: it is mapped back with those, so the true image's
+        brightness and contrast leak into the picture. For pictures of what a model
+        predicts, train one with ``norm_pix_loss=False``, as the official
+        visualization demo does. ``mask_ratio`` overrides the trained one for this
+        call.
         """
         was_training, saved = self.training, self.mask_ratio
         self.eval()

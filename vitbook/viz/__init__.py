@@ -72,6 +72,7 @@ from .mae import (
     plot_masking_ratios,
     plot_pretraining,
     plot_reconstructions,
+    plot_statistics_leak,
 )
 from .mp3 import (
     plot_mp3_method,
@@ -84,6 +85,7 @@ from .compare import plot_representation_comparison, plot_time_to_accuracy
 __all__ = [
     "plot_branches",
     "plot_mae_method",
+    "plot_statistics_leak",
     "plot_dino_method",
     "plot_esvit_method",
     "plot_byol_method",

@@ -70,6 +70,49 @@ def plot_reconstructions(
     return fig
 
 
+def plot_statistics_leak(
+    images: torch.Tensor,
+    pixels_out: dict,
+    normalized_out: dict,
+    grid,
+    to_pixels: Callable = identity,
+    titles=None,
+):
+    """Why the book's pictures come from a model that predicts pixels. One row per
+    image, the same hidden patches in both models: the encoder input, the prediction
+    of a model trained on pixels (``norm_pix_loss=False``: the picture is the model's
+    alone), and the prediction of a model trained on normalized patches, mapped back
+    with each hidden patch's *true* mean and standard deviation (the true image's
+    brightness and contrast leak into the picture). ``*_out`` are
+    ``MAE.reconstruct(images, noise=...)`` of the two models."""
+    n = len(images)
+    columns = ("encoder input", "pixel model", "normalized model\n+ true statistics")
+    pictures = [None, to_pixels(pixels_out["pasted"]).cpu(),
+                to_pixels(normalized_out["pasted"]).cpu()]  # fmt: skip
+    originals = to_pixels(images).cpu()
+    fig, axes = plt.subplots(n, 3, figsize=(5.4, 1.75 * n + 0.8), squeeze=False)
+    for i in range(n):
+        for j, ax in enumerate(axes[i]):
+            if j == 0:
+                ax.imshow(masked_rgb(originals[i], pixels_out["mask"][i], grid))
+            else:
+                ax.imshow(to_image(pictures[j][i]), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(columns[j], fontsize=9)
+        label = titles[i] if titles is not None else f"image {i}"
+        axes[i, 0].set_ylabel(label, fontsize=8)
+    hidden = int(pixels_out["mask"][0].sum())
+    fig.suptitle(
+        f"{hidden} of {pixels_out['mask'].shape[1]} patches hidden (blue), visible "
+        "ones pasted back",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return fig
+
+
 def plot_masking_ratios(
     mae,
     images: torch.Tensor,
@@ -232,6 +275,7 @@ __all__ = [
     "plot_mae_method",
     "masked_rgb",
     "plot_reconstructions",
+    "plot_statistics_leak",
     "plot_masking_ratios",
     "plot_pretraining",
     "plot_finetuning",
