@@ -703,3 +703,14 @@ def test_method_diagrams_print_the_methods_own_settings():
     assert "same weights" in lines and "none" in lines
     lines = text(viz.plot_esvit_method(_small_esvit()))
     assert "region head -> 32" in lines and "region: x 0.5, each" in lines
+
+
+def test_representation_bars_start_at_zero_and_keep_the_given_order():
+    reports = {m: _REPORT for m in ("MP3", "MAE")}
+    fig = viz.plot_representation_comparison(reports)
+    try:
+        assert fig.axes[0].get_ylim()[0] == 0, "bars must start at zero"
+        labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+        assert labels == ["MP3", "MAE"]
+    finally:
+        plt.close(fig)

@@ -7,7 +7,7 @@ or training it never imports a plotting library.
 
 import importlib
 
-from . import configs, data, layers, models, packing, probe, results, train
+from . import baselines, configs, data, layers, models, packing, probe, results, train
 from .display import glue, show
 from .layers import record_attention
 from .models import NaViT, ScalableViT, Swin, Twins, ViT
@@ -31,6 +31,7 @@ __all__ = [
     "packing",
     "models",
     "probe",
+    "baselines",
     "results",
     "train",
     "viz",

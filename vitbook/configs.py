@@ -169,7 +169,6 @@ CHAPTERS: dict[str, dict] = {
             warmup_teacher_temp=0.04,
         ),
         short_steps=Scales(small=60, full=1000),  # each of the two variants
-        supervised_epochs=1,  # the supervised baseline: batches of 256
     ),
     "08_esvit": dict(
         backbone=VIT_BACKBONE,
@@ -188,7 +187,6 @@ CHAPTERS: dict[str, dict] = {
             teacher_temp=0.07,
             warmup_teacher_temp=0.04,
         ),
-        supervised_epochs=1,
     ),
     "09_byol": dict(
         backbone=VIT_BACKBONE,
@@ -202,16 +200,12 @@ CHAPTERS: dict[str, dict] = {
             momentum=0.99,
         ),
         short_steps=Scales(small=100, full=1000),  # each of the five variants
-        supervised_epochs=1,
     ),
     "10_mp3": dict(
         backbone=VIT_BACKBONE,
         mask_ratio=0.75,
         pretrain_steps=Scales(small=600, full=12_000),
         batch_size=256,
-        labelled=Scales(small=20_000, full=None),
-        supervised_epochs=Scales(small=2, full=20),
-        report_images=Scales(small=5_000, full=None),  # the k-NN and probe's train set
     ),
     "11_comparison": dict(
         # the models of chapters 1-4 (vitbook.zoo), each trained with one recipe
@@ -220,6 +214,18 @@ CHAPTERS: dict[str, dict] = {
         lr=2e-3,
     ),
 }
+
+
+# The baselines chapters 6-10 share (vitbook/baselines.py): the backbone they all
+# pretrain, trained with labels once, and the training images their k-NN and linear
+# probe read (None: all)
+REFERENCE = dict(
+    backbone=VIT_BACKBONE,
+    supervised_epochs=1,
+    batch_size=256,
+    lr=2e-3,
+    probe_images=Scales(small=10_000, full=None),
+)
 
 
 class Chapter(SimpleNamespace):
@@ -283,6 +289,8 @@ __all__ = [
     "Chapter",
     "CHAPTERS",
     "chapter",
+    "REFERENCE",
+    "reference",
     "VIT",
     "VIT_BACKBONE",
     "CNN",
@@ -291,3 +299,12 @@ __all__ = [
     "SCALABLE_VIT",
     "NAVIT",
 ]
+
+
+def reference(scale: str | None = None) -> Chapter:
+    """The shared baselines' values (:data:`REFERENCE`) at ``scale`` (default: the
+    current one), as :func:`chapter` gives a chapter's."""
+    scale = scale or runtime.scale()
+    if scale not in SCALES:
+        raise ValueError(f"scale={scale!r} is not one of {SCALES}")
+    return Chapter(**{key: _at(value, scale) for key, value in REFERENCE.items()})

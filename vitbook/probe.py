@@ -117,6 +117,8 @@ class RepresentationReport:
     k: int
     n_train: int
     n_test: int
+    # what the pretrained row's method spent (vitbook.baselines.pretraining_budget)
+    budget: dict | None = None
 
     def margin(
         self, row: str = "pretrained", over: str = "random init"
@@ -144,6 +146,12 @@ class RepresentationReport:
             f"(Fashion-MNIST test set, {self.n_test} images; "
             f"features of {self.n_train} training images)"
         )
+        if self.budget:
+            b = self.budget
+            lines.append(
+                f"(pretraining: {b['steps']:,} steps, {b['views']} views per image, "
+                f"{b['images_seen']:,} images seen, {b['seconds']:.0f} s)"
+            )
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -185,6 +193,7 @@ def load_reports(directory=None) -> dict[str, dict]:
     for path in sorted(results_dir(directory).glob("*.json")):
         record = json.loads(path.read_text())
         fields = {k: record[k] for k in ("rows", "k", "n_train", "n_test")}
+        fields["budget"] = record.get("budget")
         found[record["method"]] = {
             "report": RepresentationReport(**fields),
             "measured": record["measured"],
@@ -207,6 +216,7 @@ def representation_report(
     batch_size: int = 512,
     probe_epochs: int = 100,
     pool: Callable | None = None,
+    budget: dict | None = None,
     device=None,
     seed: int = 0,
 ) -> RepresentationReport:
@@ -220,7 +230,9 @@ def representation_report(
     "note"}`` cited from where it was measured). Each row is judged twice on
     the frozen features: weighted k-NN (cosine, as DINO) and a linear probe, both on the
     ``test_set``. ``n_train`` subsamples the training split (seeded) to fit a notebook's
-    budget.
+    budget. ``budget``: what the pretrained row's method spent
+    (:func:`vitbook.baselines.pretraining_budget`), printed under the table and saved
+    with it. The chapters share their baselines: :mod:`vitbook.baselines`.
     """
     train_part = train_set.subset(n_train, seed=seed)
     loaders = (train_part.loader(batch_size), test_set.loader(batch_size))
@@ -260,7 +272,7 @@ def representation_report(
         rows["supervised"] = {"note": "cited", **supervised}
     elif supervised is not None:
         rows["supervised"] = of_model(supervised, "trained with labels")
-    return RepresentationReport(rows, k, len(train_part), len(test_set))
+    return RepresentationReport(rows, k, len(train_part), len(test_set), budget)
 
 
 __all__ = [

@@ -146,7 +146,7 @@ def training_runs(chapter: str, scale: str | None = None) -> list[Run]:
     if c == "05_navit":
         runs += _navit_runs(cfg)
     if c in ("06_mae", "10_mp3"):
-        runs += _masked_runs(c, cfg)
+        runs += _masked_runs(c, cfg, scale)
     if c in ("07_dino", "08_esvit", "09_byol"):
         runs += _distillation_runs(c, cfg)
     if c == "11_comparison":
@@ -198,7 +198,7 @@ def _navit_runs(cfg) -> list[Run]:
     ]
 
 
-def _masked_runs(c: str, cfg) -> list[Run]:
+def _masked_runs(c: str, cfg, scale: str) -> list[Run]:
     """MAE (chapter 6) and MP3 (chapter 10): pretraining, then fine-tuning."""
     pos_embed = "sincos" if c == "06_mae" else "learned"
 
@@ -222,6 +222,31 @@ def _masked_runs(c: str, cfg) -> list[Run]:
                 bs,
             )
         ]
+        # the pictures' model: the same MAE predicting pixels
+        runs.append(
+            _ssl(
+                c,
+                "MAE on pixels",
+                lambda: MAE(backbone(), norm_pix_loss=False, **cfg.mae),
+                cfg.pretrain_steps,
+                bs,
+            )
+        )
+        # the supervised row chapters 6-10 share, trained here and loaded after
+        ref = configs.reference(scale)
+        runs.append(
+            Run(
+                c,
+                "supervised reference",
+                lambda: ViT(
+                    image_size=SIDE, num_classes=10, channels=1, **ref.backbone
+                ),
+                images,
+                classification_loss,
+                steps_of(ref.supervised_epochs, ref.batch_size),
+                ref.batch_size,
+            )
+        )
         epochs, names = cfg.finetune_epochs, ("from MAE", "from scratch")
     else:
         runs = [
@@ -233,7 +258,7 @@ def _masked_runs(c: str, cfg) -> list[Run]:
                 bs,
             )
         ]
-        epochs, names = cfg.supervised_epochs, ("supervised",)
+        return runs
     steps = steps_of(epochs, bs, cfg.labelled)
 
     def classifier():  # the backbone with a 10-class head (from MAE or from scratch)
@@ -245,7 +270,8 @@ def _masked_runs(c: str, cfg) -> list[Run]:
 
 
 def _distillation_runs(c: str, cfg) -> list[Run]:
-    """DINO, EsViT, BYOL: pretraining, the short variants, the supervised baseline."""
+    """DINO, EsViT, BYOL: pretraining and the short variants (the supervised baseline
+    is chapter 6's shared reference)."""
     steps, bs = cfg.steps, cfg.batch_size
     dynamic = c != "09_byol"  # DINO's and EsViT's local crops are smaller
 
@@ -274,19 +300,12 @@ def _distillation_runs(c: str, cfg) -> list[Run]:
         def build():
             return BYOL(backbone(), total_steps=steps, **cfg.byol)
 
-    def supervised():
-        return ViT(image_size=SIDE, num_classes=10, channels=1, **cfg.backbone)
-
     runs = [_ssl(c, name, build, steps, bs)]
     if variants:
         # the variants change heads and switches, not the shapes: counted as the
         # method itself (an upper bound: some drop the predictor or crops)
         short = variants * cfg.short_steps
         runs.append(_ssl(c, f"{variants} short variants", build, short, bs))
-    sup_steps = steps_of(cfg.supervised_epochs, 256)
-    runs.append(
-        Run(c, "supervised", supervised, images, classification_loss, sup_steps, 256)
-    )
     return runs
 
 

@@ -42,7 +42,7 @@ def plot_representation_comparison(reports: dict, title: str | None = None):
         ("random init", "tab:gray"),
         ("supervised", "tab:green"),
     ]
-    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.9), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 4.2), sharey=True)
     x = np.arange(len(methods))
     width = 0.8 / len(rows)
     for ax, protocol, label in zip(axes, ("knn", "linear"), ("k-NN", "linear probe")):
@@ -68,17 +68,13 @@ def plot_representation_comparison(reports: dict, title: str | None = None):
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(f"{label}, Fashion-MNIST test set", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-    low = min(
-        100 * r[p]
-        for rep in reports.values()
-        for r in rep.rows.values()
-        for p in ("knn", "linear")
-    )
-    axes[0].set_ylim(max(0, low - 10), 100)
-    axes[1].legend(fontsize=9, loc="upper right", ncol=2)
+    # bars start at zero: their lengths are the accuracies
+    axes[0].set_ylim(0, 100)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=9)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
 
 
