@@ -15,15 +15,7 @@ import io
 
 from tqdm.std import tqdm
 
-
-def in_kernel() -> bool:
-    """Whether this runs in a Jupyter kernel (a notebook, Colab, the book's build)."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and hasattr(shell, "kernel")
+from .display import _in_notebook as in_kernel
 
 
 class PageBar(tqdm):

@@ -211,6 +211,18 @@ def _arrow(ax, start, end, **style) -> None:
     )
 
 
+def _finish_diagram(fig, ax, width: float, height: float, title):
+    """A diagram's frame: its drawing area with a small margin, no axes, the title."""
+    ax.set_xlim(-0.1, width + 0.1)
+    ax.set_ylim(-0.1, height + 0.1)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
 def plot_pipeline(boxes, title: str | None = None, width: float = 1.27):
     """A left-to-right block diagram: ``boxes`` is a list of ``(name, lines)``, each
     drawn as a box with its name on top and ``lines`` (shapes, sizes) below, joined by
@@ -226,14 +238,7 @@ def plot_pipeline(boxes, title: str | None = None, width: float = 1.27):
         _box(ax, x, 0, width, height, name, lines, plt.cm.Pastel1(i % 9), spacing)
         if i:
             _arrow(ax, (x - gap, height / 2), (x, height / 2))
-    ax.set_xlim(-0.1, n * (width + gap) - gap + 0.1)
-    ax.set_ylim(-0.1, height + 0.1)
-    ax.set_aspect("equal")
-    ax.axis("off")
-    if title:
-        ax.set_title(title, fontsize=11)
-    fig.tight_layout()
-    return fig
+    return _finish_diagram(fig, ax, n * (width + gap) - gap, height, title)
 
 
 def plot_branches(top, bottom, loss, link=None, stop_gradient: bool = True, title=None):
@@ -274,11 +279,4 @@ def plot_branches(top, bottom, loss, link=None, stop_gradient: bool = True, titl
         ax.text(
             x + 0.08, height + vgap / 2, text, va="center", fontsize=8.5, color="C0"
         )
-    ax.set_xlim(-0.1, total + 0.1)
-    ax.set_ylim(-0.1, 2 * height + vgap + 0.1)
-    ax.set_aspect("equal")
-    ax.axis("off")
-    if title:
-        ax.set_title(title, fontsize=11)
-    fig.tight_layout()
-    return fig
+    return _finish_diagram(fig, ax, total, 2 * height + vgap, title)

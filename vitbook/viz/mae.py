@@ -27,6 +27,23 @@ def masked_rgb(image: torch.Tensor, mask: torch.Tensor, grid) -> np.ndarray:
     return grey
 
 
+def _image_rows(axes, columns, pictures, masked: int, mask, grid, titles) -> None:
+    """Fill a grid of axes, one row per image: column ``j`` shows ``pictures[j][i]``
+    in grey, column ``masked`` with the hidden patches (``mask``) painted; the
+    columns' names on top, the images' ``titles`` on the left."""
+    for i, row in enumerate(axes):
+        for j, ax in enumerate(row):
+            if j == masked:
+                ax.imshow(masked_rgb(pictures[j][i], mask[i], grid))
+            else:
+                ax.imshow(to_image(pictures[j][i]), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(columns[j], fontsize=9)
+        row[0].set_ylabel(titles[i] if titles is not None else f"image {i}", fontsize=8)
+
+
 def plot_reconstructions(
     images: torch.Tensor,
     out: dict,
@@ -48,18 +65,8 @@ def plot_reconstructions(
         to_pixels(out["pasted"]).cpu(),
     ]
     fig, axes = plt.subplots(n, 4, figsize=(7.2, 1.75 * n + 0.6), squeeze=False)
-    for i in range(n):
-        for j, ax in enumerate(axes[i]):
-            if j == 1:
-                ax.imshow(masked_rgb(pictures[0][i], out["mask"][i], grid))
-            else:
-                ax.imshow(to_image(pictures[j][i]), cmap="gray", vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(columns[j], fontsize=9)
-        label = titles[i] if titles is not None else f"image {i}"
-        axes[i, 0].set_ylabel(label, fontsize=8)
+    pictures[1] = pictures[0]  # drawn with its hidden patches painted
+    _image_rows(axes, columns, pictures, 1, out["mask"], grid, titles)
     hidden = int(out["mask"][0].sum())
     suptitle = title or (
         f"{hidden} of {out['mask'].shape[1]} patches hidden "
@@ -87,22 +94,10 @@ def plot_statistics_leak(
     ``MAE.reconstruct(images, noise=...)`` of the two models."""
     n = len(images)
     columns = ("encoder input", "pixel model", "normalized model\n+ true statistics")
-    pictures = [None, to_pixels(pixels_out["pasted"]).cpu(),
+    pictures = [to_pixels(images).cpu(), to_pixels(pixels_out["pasted"]).cpu(),
                 to_pixels(normalized_out["pasted"]).cpu()]  # fmt: skip
-    originals = to_pixels(images).cpu()
     fig, axes = plt.subplots(n, 3, figsize=(5.4, 1.75 * n + 0.8), squeeze=False)
-    for i in range(n):
-        for j, ax in enumerate(axes[i]):
-            if j == 0:
-                ax.imshow(masked_rgb(originals[i], pixels_out["mask"][i], grid))
-            else:
-                ax.imshow(to_image(pictures[j][i]), cmap="gray", vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(columns[j], fontsize=9)
-        label = titles[i] if titles is not None else f"image {i}"
-        axes[i, 0].set_ylabel(label, fontsize=8)
+    _image_rows(axes, columns, pictures, 0, pixels_out["mask"], grid, titles)
     hidden = int(pixels_out["mask"][0].sum())
     fig.suptitle(
         f"{hidden} of {pixels_out['mask'].shape[1]} patches hidden (blue), visible "
