@@ -464,3 +464,26 @@ def test_defaults_are_main_esvit_and_its_readmes_runs():
     )  # fmt: skip
     assert {k: defaults[k] for k in expected} == expected
     assert WARMUP_TEACHER_TEMP_FRACTION == 30 / 300
+
+
+def test_true_correspondence_follows_the_crop_boxes():
+    from vitbook.ssl.esvit import true_correspondence
+
+    # the same crop: every region is itself
+    box = torch.tensor([[0.0, 0.0, 28.0, 28.0]])
+    index, inside = true_correspondence(box, box, (4, 4), (4, 4))
+    assert torch.equal(index[0], torch.arange(16)) and inside.all()
+    # view B is view A's right half, stretched: A's columns 2 and 3 are B's 0-1 and 2-3
+    half = torch.tensor([[14.0, 0.0, 28.0, 28.0]])
+    index, inside = true_correspondence(box, half, (4, 4), (4, 4))
+    assert inside[0].view(4, 4)[:, :2].logical_not().all()
+    assert inside[0].view(4, 4)[:, 2:].all()
+    # A's region (row 1, col 2), centre x = 17.5: 25% into B, B's column 1
+    assert index[0, 1 * 4 + 2] == 1 * 4 + 1
+    # A's region (row 3, col 3), centre x = 24.5: 75% into B, B's column 3
+    assert index[0, 3 * 4 + 3] == 3 * 4 + 3
+    # a bottom-right quarter: only A's bottom-right quarter is inside, one region each
+    quarter = torch.tensor([[14.0, 14.0, 28.0, 28.0]])
+    index, inside = true_correspondence(box, quarter, (4, 4), (2, 2))
+    assert inside[0].sum() == 4
+    assert index[0][inside[0]].tolist() == [0, 1, 2, 3]

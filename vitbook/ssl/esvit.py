@@ -366,6 +366,28 @@ class EsViT(SelfDistillation):
         return index, cosine, grids[0], grids[1]
 
 
+def true_correspondence(boxes_a, boxes_b, grid_a, grid_b):
+    """Where each region of view A really is in view B: for the ``(h_a, w_a)`` regions
+    of crops ``boxes_a`` ``(b, 4)`` (``x1, y1, x2, y2`` in the image's pixels, as
+    :class:`MultiCrop` records them in ``last_boxes``), the index of the region of
+    ``boxes_b``'s ``(h_b, w_b)`` grid that contains the same image point (the
+    region's centre), and whether that point lies inside crop B at all. Returns
+    ``(index (b, n_a), inside (b, n_a))``; valid for crops without a flip."""
+    (ha, wa), (hb, wb) = grid_a, grid_b
+    # (b, n_a): each region's centre in the image, regions row-major
+    u = ((torch.arange(wa) + 0.5) / wa).repeat(ha)
+    v = ((torch.arange(ha) + 0.5) / ha).repeat_interleave(wa)
+    ax1, ay1, ax2, ay2 = (t[:, None] for t in boxes_a.float().unbind(1))
+    x, y = ax1 + u * (ax2 - ax1), ay1 + v * (ay2 - ay1)
+    # the same points as fractions of crop B
+    bx1, by1, bx2, by2 = (t[:, None] for t in boxes_b.float().unbind(1))
+    fx, fy = (x - bx1) / (bx2 - bx1), (y - by1) / (by2 - by1)
+    inside = (fx >= 0) & (fx < 1) & (fy >= 0) & (fy < 1)
+    col = (fx * wb).floor().clamp(0, wb - 1).long()
+    row = (fy * hb).floor().clamp(0, hb - 1).long()
+    return row * wb + col, inside
+
+
 def region_grid(backbone: nn.Module, x: torch.Tensor) -> tuple[int, int]:
     """The ``(h, w)`` grid of regions :func:`view_and_regions` gives for images ``x``
     (the last stage's map of a Swin, the patch grid of a ViT)."""
@@ -385,5 +407,6 @@ __all__ = [
     "match_regions",
     "region_grid",
     "region_loss",
+    "true_correspondence",
     "view_and_regions",
 ]
