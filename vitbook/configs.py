@@ -98,7 +98,7 @@ CHAPTERS: dict[str, dict] = {
         batch_size=Scales(small=256, full=512),
         lr=2e-3,
         cnn=CNN,  # the baseline, raced against a fresh ViT on the clock
-        race_seconds=Scales(small=20, full=120),
+        race_seconds=Scales(small=15, full=120),
     ),
     "02_swin": dict(
         model=SWIN,
