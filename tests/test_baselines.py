@@ -36,7 +36,8 @@ def test_supervised_reference_is_trained_once_then_loaded(tmp_path):
     data = tiny_fashion(n=600)  # three batches of 256: past the first, warm-up step
     first, info = baselines.supervised_reference(data, device="cpu", directory=tmp_path)
     assert info["trained"] and info["images_seen"] == len(data)
-    assert len(list(tmp_path.glob("supervised_reference_*.pt"))) == 1
+    assert len(list(tmp_path.glob("baselines/supervised_reference_*.pt"))) == 1
+    assert probe.load_reports(tmp_path) == {}, "the reference is not a report"
     again, info2 = baselines.supervised_reference(data, device="cpu", directory=tmp_path)
     assert not info2["trained"] and info2["seconds"] == info["seconds"]
     for a, b in zip(first.state_dict().values(), again.state_dict().values()):
@@ -50,7 +51,7 @@ def test_supervised_reference_is_trained_once_then_loaded(tmp_path):
         tiny_fashion(n=300), device="cpu", directory=tmp_path
     )
     assert info3["trained"]
-    assert len(list(tmp_path.glob("supervised_reference_*.pt"))) == 2
+    assert len(list(tmp_path.glob("baselines/supervised_reference_*.pt"))) == 2
 
 
 def test_the_budget_is_printed_under_the_table_and_saved_with_it(tmp_path):

@@ -5,7 +5,8 @@
   this scale), at its seeded random initialization: the "random init" row.
 - :func:`supervised_reference`: that ViT trained with labels, once per results
   directory and scale (``configs.reference()``: one pass over the 60,000 training
-  images on a CPU), saved there and loaded by every later chapter: the "supervised"
+  images on a CPU), saved in its ``baselines/`` folder and loaded by every later
+  chapter: the "supervised"
   row.
 - :func:`pretraining_budget`: what a method spent, for the table's budget line.
 
@@ -70,7 +71,8 @@ def supervised_reference(
         "images": len(train_set), "image_size": image_size, "channels": channels,
     }  # fmt: skip
     stem = f"supervised_reference_{scale()}_{_fingerprint(recipe)}"
-    weights = results_dir(directory) / f"{stem}.pt"
+    # a folder of its own: the chapters' tables are the *.json beside it
+    weights = results_dir(directory) / "baselines" / f"{stem}.pt"
     notes = weights.with_suffix(".json")
     model = random_backbone(image_size, channels, seed)
     model.reset_classifier(len(train_set.classes))
