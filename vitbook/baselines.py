@@ -6,8 +6,7 @@
 - :func:`supervised_reference`: that ViT trained with labels, once per results
   directory and scale (``configs.reference()``: one pass over the 60,000 training
   images on a CPU), saved in its ``baselines/`` folder and loaded by every later
-  chapter: the "supervised"
-  row.
+  chapter: the "supervised" row.
 - :func:`pretraining_budget`: what a method spent, for the table's budget line.
 
 A chapter run alone trains the reference itself; the same seed gives the same model.
