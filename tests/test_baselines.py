@@ -65,5 +65,7 @@ def test_the_budget_is_printed_under_the_table_and_saved_with_it(tmp_path):
     assert "(pretraining: 300 steps, 6 views per image, 38,400 images seen, 44 s)" in (
         str(report)
     )
+    one = probe.RepresentationReport(report.rows, 20, 100, 100, {**budget, "views": 1})
+    assert "1 view per image" in str(one)
     report.save("X", directory=tmp_path)
     assert probe.load_reports(tmp_path)["X"]["report"].budget == budget

@@ -149,7 +149,8 @@ class RepresentationReport:
         if self.budget:
             b = self.budget
             lines.append(
-                f"(pretraining: {b['steps']:,} steps, {b['views']} views per image, "
+                f"(pretraining: {b['steps']:,} steps, {b['views']} view"
+                f"{'' if b['views'] == 1 else 's'} per image, "
                 f"{b['images_seen']:,} images seen, {b['seconds']:.0f} s)"
             )
         return "\n".join(lines)
