@@ -40,9 +40,12 @@ def random_backbone(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return ViT(
-            image_size=image_size, num_classes=0, channels=channels,
-            **_backbone_config(), **kwargs,
-        )  # fmt: skip
+            image_size=image_size,
+            num_classes=0,
+            channels=channels,
+            **_backbone_config(),
+            **kwargs,
+        )
 
 
 def _fingerprint(record: dict) -> str:
@@ -65,10 +68,15 @@ def supervised_reference(
     device = get_device() if device is None else torch.device(device)
     image_size, channels = train_set.images.shape[-1], train_set.images.shape[1]
     recipe = {
-        "backbone": cfg.backbone, "epochs": cfg.supervised_epochs,
-        "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": seed,
-        "images": len(train_set), "image_size": image_size, "channels": channels,
-    }  # fmt: skip
+        "backbone": cfg.backbone,
+        "epochs": cfg.supervised_epochs,
+        "batch_size": cfg.batch_size,
+        "lr": cfg.lr,
+        "seed": seed,
+        "images": len(train_set),
+        "image_size": image_size,
+        "channels": channels,
+    }
     stem = f"supervised_reference_{scale()}_{_fingerprint(recipe)}"
     # a folder of its own: the chapters' tables are the *.json beside it
     weights = results_dir(directory) / "baselines" / f"{stem}.pt"
@@ -85,9 +93,11 @@ def supervised_reference(
         history = fit(
             model,
             train_set.loader(cfg.batch_size, shuffle=True, seed=seed, device=device),
-            epochs=cfg.supervised_epochs, lr=cfg.lr, device=device,
+            epochs=cfg.supervised_epochs,
+            lr=cfg.lr,
+            device=device,
             desc="supervised reference",
-        )  # fmt: skip
+        )
     info = {
         "epochs": cfg.supervised_epochs,
         "images_seen": cfg.supervised_epochs * len(train_set),

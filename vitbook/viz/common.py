@@ -195,14 +195,23 @@ def _box(ax, x, y, width, height, name, lines, color, spacing=(0.2, 0.55, 0.3)):
     name_drop, first, step = spacing
     ax.add_patch(plt.Rectangle((x, y), width, height, fc=color, ec="0.3", lw=1.2))
     ax.text(
-        x + width / 2, y + height - name_drop, name, ha="center", va="top",
-        fontsize=10, weight="bold",
-    )  # fmt: skip
+        x + width / 2,
+        y + height - name_drop,
+        name,
+        ha="center",
+        va="top",
+        fontsize=10,
+        weight="bold",
+    )
     for k, line in enumerate(lines):
         ax.text(
-            x + width / 2, y + height - first - step * k, line, ha="center",
-            va="top", fontsize=8.5,
-        )  # fmt: skip
+            x + width / 2,
+            y + height - first - step * k,
+            line,
+            ha="center",
+            va="top",
+            fontsize=8.5,
+        )
 
 
 def _arrow(ax, start, end, **style) -> None:
@@ -269,9 +278,14 @@ def plot_branches(top, bottom, loss, link=None, stop_gradient: bool = True, titl
     _box(ax, loss_x, loss_y, width, height, loss[0], loss[1], "0.9")
     if stop_gradient:
         ax.text(
-            loss_x + width / 2, loss_y - 0.1, "no gradient into\nthe lower branch",
-            ha="center", va="top", fontsize=8.5, color="C3",
-        )  # fmt: skip
+            loss_x + width / 2,
+            loss_y - 0.1,
+            "no gradient into\nthe lower branch",
+            ha="center",
+            va="top",
+            fontsize=8.5,
+            color="C3",
+        )
     if link is not None:
         i, text = link
         x = i * (width + gap) + width / 2

@@ -94,8 +94,11 @@ def plot_statistics_leak(
     ``MAE.reconstruct(images, noise=...)`` of the two models."""
     n = len(images)
     columns = ("encoder input", "pixel model", "normalized model\n+ true statistics")
-    pictures = [to_pixels(images).cpu(), to_pixels(pixels_out["pasted"]).cpu(),
-                to_pixels(normalized_out["pasted"]).cpu()]  # fmt: skip
+    pictures = [
+        to_pixels(images).cpu(),
+        to_pixels(pixels_out["pasted"]).cpu(),
+        to_pixels(normalized_out["pasted"]).cpu(),
+    ]
     fig, axes = plt.subplots(n, 3, figsize=(5.4, 1.75 * n + 0.8), squeeze=False)
     _image_rows(axes, columns, pictures, 0, pixels_out["mask"], grid, titles)
     hidden = int(pixels_out["mask"][0].sum())
