@@ -52,7 +52,7 @@ def test_the_full_vit_has_its_shapes():
 
 
 def test_a_chapter_reads_its_scale():
-    assert configs.chapter("01_vit", "small").epochs == 10
+    assert configs.chapter("01_vit", "small").epochs == 9
     assert configs.chapter("01_vit", "full").epochs == 20
     dino = configs.chapter("07_dino", "full").dino
     assert dino["local_size"] == 12  # a nested Scales is resolved too

@@ -94,11 +94,11 @@ LOCAL_SIZE = Scales(small=14, full=12)
 CHAPTERS: dict[str, dict] = {
     "01_vit": dict(
         model=VIT,
-        epochs=Scales(small=10, full=20),
+        epochs=Scales(small=9, full=20),
         batch_size=Scales(small=256, full=512),
         lr=2e-3,
         cnn=CNN,  # the baseline, raced against a fresh ViT on the clock
-        race_seconds=Scales(small=15, full=120),
+        race_seconds=Scales(small=10, full=120),
     ),
     "02_swin": dict(
         model=SWIN,
