@@ -30,12 +30,13 @@ WEBP_QUALITY = 85
 @dataclass
 class Axis:
     """One control as the page offers it: its label and the values stored for it, in
-    the control's own order."""
+    the control's own order, out of the ``offered`` values a live reader can pick."""
 
     name: str
     description: str
     labels: list[str]
     values: list
+    offered: int
 
 
 def choices(control) -> list[tuple[str, object]]:
@@ -84,6 +85,7 @@ def axes_for(controls: dict, stored: list[dict]) -> list[Axis]:
                 control.description or name,
                 [label for label, _ in kept],
                 [value for _, value in kept],
+                len(options),
             )
         )
     return axes

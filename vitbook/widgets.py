@@ -11,7 +11,6 @@ discusses. Scripts and tests drive the live face with ``explorer.set(...)``.
 from __future__ import annotations
 
 import io
-import time
 from typing import Callable
 
 import matplotlib.pyplot as plt
@@ -52,8 +51,6 @@ class Explorer:
         complete = [first] + [{**first, **frame} for frame in stored]
         self.stored = list({tuple(f.items()): f for f in complete}.values())
         self.axes = pages.axes_for(controls, self.stored)
-        # how many values each control offers a live reader
-        self.choices = {n: len(pages.choices(c)) for n, c in controls.items()}
         self.image = ipywidgets.Image(format="png")
         self.widget = ipywidgets.VBox(
             [ipywidgets.HBox(list(controls.values())), self.image]
@@ -95,10 +92,9 @@ class Explorer:
 
     def page(self) -> str:
         """The self-contained HTML the book shows: controls, frames, script."""
-        began = time.perf_counter()
         frames = self.frames()
         counts = ", ".join(
-            f"{axis.description} {len(axis.values)} of {self.choices[axis.name]}"
+            f"{axis.description} {len(axis.values)} of {axis.offered}"
             for axis in self.axes
         )
         note = (
@@ -106,12 +102,7 @@ class Explorer:
             "combination not stored shows the nearest stored one; with a running "
             "kernel the explorer redraws for any value."
         )
-        text = pages.page(self.axes, frames, self.key(self.values), note)
-        self.report = (
-            f"{len(frames)} frames, {len(text) / 1e6:.2f} MB, "
-            f"{time.perf_counter() - began:.1f} s"
-        )
-        return text
+        return pages.page(self.axes, frames, self.key(self.values), note)
 
     def _draw(self):
         figure = self.draw(**self.values)
