@@ -1,6 +1,8 @@
 """show() and glue() as a notebook kernel runs them: every show of a cell is displayed,
 and glued values carry the metadata myst-nb reads for the {glue:text} role."""
 
+import ast
+
 import nbformat
 import pytest
 from nbclient import NotebookClient
@@ -32,15 +34,27 @@ def test_glue_writes_what_myst_nb_reads():
         "import vitbook\n"
         "vitbook.glue('acc', 0.88512, '{:.1%}')\n"
         "vitbook.glue('note', 'ten epochs')\n"
+        "vitbook.glue('params', 172298, '{:,}')\n"
+        "vitbook.glue('margin', 7.5, '{:+.1f}')\n"
+        "vitbook.glue('loss', 0.7, '{:.2f}')\n"
     )
-    # nothing but the two glued values: a cell ending in glue prints no more
-    assert len(outputs) == 2
+    # nothing but the glued values: a cell ending in glue prints no more
+    assert len(outputs) == 5
     glued = {
         o["metadata"]["scrapbook"]["name"]: o["data"][GLUE_PREFIX + "text/plain"]
         for o in outputs
         if "scrapbook" in o.get("metadata", {})
     }
-    assert glued == {"acc": "88.5%", "note": "ten epochs"}
+    # what the {glue:text} role prints: myst-nb reads the text with literal_eval
+    # (myst_nb.core.variables.format_plain_text), so "172,298" must survive it
+    shown = {name: str(ast.literal_eval(text)) for name, text in glued.items()}
+    assert shown == {
+        "acc": "88.5%",
+        "note": "ten epochs",
+        "params": "172,298",
+        "margin": "+7.5",
+        "loss": "0.70",
+    }
 
 
 def test_glue_outside_a_notebook_displays_nothing_and_checks_its_input():

@@ -125,7 +125,9 @@ def glue(name: str, value, fmt: str | None = None) -> None:
     if _in_notebook():
         from IPython.display import display
 
-        # the bundle myst-nb's glue(name, value, display=False) writes
-        bundle = {GLUE_PREFIX + "text/plain": text}
+        # the bundle myst-nb's glue(name, value, display=False) writes: the text as a
+        # Python literal, since the {glue:text} role reads it back with literal_eval
+        # (a bare "172,298" would come back as the tuple (172, 298), "+7.5" as 7.5)
+        bundle = {GLUE_PREFIX + "text/plain": repr(text)}
         where = {"scrapbook": {"name": name, "mime_prefix": GLUE_PREFIX}}
         display(bundle, raw=True, metadata=where)
