@@ -1,4 +1,4 @@
-"""A glued name built in a loop (``glue(f"run_{key}_loss", ...)``) starts with fixed text.
+"""A glued name built in a loop (``glue(f"run_{key}", ...)``) starts with fixed text.
 
 test_prose_numbers.py accepts a name in the prose when a glue call records it, and
 matches the names built in a loop by the fixed text before their first field. A name
