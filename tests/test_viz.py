@@ -299,6 +299,16 @@ _REPORT = vitbook.train.RepresentationReport(
     k=20, n_train=100, n_test=100,
 )  # fmt: skip
 
+# a race of two methods (vitbook.ssl.race.equal_seconds) and its floor
+_RACE = {
+    name: {"steps": 9, "views": 1, "images_seen": 90, "seconds": 1.0, **acc}
+    for name, acc in (
+        ("MAE", {"knn": 0.70, "linear": 0.68}),
+        ("DINO", {"knn": 0.60, "linear": 0.55}),
+        ("random init", {"knn": 0.63, "linear": 0.59}),
+    )
+}
+
 _TIMED = vitbook.train.History(
     evals=[{"step": s, "seconds": s / 10, "test_acc": 0.5 + s / 100} for s in (5, 10)]
 )
@@ -447,6 +457,7 @@ FIGURES = {
     "plot_representation_comparison": lambda: viz.plot_representation_comparison(
         {"MAE": _REPORT, "DINO": _REPORT}
     ),
+    "plot_equal_seconds": lambda: viz.plot_equal_seconds(_RACE, {"MAE": _REPORT}),
 }
 DRAWN = sorted(k for k, v in FIGURES.items() if v is not None)
 
@@ -703,6 +714,24 @@ def test_method_diagrams_print_the_methods_own_settings():
     assert "same weights" in lines and "none" in lines
     lines = text(viz.plot_esvit_method(_small_esvit()))
     assert "region head -> 32" in lines and "region: x 0.5, each" in lines
+
+
+def test_race_bars_are_the_race_with_the_floor_and_the_chapters_runs():
+    fig = viz.plot_equal_seconds(_RACE, {"DINO": _REPORT})
+    try:
+        knn = fig.axes[0]
+        assert knn.get_ylim()[0] == 0, "bars must start at zero"
+        labels = [t.get_text() for t in knn.get_xticklabels()]
+        assert labels == ["MAE", "DINO"], "the floor is a line, not a method"
+        heights = [p.get_height() for p in knn.patches]
+        assert heights == pytest.approx([70, 60])
+        floor = [ln for ln in knn.lines if ln.get_label() == "random init"]
+        assert floor and floor[0].get_ydata()[0] == pytest.approx(63)
+        # the chapter's own run of DINO (x = 1), not of MAE
+        (own,) = [ln for ln in knn.lines if ln.get_label() == "its chapter's own run"]
+        assert list(own.get_xdata()) == [1] and own.get_ydata()[0] == pytest.approx(75)
+    finally:
+        plt.close(fig)
 
 
 def test_representation_bars_start_at_zero_and_keep_the_given_order():

@@ -214,6 +214,9 @@ CHAPTERS: dict[str, dict] = {
         epochs=Scales(small=1, full=10),
         batch_size=Scales(small=256, full=512),
         lr=2e-3,
+        # the self-supervised methods of chapters 6-10, each pretrained this many
+        # seconds with its chapter's recipe (vitbook.ssl.race)
+        race_seconds=Scales(small=10, full=60),
     ),
 }
 

@@ -155,6 +155,25 @@ def training_runs(chapter: str, scale: str | None = None) -> list[Run]:
         for name, (_, cls, small, full) in CHAPTER_MODELS.items():
             config = full if scale == "full" else small
             runs.append(_classifier(c, name, cls, config, cfg.epochs, cfg.batch_size))
+        runs += _race_runs(c, cfg.race_seconds, scale)
+    return runs
+
+
+def _race_runs(c: str, seconds: float, scale: str | None) -> list[Run]:
+    """Chapter 11's race: every method of chapters 6-10 pretrained for ``seconds``
+    with its chapter's recipe (:mod:`vitbook.ssl.recipes`)."""
+    from ..ssl.recipes import RECIPES, pretraining
+
+    runs = []
+    for name, recipe in RECIPES.items():
+        batch_size = configs.chapter(recipe.chapter, scale).batch_size
+
+        def build(name=name):
+            return pretraining(name, steps=1, scale=scale).method
+
+        run = _ssl(c, f"{name} (race)", build, 0, batch_size)
+        run.seconds = seconds
+        runs.append(run)
     return runs
 
 

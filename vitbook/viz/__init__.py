@@ -80,7 +80,11 @@ from .mp3 import (
     plot_position_confusion,
     position_confusion,
 )
-from .compare import plot_representation_comparison, plot_time_to_accuracy
+from .compare import (
+    plot_equal_seconds,
+    plot_representation_comparison,
+    plot_time_to_accuracy,
+)
 
 __all__ = [
     "plot_branches",
@@ -148,4 +152,5 @@ __all__ = [
     "plot_position_arrows",
     "plot_time_to_accuracy",
     "plot_representation_comparison",
+    "plot_equal_seconds",
 ]

@@ -78,4 +78,48 @@ def plot_representation_comparison(reports: dict, title: str | None = None):
     return fig
 
 
-__all__ = ["plot_time_to_accuracy", "plot_representation_comparison"]
+def plot_equal_seconds(raced: dict, chapters: dict | None = None, title=None):
+    """The race of :func:`vitbook.ssl.race.equal_seconds` as bars: each method's k-NN
+    (left) and linear-probe (right) accuracy after the same pretraining seconds, the
+    shared random initialization as a dashed line, and, where ``chapters`` holds a
+    method's saved report (``{method: RepresentationReport}``), the accuracy of its
+    chapter's own, longer run as a black diamond. Bars start at zero."""
+    methods = [m for m in raced if m != "random init"]
+    chapters = chapters or {}
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 4.2), sharey=True)
+    x = np.arange(len(methods))
+    for ax, protocol, label in zip(axes, ("knn", "linear"), ("k-NN", "linear probe")):
+        values = [100 * raced[m][protocol] for m in methods]
+        ax.bar(x, values, 0.6, color="tab:blue", label="the same seconds each")
+        if "random init" in raced:
+            floor = 100 * raced["random init"][protocol]
+            ax.axhline(floor, color="k", ls="--", lw=1, label="random init")
+        own = [(i, m) for i, m in enumerate(methods) if m in chapters]
+        if own:
+            ax.plot(
+                [i for i, _ in own],
+                [100 * chapters[m].rows["pretrained"][protocol] for _, m in own],
+                "D",
+                color="k",
+                ms=7,
+                label="its chapter's own run",
+            )
+        ax.set_xticks(x, methods)
+        ax.set_xlabel("self-supervised method")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{label}, Fashion-MNIST test set", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylim(0, 100)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig
+
+
+__all__ = [
+    "plot_time_to_accuracy",
+    "plot_representation_comparison",
+    "plot_equal_seconds",
+]
