@@ -80,6 +80,7 @@ SETTINGS = {
     ("11_comparison", "30 s"): "seconds=30, the budget an exercise sets",
     ("11_comparison", "0.9x"): "the band of ratios the text reads as a tie",
     ("11_comparison", "1.1x"): "the band of ratios the text reads as a tie",
+    ("11_comparison", "5 points"): "the margin over the random init every chapter asserts",
 }
 
 
