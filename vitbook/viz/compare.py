@@ -31,6 +31,34 @@ def plot_time_to_accuracy(histories: dict, title: str | None = None):
     return fig
 
 
+# the two panels of chapter 11's accuracy bar charts: k-NN, then the linear probe
+PROTOCOLS = (("knn", "k-NN"), ("linear", "linear probe"))
+
+
+def _accuracy_panels():
+    """A figure of two panels sharing the accuracy axis, one per protocol."""
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 4.2), sharey=True)
+    return fig, axes
+
+
+def _finish_accuracy_panels(fig, axes, methods, ncol: int, title=None):
+    """Label both panels (methods along x, accuracy from 0 to 100% along y: bars
+    start at zero, their lengths are the accuracies), one legend under them."""
+    for ax, (_, label) in zip(axes, PROTOCOLS):
+        ax.set_xticks(np.arange(len(methods)), methods)
+        ax.set_xlabel("self-supervised method")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{label}, Fashion-MNIST test set", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylim(0, 100)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig
+
+
 def plot_representation_comparison(reports: dict, title: str | None = None):
     """Every method's representation table as bars: k-NN (left) and linear probe
     (right), the pretrained backbone next to the same backbone at random
@@ -42,10 +70,10 @@ def plot_representation_comparison(reports: dict, title: str | None = None):
         ("random init", "tab:gray"),
         ("supervised", "tab:green"),
     ]
-    fig, axes = plt.subplots(1, 2, figsize=(8.4, 4.2), sharey=True)
+    fig, axes = _accuracy_panels()
     x = np.arange(len(methods))
     width = 0.8 / len(rows)
-    for ax, protocol, label in zip(axes, ("knn", "linear"), ("k-NN", "linear probe")):
+    for ax, (protocol, _) in zip(axes, PROTOCOLS):
         for i, (row, color) in enumerate(rows):
             values = [
                 100 * reports[m].rows[row][protocol] if row in reports[m].rows else 0
@@ -63,19 +91,7 @@ def plot_representation_comparison(reports: dict, title: str | None = None):
                     linestyles="--",
                     label="raw pixels" if j == 0 else None,
                 )
-        ax.set_xticks(x, methods)
-        ax.set_xlabel("self-supervised method")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"{label}, Fashion-MNIST test set", fontsize=10)
-        ax.grid(axis="y", alpha=0.3)
-    # bars start at zero: their lengths are the accuracies
-    axes[0].set_ylim(0, 100)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=9)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
-    return fig
+    return _finish_accuracy_panels(fig, axes, methods, ncol=4, title=title)
 
 
 def plot_equal_seconds(raced: dict, chapters: dict | None = None, title=None):
@@ -86,9 +102,9 @@ def plot_equal_seconds(raced: dict, chapters: dict | None = None, title=None):
     chapter's own, longer run as a black diamond. Bars start at zero."""
     methods = [m for m in raced if m != "random init"]
     chapters = chapters or {}
-    fig, axes = plt.subplots(1, 2, figsize=(8.4, 4.2), sharey=True)
+    fig, axes = _accuracy_panels()
     x = np.arange(len(methods))
-    for ax, protocol, label in zip(axes, ("knn", "linear"), ("k-NN", "linear probe")):
+    for ax, (protocol, _) in zip(axes, PROTOCOLS):
         values = [100 * raced[m][protocol] for m in methods]
         ax.bar(x, values, 0.6, color="tab:blue", label="the same seconds each")
         if "random init" in raced:
@@ -104,18 +120,7 @@ def plot_equal_seconds(raced: dict, chapters: dict | None = None, title=None):
                 ms=7,
                 label="its chapter's own run",
             )
-        ax.set_xticks(x, methods)
-        ax.set_xlabel("self-supervised method")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"{label}, Fashion-MNIST test set", fontsize=10)
-        ax.grid(axis="y", alpha=0.3)
-    axes[0].set_ylim(0, 100)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=9)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
-    return fig
+    return _finish_accuracy_panels(fig, axes, methods, ncol=3, title=title)
 
 
 __all__ = [
