@@ -193,9 +193,9 @@ def plot_navit_pipeline(model, images, title: str | None = None):
         ax.hlines(np.arange(0, h + 1, p) - 0.5, -0.5, w - 0.5, color=colors[i], lw=1.2)
         ax.set_xlim(-0.5, w - 0.5)
         ax.set_ylim(tallest - 0.5, -0.5)
-        ax.set_title(
-            f"patch image {i}: {h}x{w}\n{(h // p) * (w // p)} tokens", fontsize=9
-        )
+        # short: a narrow image's title must not run into its neighbours' (the
+        # suptitle already says these are the images cut into patches)
+        ax.set_title(f"{i}: {h}x{w}\n{(h // p) * (w // p)} tokens", fontsize=9)
         ax.axis("off")
     packed = fig.add_subplot(grid[1, 0])
     plot_packing(features.packing, ax=packed, title="pack: the token sequences")
