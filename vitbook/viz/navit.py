@@ -17,8 +17,11 @@ from .common import to_image
 PADDING = "#bdbdbd"
 
 
-# tab20 without its two greys (14, 15), which look like the padding's grey
+# tab20 without its two greys (14, 15), which look like the padding's grey, then
+# tab20b's 15 lighter shades (its darkest five would hide the black index written on
+# a block): 33 colours, so a batch of 24 images (chapter 5's explorer) repeats none
 IMAGE_COLORS = [plt.get_cmap("tab20")(i) for i in range(20) if i not in (14, 15)]
+IMAGE_COLORS += [plt.get_cmap("tab20b")(i) for s in (2, 1, 3) for i in range(s, 20, 4)]
 
 
 def _image_colors(n: int) -> list:
