@@ -3,6 +3,8 @@ that keep packed images apart, token utilization, accuracy against resolution.""
 
 from __future__ import annotations
 
+import itertools
+
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -15,38 +17,83 @@ from .common import to_image
 PADDING = "#bdbdbd"
 
 
-# tab20 without its two greys (14, 15), which look like the padding's grey
+# tab20 without its two greys (14, 15), which look like the padding's grey, then
+# tab20b's 15 lighter shades (its darkest five would hide the black index written on
+# a block): 33 colours, so a batch of 24 images (chapter 5's explorer) repeats none
 IMAGE_COLORS = [plt.get_cmap("tab20")(i) for i in range(20) if i not in (14, 15)]
+IMAGE_COLORS += [plt.get_cmap("tab20b")(i) for s in (2, 1, 3) for i in range(s, 20, 4)]
 
 
 def _image_colors(n: int) -> list:
     return [IMAGE_COLORS[i % len(IMAGE_COLORS)] for i in range(n)]
 
 
-def plot_sizes(images, titles=None, suptitle: str | None = None, scale: float = 0.04):
-    """Images side by side at their own sizes (the axes share one pixel scale)."""
-    widths = [img.shape[-1] for img in images]
-    height = max(img.shape[-2] for img in images)
-    fig, axes = plt.subplots(
-        1,
-        len(images),
-        figsize=(max(4.0, scale * sum(widths) + 0.4 * len(images)), scale * height + 1),
-        gridspec_kw={"width_ratios": widths},
-        squeeze=False,
+def _split_rows(widths: list[float], gap: float, max_width: float) -> list[list[int]]:
+    """The fewest rows, in order, whose widths (``gap`` between neighbours) fit in
+    ``max_width``: of the splits into that many rows, the one whose widest row is
+    narrowest, so the rows come out balanced. One row per item when none fits."""
+
+    def row_width(row):
+        return sum(widths[i] for i in row) + gap * (len(row) - 1)
+
+    n = len(widths)
+    for k in range(1, n + 1):
+        best = None
+        for cuts in itertools.combinations(range(1, n), k - 1):
+            bounds = [0, *cuts, n]
+            rows = [list(range(a, b)) for a, b in zip(bounds, bounds[1:])]
+            widest = max(row_width(r) for r in rows)
+            if best is None or widest < best[0]:
+                best = (widest, rows)
+        if best[0] <= max_width:
+            return best[1]
+    return [[i] for i in range(n)]
+
+
+def plot_sizes(
+    images,
+    titles=None,
+    suptitle: str | None = None,
+    scale: float = 0.04,
+    max_width: float = 8.0,
+):
+    """Images at their own sizes on one pixel scale (``scale`` inches per pixel, so a
+    small image looks small), in order, in as few rows as keep the figure within
+    ``max_width`` inches: a wider figure would be shrunk to the page's column, and its
+    titles with it."""
+    if scale <= 0:
+        raise ValueError(f"scale must be positive, got {scale}")
+    # inches: between images, the two-line title above each, the suptitle, the margin
+    gap, title, top, margin = 0.25, 0.45, 0.45 if suptitle else 0.05, 0.1
+    widths = [scale * img.shape[-1] for img in images]
+    rows = _split_rows(widths, gap, max_width - 2 * margin)
+    heights = [max(scale * images[i].shape[-2] for i in row) + title for row in rows]
+    fig_w = 2 * margin + max(
+        sum(widths[i] for i in r) + gap * (len(r) - 1) for r in rows
     )
-    for i, (ax, img) in enumerate(zip(axes[0], images)):
-        ax.imshow(to_image(img), cmap="gray", aspect="equal")
-        ax.set_xlim(-0.5, img.shape[-1] - 0.5)
-        ax.set_ylim(height - 0.5, -0.5)  # same vertical scale: small images look small
-        h, w = img.shape[-2:]
-        label = f"{h}x{w}" if titles is None else f"{titles[i]}\n{h}x{w}"
-        ax.set_title(label, fontsize=8)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_frame_on(False)  # the empty space below a short image is not image
+    fig_h = top + sum(heights) + margin
+    fig = plt.figure(figsize=(fig_w, fig_h))
+    y = fig_h - top  # the top of the current row, in inches from the bottom
+    for row, row_h in zip(rows, heights):
+        x = margin
+        for i in row:
+            img = images[i]
+            h, w = img.shape[-2:]
+            # top-aligned under its title, at the shared scale
+            box = (x, y - title - scale * h, scale * w, scale * h)
+            ax = fig.add_axes(
+                (box[0] / fig_w, box[1] / fig_h, box[2] / fig_w, box[3] / fig_h)
+            )
+            ax.imshow(to_image(img), cmap="gray", aspect="auto")
+            label = f"{h}x{w}" if titles is None else f"{titles[i]}\n{h}x{w}"
+            ax.set_title(label, fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_frame_on(False)
+            x += scale * w + gap
+        y -= row_h
     if suptitle:
-        fig.suptitle(suptitle)
-    fig.tight_layout()
+        fig.suptitle(suptitle, y=1 - 0.1 / fig_h, va="top")
     return fig
 
 
@@ -193,9 +240,9 @@ def plot_navit_pipeline(model, images, title: str | None = None):
         ax.hlines(np.arange(0, h + 1, p) - 0.5, -0.5, w - 0.5, color=colors[i], lw=1.2)
         ax.set_xlim(-0.5, w - 0.5)
         ax.set_ylim(tallest - 0.5, -0.5)
-        ax.set_title(
-            f"patch image {i}: {h}x{w}\n{(h // p) * (w // p)} tokens", fontsize=9
-        )
+        # short: a narrow image's title must not run into its neighbours' (the
+        # suptitle already says these are the images cut into patches)
+        ax.set_title(f"{i}: {h}x{w}\n{(h // p) * (w // p)} tokens", fontsize=9)
         ax.axis("off")
     packed = fig.add_subplot(grid[1, 0])
     plot_packing(features.packing, ax=packed, title="pack: the token sequences")

@@ -163,7 +163,7 @@ def _block_text(block) -> str:
 def plot_pyramid_architecture(model, title: str | None = None):
     """Twins-SVT or ScalableViT as a block diagram: each stage's patch embedding, map
     size and width, its blocks in order (LSA/GSA or IWSA/SSA with their windows,
-    ratios and, for SSA, c) and the PEG after the first block, then the head. Sizes
+    ratios and, for SSA, c) with the PEG between the first two, then the head. Sizes
     measured on a zero image of the model's ``image_size``, so the diagram cannot drift
     from the code."""
     (ih, iw), channels = pair(model.image_size), model.channels
@@ -181,7 +181,8 @@ def plot_pyramid_architecture(model, title: str | None = None):
         else:
             how = "patches, linear"
         kinds = [_block_text(b) for b in stage.blocks]
-        lines = [how, f"map {h} x {w}", f"width {d}", *kinds, "PEG after block 1"]
+        # in the order the stage runs them: the PEG right after the first block
+        lines = [how, f"map {h} x {w}", f"width {d}", kinds[0], "PEG", *kinds[1:]]
         boxes.append((f"stage {s + 1}", lines))
     boxes.append(
         ("head", ["LayerNorm", "average pool", f"linear -> {logits.shape[0]}"])
