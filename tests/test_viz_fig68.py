@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
 import torch  # noqa: E402
 from test_viz import COLUMN_PX, SMALLEST_TEXT_PX, smallest_text_px  # noqa: E402
 
@@ -45,3 +46,64 @@ def test_pretraining_snapshots_are_readable_at_the_chapters_six_images():
         assert labels == ["step 0", "step 50", "step 200", "step 600"]
     finally:
         plt.close(fig)
+
+
+def _overlap(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def test_multicrop_numbers_and_titles_do_not_overlap_at_the_chapters_crops():
+    # chapter 7's Fashion-MNIST call (its first global box covers the image's corner
+    # where the second one's number went too) and its photo call
+    from vitbook.ssl import MultiCrop
+
+    image = torch.rand(1, 28, 28)
+    crops = MultiCrop(28, 14, num_local=4, seed=0, local_scale=(0.1, 0.4))
+    photo_crops = MultiCrop(112, 48, num_local=4, sigma=(0.5, 2.0), seed=1)
+    for fig in (
+        viz.plot_multicrop(image, crops, title="t"),
+        viz.plot_multicrop(torch.rand(3, 224, 224), photo_crops, title="t"),
+    ):
+        try:
+            fig.canvas.draw()
+            shrink = column_shrink(fig)
+            numbers = fig.axes[0].texts
+            assert [t.get_text() for t in numbers] == [str(i) for i in range(1, 7)]
+            for t in numbers:
+                # at least 9 px in the column, on a white box
+                assert t.get_fontsize() * fig.dpi / 72 * shrink >= SMALLEST_TEXT_PX
+                assert t.get_bbox_patch().get_facecolor()[:3] == (1.0, 1.0, 1.0)
+            boxes = [t.get_bbox_patch().get_window_extent() for t in numbers]
+            for i in range(len(boxes)):
+                for j in range(i):
+                    assert not _overlap(boxes[i], boxes[j]), f"{i + 1} on {j + 1}"
+            # a view's title stays off the view above it
+            views = fig.axes[1:]
+            for ax in views:
+                title = ax.title.get_window_extent()
+                for other in views:
+                    if other is not ax:
+                        assert not _overlap(title, other.get_window_extent())
+        finally:
+            plt.close(fig)
+
+
+def test_attention_figures_share_the_colour_scale_they_are_given():
+    from test_viz import _IMAGES, _small_vit
+
+    figs = [
+        viz.plot_class_token_attention(_small_vit(), _IMAGES, vmax=0.5)
+        for _ in range(2)
+    ]
+    try:
+        for fig in figs:
+            # the attention maps (the images' own panels are grey)
+            maps = [i for ax in fig.axes for i in ax.images]
+            maps = [m for m in maps if m.get_cmap().name == "inferno"]
+            assert len(maps) == 2 * 2  # 2 images x 2 heads
+            assert all(m.get_clim() == (0, 0.5) for m in maps)
+    finally:
+        for fig in figs:
+            plt.close(fig)
+    with pytest.raises(ValueError, match="vmax"):
+        viz.plot_class_token_attention(_small_vit(), _IMAGES, vmax=0.0)
