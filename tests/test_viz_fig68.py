@@ -107,3 +107,24 @@ def test_attention_figures_share_the_colour_scale_they_are_given():
             plt.close(fig)
     with pytest.raises(ValueError, match="vmax"):
         viz.plot_class_token_attention(_small_vit(), _IMAGES, vmax=0.0)
+
+
+def test_esvit_entropy_panel_draws_log_k_as_chapter_7s_does():
+    rows = [
+        {"step": i, "view": 6.0, "region": 5.0, "entropy": 6.0, "std": 0.1, "erank": 9}
+        for i in range(20)
+    ]
+    fig = viz.plot_esvit_diagnostics(History(steps=rows), max_entropy=math.log(1024))
+    try:
+        entropy = fig.axes[1]
+        assert entropy.get_title() == "teacher entropy"
+        legend = [t.get_text() for t in entropy.get_legend().get_texts()]
+        assert legend == ["entropy", "log K = 6.93 (uniform)"], legend
+        dashed = [ln for ln in entropy.get_lines() if ln.get_linestyle() == "--"]
+        assert len(dashed) == 1 and dashed[0].get_ydata()[0] == math.log(1024)
+        # the line is in view: the panel's y-axis reaches it
+        assert entropy.get_ylim()[1] >= math.log(1024)
+        px, text = smallest_text_px(fig)
+        assert px >= SMALLEST_TEXT_PX, f"{text!r} is {px:.1f} px tall"
+    finally:
+        plt.close(fig)
