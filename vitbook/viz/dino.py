@@ -12,26 +12,70 @@ from ..layers import record_attention
 from .common import moving_average, plot_branches, to_image
 
 
+def _label_spots(boxes, size, gap: float = 0.14) -> list[tuple]:
+    """For each box ``(x1, y1, x2, y2)``, where its number goes: ``(x, y, ha, va)`` at
+    one of its inner corners, the first that is at least ``gap`` of the image's
+    ``size`` (h, w) from every number placed before it (or else the farthest one).
+    Boxes often share a corner (a global crop of the whole image has the image's):
+    numbers at the same corner would sit on top of each other."""
+    h, w = size
+    inset = 0.02 * max(h, w)
+    placed, spots = [], []
+    for x1, y1, x2, y2 in boxes:
+        corners = [
+            (x1 + inset, y1 + inset, "left", "top"),
+            (x2 - inset, y2 - inset, "right", "bottom"),
+            (x2 - inset, y1 + inset, "right", "top"),
+            (x1 + inset, y2 - inset, "left", "bottom"),
+        ]
+
+        def clearance(spot):
+            # how far, in units of the image's size, the nearest placed number is
+            return min(
+                (max(abs(spot[0] - x) / w, abs(spot[1] - y) / h) for x, y in placed),
+                default=1.0,
+            )
+
+        spot = next((c for c in corners if clearance(c) >= gap), None)
+        spot = spot or max(corners, key=clearance)
+        placed.append(spot[:2])
+        spots.append(spot)
+    return spots
+
+
 def plot_multicrop(image: torch.Tensor, multicrop, title: str | None = None):
     """One image ``(c, h, w)`` in [0, 1], the boxes ``multicrop`` cut from it (global
-    in blue, local in orange), and the views themselves, in the order DINO feeds
-    them."""
+    in blue, local in orange), each numbered inside a corner, and the views themselves,
+    in the order DINO feeds them."""
     # [global 1, global 2, local 1, ...], each (1, c, ., .)
     views = multicrop(image[None])
     boxes = [b[0].tolist() for b in multicrop.last_boxes]
     n = len(views)
     # the image on the left; the views to its right in two rows, to fit the column
     per_row = -(-n // 2)
-    fig = plt.figure(figsize=(2.6 + 1.15 * per_row, 3.3))
+    fig = plt.figure(figsize=(2.8 + 1.2 * per_row, 3.9), layout="constrained")
     grid = fig.add_gridspec(2, per_row + 2)
     image_ax = fig.add_subplot(grid[:, :2])
     image_ax.imshow(to_image(image), cmap="gray")
-    for i, (x1, y1, x2, y2) in enumerate(boxes):
+    spots = _label_spots(boxes, image.shape[-2:])
+    for i, ((x1, y1, x2, y2), (x, y, ha, va)) in enumerate(zip(boxes, spots)):
         color = "tab:blue" if i < 2 else "tab:orange"
         image_ax.add_patch(
             Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=color, lw=1.5)
         )
-        image_ax.text(x1 + 1, y1 + 1, str(i + 1), color=color, fontsize=9, va="top")
+        # on a white box, so that it reads over any image and off the box's edge
+        white = dict(boxstyle="round,pad=0.15", fc="white", ec=color, lw=1)
+        image_ax.text(
+            x,
+            y,
+            str(i + 1),
+            color=color,
+            fontsize=10,
+            fontweight="bold",
+            ha=ha,
+            va=va,
+            bbox=white,
+        )
     image_ax.set_title("image and crop boxes", fontsize=10)
     image_ax.axis("off")
     for i, view in enumerate(views):
@@ -43,7 +87,6 @@ def plot_multicrop(image: torch.Tensor, multicrop, title: str | None = None):
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     return fig
 
 
@@ -74,19 +117,24 @@ def plot_class_token_attention(
     titles=None,
     layer: int = -1,
     title: str | None = None,
+    vmax: float | None = None,
 ):
     """The paper's figure at this scale: where the class token of the last layer looks,
     head by head. ``images`` are what the backbone takes (normalized); ``shown`` the
     same images in [0, 1] for display (default: ``images``). The colour is the
     attention weight on each patch (a row sums to 1 over the patches and the class
-    token)."""
+    token), from 0 to ``vmax`` (default: the largest weight drawn); give two figures
+    the same ``vmax`` to compare them by colour."""
     att = class_token_attention(backbone, images, layer)  # (b, heads, gh, gw)
     shown = images if shown is None else shown
     b, heads = att.shape[:2]
     fig, axes = plt.subplots(
         b, heads + 1, figsize=(1.6 * (heads + 1) + 0.8, 1.6 * b + 0.4), squeeze=False
     )
-    vmax = float(att.max())
+    if vmax is None:
+        vmax = float(att.max())
+    elif not vmax > 0:
+        raise ValueError(f"vmax must be a positive attention weight, got {vmax}")
     for i in range(b):
         axes[i, 0].imshow(to_image(shown[i]), cmap="gray")
         axes[i, 0].set_title(titles[i] if titles else "image", fontsize=8)

@@ -77,11 +77,13 @@ def plot_region_correspondences(
     return fig
 
 
-def plot_esvit_diagnostics(history, smooth: int = 10):
+def plot_esvit_diagnostics(history, smooth: int = 10, max_entropy=None):
     """EsViT's training from a ``fit`` history whose steps carry ``EsViT.metrics``:
     the view and region halves of the loss, the teacher's entropy on the view task
     (``log K`` means uniform output, 0 one-hot: both are collapse), the per-dimension
-    std and the effective rank of the student's view embeddings."""
+    std and the effective rank of the student's view embeddings. ``max_entropy``
+    (``log K``) is drawn as a dashed line on the entropy panel, as chapter 7's
+    :func:`plot_collapse_diagnostics` draws it."""
     rows = history.steps
     missing = {"view", "region", "entropy", "std", "erank"} - set(
         rows[0] if rows else {}
@@ -103,9 +105,17 @@ def plot_esvit_diagnostics(history, smooth: int = 10):
     for ax, (keys, ylabel, title) in zip(axes.ravel(), panels):
         for k in keys:
             ax.plot(steps, moving_average([r[k] for r in rows], smooth), label=k)
+        if keys == ("entropy",) and max_entropy is not None:
+            ax.axhline(
+                max_entropy,
+                color="gray",
+                ls="--",
+                lw=1,
+                label=f"log K = {max_entropy:.2f} (uniform)",
+            )
         ax.set(xlabel="step", ylabel=ylabel, title=title)
-        if len(keys) > 1:
-            ax.legend()
+        if len(ax.get_lines()) > 1:
+            ax.legend(fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -158,35 +158,45 @@ def plot_masking_ratios(
 def plot_pretraining(
     history, frames: list, to_pixels: Callable = identity, smooth: int = 20
 ):
-    """Left: the MAE loss per step (smoothed), a marker where each snapshot was taken.
-    Right: the reconstructions (visible patches pasted back) of the same images with
+    """Top: the MAE loss per step (smoothed), a marker where each snapshot was taken.
+    Below it: the reconstructions (visible patches pasted back) of the same images with
     the same hidden patches at those steps, one row per snapshot. ``frames`` is a list
     of ``(step, pasted images (k, c, h, w))``."""
     steps = [r["step"] for r in history.steps]
     losses = [r["loss"] for r in history.steps]
     k = len(frames[0][1])
-    fig = plt.figure(figsize=(4.5 + 1.1 * k, max(3.2, 1.1 * len(frames) + 0.6)))
-    grid = fig.add_gridspec(len(frames), 1 + k, width_ratios=[4] + [1] * k)
-    ax = fig.add_subplot(grid[:, 0])
+    # the snapshots get the column's full width below the curve, not a strip beside
+    # it: six thumbnails beside the curve were about 50 px wide in the page's column
+    thumb = 1.25
+    fig = plt.figure(
+        figsize=(max(6.0, thumb * k + 0.5), 3.2 + thumb * len(frames)),
+        layout="constrained",
+    )
+    fig.get_layout_engine().set(wspace=0.01, hspace=0.01)
+    grid = fig.add_gridspec(
+        1 + len(frames), k, height_ratios=[2.6] + [thumb] * len(frames)
+    )
+    ax = fig.add_subplot(grid[0, :])
     ax.plot(steps, losses, color="C0", alpha=0.25, lw=0.8)
     smoothed = moving_average(losses, smooth)
     ax.plot(steps, smoothed, color="C0", label="loss on hidden patches")
-    for step, _ in frames:
+    for i, (step, _) in enumerate(frames):
         at = min(max(step, 1), len(smoothed)) - 1
-        ax.plot(step, smoothed[at], "o", color="C1")
-    ax.set(xlabel="step", ylabel="MAE loss (smoothed)", title="pretraining")
+        label = "a snapshot below" if i == 0 else None
+        ax.plot(step, smoothed[at], "o", color="C1", label=label)
+    ax.set(xlabel="step", ylabel="MAE loss (smoothed)")
+    ax.set_title("pretraining loss", fontsize=10)
     ax.legend()
     for row, (step, pictures) in enumerate(frames):
         pictures = to_pixels(pictures).cpu()
         for col in range(k):
-            sub = fig.add_subplot(grid[row, 1 + col])
+            sub = fig.add_subplot(grid[1 + row, col])
             sub.imshow(to_image(pictures[col]), cmap="gray", vmin=0, vmax=1)
             sub.set_xticks([])
             sub.set_yticks([])
             if col == 0:
-                sub.set_ylabel(f"step {step}", fontsize=8)
+                sub.set_ylabel(f"step {step}", fontsize=10)
     fig.suptitle("the same hidden patches, reconstructed as pretraining goes")
-    fig.tight_layout()
     return fig
 
 
