@@ -220,6 +220,30 @@ def test_the_page_stores_what_the_explorer_says():
     assert len(explorer.stored) == 2 + 3 + 4 + 6
 
 
+def test_the_page_says_in_words_what_its_frames_cover():
+    import ipywidgets
+
+    def draw(n, m=0):
+        fig = matplotlib.figure.Figure(figsize=(1, 1))
+        fig.add_subplot().plot([n, m])
+        return fig
+
+    every = widgets.Explorer(
+        draw,
+        stored=[{"n": v} for v in range(4)],
+        n=ipywidgets.IntSlider(1, 0, 3, description="patch size"),
+    )
+    assert every._stored_text() == ", one per patch size"
+    assert "4 stored frames, one per patch size." in every.page()
+    some = widgets.Explorer(
+        draw,
+        stored=[{"n": 2, "m": 0}, {"n": 2, "m": 1}],
+        n=ipywidgets.IntSlider(1, 0, 3, description="image"),
+        m=ipywidgets.IntSlider(0, 0, 1, description="head"),
+    )
+    assert some._stored_text() == " (image: 2 of 4 values; head: all 2 values)"
+
+
 def test_unknown_control_is_refused():
     explorer = widgets.patch_explorer(torch.rand(1, 28, 28))
     with pytest.raises(ValueError, match="no control named 'size'"):

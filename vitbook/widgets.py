@@ -93,16 +93,30 @@ class Explorer:
     def page(self) -> str:
         """The self-contained HTML the book shows: controls, frames, script."""
         frames = self.frames()
-        counts = ", ".join(
-            f"{axis.description} {len(axis.values)} of {axis.offered}"
-            for axis in self.axes
-        )
         note = (
-            f"{len(frames)} stored frames (values per control: {counts}). A "
-            "combination not stored shows the nearest stored one; with a running "
-            "kernel the explorer redraws for any value."
+            f"{len(frames)} stored frames{self._stored_text()}. A combination not "
+            "stored shows the nearest stored one; with a running kernel the explorer "
+            "redraws for any value."
         )
         return pages.page(self.axes, frames, self.key(self.values), note)
+
+    def _stored_text(self) -> str:
+        """What the stored frames cover, in words: ", one per mask ratio" when one
+        control has all its values stored, else each control's share of its values
+        (" (image: 4 of 10 values; head: all 5 values)")."""
+        (first, *others) = self.axes
+        if not others and len(first.values) == first.offered:
+            return f", one per {first.description}"
+        shares = [
+            f"{a.description}: "
+            + (
+                f"all {a.offered} values"
+                if len(a.values) == a.offered
+                else f"{len(a.values)} of {a.offered} values"
+            )
+            for a in self.axes
+        ]
+        return f" ({'; '.join(shares)})"
 
     def _draw(self):
         figure = self.draw(**self.values)
