@@ -40,16 +40,16 @@ def plot_byol_diagnostics(histories: dict, smooth: int = 5, projection_dim=None)
             values = np.asarray([r[key] for r in rows])
             steps = [r["step"] for r in rows]
             ax.plot(steps, moving_average(values, smooth), color=f"C{j}", label=name)
+        level = None
         if key == "std" and projection_dim:
             level = 1 / math.sqrt(projection_dim)
-            ax.axhline(level, color="gray", ls="--", lw=1)
-            ax.annotate(
-                "1/sqrt(P)",
-                (0.02, level),
-                xycoords=("axes fraction", "data"),
-                va="top",  # under the line, inside the axes
-                fontsize=9,
-                color="gray",
+            # named in the shared legend: a label on the line hides under the curves
+            ax.axhline(
+                level,
+                color="k",
+                ls="--",
+                lw=1,
+                label=rf"$1/\sqrt{{P}}$, P = {projection_dim}",
             )
         ax.set_xlabel("step")
         ax.set_ylabel(label)
@@ -57,10 +57,19 @@ def plot_byol_diagnostics(histories: dict, smooth: int = 5, projection_dim=None)
             ax.set_yscale("log")
             ax.set_ylim(bottom=1)
         else:
-            ax.set_ylim(bottom=0)
-        # each panel says which run is which: a reader looks at one at a time
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+            # a healthy run's spread starts at 1/sqrt(P): room above it, so that the
+            # dashed line is not drawn on the panel's frame
+            top = max(ax.get_ylim()[1], 1.15 * level) if level else None
+            ax.set_ylim(0, top)
+    # one legend under the four panels for all of them: a legend inside a panel covers
+    # the curves of its first steps, where the runs differ most
+    handles, labels = axes[0, 1].get_legend_handles_labels()
+    legend = fig.legend(
+        handles, labels, loc="lower center", ncol=3, fontsize=9, frameon=False
+    )
+    # the panels fill what the legend leaves free
+    height = legend.get_window_extent(fig.canvas.get_renderer()).height
+    fig.tight_layout(rect=(0, height / fig.bbox.height + 0.01, 1, 1))
     return fig
 
 
@@ -84,8 +93,10 @@ def plot_byol_method(byol, title: str | None = None):
         ("predictor", [f"MLP -> {out.out_features}"] if has_predictor else ["none"]),
     ]
     if byol.target is not None:
-        m = (byol.target.base, byol.target.final)
-        target, link = ["the same network,", f"EMA m: {m[0]} -> {m[1]}"], "EMA"
+        # the momentum is the chapter's tau, rising from its base to its final value
+        tau = (byol.target.base, byol.target.final)
+        target = ["the same network,", rf"EMA $\tau$: {tau[0]} -> {tau[1]}"]
+        link = "EMA"
     else:
         target, link = ["the online network", "itself"], "same weights"
     bottom = [

@@ -3,6 +3,7 @@ position."""
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import matplotlib.pyplot as plt
@@ -62,10 +63,10 @@ def plot_position_confusion(predicted: torch.Tensor, grid, title: str | None = N
         title="put at the right place",
     )
     fig.colorbar(im, ax=right, shrink=0.85, label="accuracy")
-    chance = 1 / (gh * gw)
+    # as many digits as chance needs: 1/16 is 6.25%, as the text says, not 6.2%
+    chance = f"{100 / (gh * gw):.3g}%"
     fig.suptitle(
-        title
-        or f"{rates.diagonal().mean():.1%} of positions right (chance {chance:.1%})"
+        title or f"{rates.diagonal().mean():.1%} of positions right (chance {chance})"
     )
     fig.tight_layout()
     return fig
@@ -79,14 +80,22 @@ def plot_position_arrows(
     titles=None,
 ):
     """Each image with an arrow from every patch's true place to the place the model
-    predicted for it; a dot where the prediction is right."""
+    predicted for it; a dot where the prediction is right. Rows of at most three
+    images, so that each stays large enough to read in the page's column."""
     gh, gw = grid
     n = len(images)
-    fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 3.0), squeeze=False)
+    ncols = min(3, n)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(2.6 * ncols, 2.6 * nrows + 0.4), squeeze=False
+    )
+    # the last row's empty places, when n is not a multiple of three
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
     pictures = to_pixels(images).cpu()
     h, w = images.shape[-2:]
     ph, pw = h / gh, w / gw
-    for k, ax in enumerate(axes[0]):
+    for k, ax in enumerate(axes.ravel()[:n]):
         ax.imshow(to_image(pictures[k]), cmap="gray", vmin=0, vmax=1)
         right = 0
         for i, j in enumerate(predicted[k].tolist()):
@@ -108,10 +117,14 @@ def plot_position_arrows(
         # plot_position_confusion
         ax.set_xticks([(c + 0.5) * pw - 0.5 for c in range(gw)], labels=range(gw))
         ax.set_yticks([(r + 0.5) * ph - 0.5 for r in range(gh)], labels=range(gh))
-        ax.set_xlabel("patch column")
-        ax.set_ylabel("patch row")
+    # the axes are named once for every panel: a label under each panel of the first
+    # row would run into the titles of the second
+    fig.supxlabel("patch column")
+    fig.supylabel("patch row")
     fig.suptitle("true place -> predicted place (red); right (green)")
-    fig.tight_layout()
+    # more room between the rows than tight_layout leaves: with it alone, the second
+    # row's titles touched the first row's column numbers
+    fig.tight_layout(h_pad=2.0)
     return fig
 
 
