@@ -25,7 +25,8 @@ from torch import nn
 
 from .. import configs, runtime
 from ..models import CNN, NaViT, ScalableViT, Swin, Twins, ViT
-from ..ssl import BYOL, DINO, MAE, MP3, EsViT
+from ..ssl import MAE
+from ..ssl.recipes import RECIPES, pretraining
 from ..train import classification_loss, self_supervised_loss
 from .flops import count_flops
 
@@ -148,7 +149,7 @@ def training_runs(chapter: str, scale: str | None = None) -> list[Run]:
     if c in ("06_mae", "10_mp3"):
         runs += _masked_runs(c, cfg, scale)
     if c in ("07_dino", "08_esvit", "09_byol"):
-        runs += _distillation_runs(c, cfg)
+        runs += _distillation_runs(c, cfg, scale)
     if c == "11_comparison":
         from ..zoo import CHAPTER_MODELS
 
@@ -162,8 +163,6 @@ def training_runs(chapter: str, scale: str | None = None) -> list[Run]:
 def _race_runs(c: str, seconds: float, scale: str | None) -> list[Run]:
     """Chapter 11's race: every method of chapters 6-10 pretrained for ``seconds``
     with its chapter's recipe (:mod:`vitbook.ssl.recipes`)."""
-    from ..ssl.recipes import RECIPES, pretraining
-
     runs = []
     for name, recipe in RECIPES.items():
         batch_size = configs.chapter(recipe.chapter, scale).batch_size
@@ -236,7 +235,7 @@ def _masked_runs(c: str, cfg, scale: str) -> list[Run]:
             _ssl(
                 c,
                 "MAE pretraining",
-                lambda: MAE(backbone(), norm_pix_loss=True, **cfg.mae),
+                lambda: pretraining("MAE", cfg.pretrain_steps, scale=scale).method,
                 cfg.pretrain_steps,
                 bs,
             )
@@ -272,7 +271,7 @@ def _masked_runs(c: str, cfg, scale: str) -> list[Run]:
             _ssl(
                 c,
                 "MP3 pretraining",
-                lambda: MP3(backbone(), mask_ratio=cfg.mask_ratio),
+                lambda: pretraining("MP3", cfg.pretrain_steps, scale=scale).method,
                 cfg.pretrain_steps,
                 bs,
             )
@@ -288,38 +287,18 @@ def _masked_runs(c: str, cfg, scale: str) -> list[Run]:
     return runs
 
 
-def _distillation_runs(c: str, cfg) -> list[Run]:
-    """DINO, EsViT, BYOL: pretraining and the short variants (the supervised baseline
-    is chapter 6's shared reference)."""
+def _distillation_runs(c: str, cfg, scale: str | None) -> list[Run]:
+    """DINO, EsViT, BYOL: pretraining with the chapter's recipe
+    (:mod:`vitbook.ssl.recipes`) and the short variants (the supervised baseline is
+    chapter 6's shared reference)."""
+    name = {"07_dino": "DINO", "08_esvit": "EsViT", "09_byol": "BYOL"}[c]
     steps, bs = cfg.steps, cfg.batch_size
-    dynamic = c != "09_byol"  # DINO's and EsViT's local crops are smaller
 
-    def backbone():
-        extra = dict(dynamic_img_size=True) if dynamic else {}
-        return ViT(image_size=SIDE, num_classes=0, channels=1, **extra, **cfg.backbone)
-
-    # the chapter's schedules that follow the number of steps (no effect on shapes)
-    schedule = dict(
-        warmup_teacher_temp_steps=steps // 3,
-        freeze_last_layer_steps=max(1, steps // 100),
-    )
-    if c == "07_dino":
-        name, variants = "DINO", 2
-
-        def build():
-            return DINO(backbone(), total_steps=steps, **cfg.dino, **schedule)
-    elif c == "08_esvit":
-        name, variants = "EsViT", 0
-
-        def build():
-            return EsViT(backbone(), total_steps=steps, **cfg.esvit, **schedule)
-    else:
-        name, variants = "BYOL", 5
-
-        def build():
-            return BYOL(backbone(), total_steps=steps, **cfg.byol)
+    def build():
+        return pretraining(name, steps, scale=scale).method
 
     runs = [_ssl(c, name, build, steps, bs)]
+    variants = {"DINO": 2, "EsViT": 0, "BYOL": 5}[name]
     if variants:
         # the variants change heads and switches, not the shapes: counted as the
         # method itself (an upper bound: some drop the predictor or crops)
