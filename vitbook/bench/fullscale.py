@@ -229,17 +229,17 @@ def _masked_runs(c: str, cfg, scale: str) -> list[Run]:
             **cfg.backbone,
         )
 
-    bs = cfg.batch_size
+    bs, method = cfg.batch_size, "MAE" if c == "06_mae" else "MP3"
+    runs = [
+        _ssl(
+            c,
+            f"{method} pretraining",
+            lambda: pretraining(method, cfg.pretrain_steps, scale=scale).method,
+            cfg.pretrain_steps,
+            bs,
+        )
+    ]
     if c == "06_mae":
-        runs = [
-            _ssl(
-                c,
-                "MAE pretraining",
-                lambda: pretraining("MAE", cfg.pretrain_steps, scale=scale).method,
-                cfg.pretrain_steps,
-                bs,
-            )
-        ]
         # the pictures' model: the same MAE predicting pixels
         runs.append(
             _ssl(
@@ -267,15 +267,6 @@ def _masked_runs(c: str, cfg, scale: str) -> list[Run]:
         )
         epochs, names = cfg.finetune_epochs, ("from MAE", "from scratch")
     else:
-        runs = [
-            _ssl(
-                c,
-                "MP3 pretraining",
-                lambda: pretraining("MP3", cfg.pretrain_steps, scale=scale).method,
-                cfg.pretrain_steps,
-                bs,
-            )
-        ]
         return runs
     steps = steps_of(epochs, bs, cfg.labelled)
 
