@@ -69,6 +69,18 @@ def identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def uniform_entropy_line(ax, max_entropy: float) -> None:
+    """The dashed line at ``log K``, the entropy of a uniform distribution over the
+    ``K`` outputs: where a collapsed-by-uniformity teacher sits."""
+    ax.axhline(
+        max_entropy,
+        color="gray",
+        ls="--",
+        lw=1,
+        label=f"log K = {max_entropy:.2f} (uniform)",
+    )
+
+
 def tint(ax, labels: np.ndarray, colors: dict, patch_size: int, alpha: float = 0.45):
     """Colour each patch of a picture drawn on ``ax`` by ``colors[label]``, ``labels``
     being a ``(rows, columns)`` map of patches (a boolean mask with ``{True: color}``);

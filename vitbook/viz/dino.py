@@ -9,7 +9,12 @@ import torch
 from matplotlib.patches import Rectangle
 
 from ..layers import record_attention
-from .common import moving_average, plot_branches, to_image
+from .common import (
+    moving_average,
+    plot_branches,
+    to_image,
+    uniform_entropy_line,
+)
 
 
 def _label_spots(boxes, size, gap: float = 0.14) -> list[tuple]:
@@ -176,13 +181,7 @@ def plot_collapse_diagnostics(histories: dict, smooth: int = 5, max_entropy=None
             values = np.asarray([r[key] for r in rows])
             ax.plot(steps, moving_average(values, smooth), color=f"C{j}", label=name)
         if key == "entropy" and max_entropy is not None:
-            ax.axhline(
-                max_entropy,
-                color="gray",
-                ls="--",
-                lw=1,
-                label=f"log K = {max_entropy:.2f} (uniform)",
-            )
+            uniform_entropy_line(ax, max_entropy)
         ax.set_xlabel("step")
         ax.set_ylabel(label)
         ax.set_ylim(bottom=0)

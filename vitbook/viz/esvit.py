@@ -9,7 +9,12 @@ import torch
 from matplotlib import cm, colors
 from matplotlib.patches import ConnectionPatch
 
-from .common import moving_average, plot_branches, to_image
+from .common import (
+    moving_average,
+    plot_branches,
+    to_image,
+    uniform_entropy_line,
+)
 
 
 def _centres(grid, size) -> np.ndarray:
@@ -106,13 +111,7 @@ def plot_esvit_diagnostics(history, smooth: int = 10, max_entropy=None):
         for k in keys:
             ax.plot(steps, moving_average([r[k] for r in rows], smooth), label=k)
         if keys == ("entropy",) and max_entropy is not None:
-            ax.axhline(
-                max_entropy,
-                color="gray",
-                ls="--",
-                lw=1,
-                label=f"log K = {max_entropy:.2f} (uniform)",
-            )
+            uniform_entropy_line(ax, max_entropy)
         ax.set(xlabel="step", ylabel=ylabel, title=title)
         if len(ax.get_lines()) > 1:
             ax.legend(fontsize=9)
