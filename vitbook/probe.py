@@ -105,6 +105,39 @@ def linear_probe(
         return (head(xte).argmax(1) == test_labels).float().mean().item()
 
 
+def features_accuracy(
+    train_f, train_y, test_f, test_y, k: int = 20, probe_epochs: int = 100, seed=0
+) -> dict:
+    """``{"knn", "linear"}``: weighted k-NN and linear-probe test accuracy of
+    features already extracted."""
+    return {
+        "knn": knn_accuracy(train_f, train_y, test_f, test_y, k=k),
+        "linear": linear_probe(
+            train_f, train_y, test_f, test_y, epochs=probe_epochs, seed=seed
+        ),
+    }
+
+
+def frozen_accuracy(
+    model: nn.Module,
+    train_loader,
+    test_loader,
+    k: int = 20,
+    probe_epochs: int = 100,
+    pool: Callable | None = None,
+    device=None,
+    seed: int = 0,
+) -> dict:
+    """``{"knn", "linear"}``: how well ``model``'s frozen features of
+    ``train_loader`` classify those of ``test_loader`` (one row of the table)."""
+    model = model.to(device) if device is not None else model
+    train_f, train_y = extract_features(model, train_loader, pool=pool)
+    test_f, test_y = extract_features(model, test_loader, pool=pool)
+    return features_accuracy(
+        train_f, train_y, test_f, test_y, k=k, probe_epochs=probe_epochs, seed=seed
+    )
+
+
 @dataclass
 class RepresentationReport:
     """k-NN and linear-probe test accuracy of several frozen feature extractors.
@@ -239,19 +272,22 @@ def representation_report(
     loaders = (train_part.loader(batch_size), test_set.loader(batch_size))
 
     def judge(train_f, train_y, test_f, test_y, note):
-        return {
-            "knn": knn_accuracy(train_f, train_y, test_f, test_y, k=k),
-            "linear": linear_probe(
-                train_f, train_y, test_f, test_y, epochs=probe_epochs, seed=seed
-            ),
-            "note": note,
-        }
+        accuracy = features_accuracy(
+            train_f, train_y, test_f, test_y, k=k, probe_epochs=probe_epochs, seed=seed
+        )
+        return {**accuracy, "note": note}
 
     def of_model(model, note):
-        model = model.to(device) if device is not None else model
-        train_f, train_y = extract_features(model, loaders[0], pool=pool)
-        test_f, test_y = extract_features(model, loaders[1], pool=pool)
-        return judge(train_f, train_y, test_f, test_y, note)
+        accuracy = frozen_accuracy(
+            model,
+            *loaders,
+            k=k,
+            probe_epochs=probe_epochs,
+            pool=pool,
+            device=device,
+            seed=seed,
+        )
+        return {**accuracy, "note": note}
 
     rows = {
         "pretrained": of_model(pretrained, f"{type(pretrained).__name__} backbone"),

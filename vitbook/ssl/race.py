@@ -18,7 +18,7 @@ import torch
 
 from ..baselines import random_backbone
 from ..bench.timing import interleaved_median
-from ..probe import extract_features, knn_accuracy, linear_probe
+from ..probe import frozen_accuracy
 from ..runtime import get_device
 from ..threads import ThreadPlan
 from ..train import fit, train_step
@@ -86,12 +86,7 @@ def equal_seconds(
     loaders = (train_part.loader(512), test_set.loader(512))
 
     def judge(backbone) -> dict:
-        train_f, train_y = extract_features(backbone.to(device), loaders[0])
-        test_f, test_y = extract_features(backbone, loaders[1])
-        return {
-            "knn": knn_accuracy(train_f, train_y, test_f, test_y),
-            "linear": linear_probe(train_f, train_y, test_f, test_y, seed=seed),
-        }
+        return frozen_accuracy(backbone, *loaders, device=device, seed=seed)
 
     rows = {}
     for name in names:
